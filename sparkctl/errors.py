@@ -1,0 +1,90 @@
+"""Domain errors with stable codes.
+
+Every failure a user can meet is a SparkError subclass carrying a code that never changes; the
+HTTP layer and the CLI each map codes to statuses or exit codes in exactly one place. Code never
+matches on message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SparkError(Exception):
+    """Base of all sparkctl errors. `code` is stable and machine-readable."""
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem found in a file: where (file, dotted field path) and what."""
+
+    path: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        if self.field:
+            return f"{self.path}: {self.field}: {self.message}"
+        return f"{self.path}: {self.message}"
+
+
+class InvalidFilesError(SparkError):
+    """A set of files failed validation; `issues` holds one entry per precise problem."""
+
+    def __init__(self, issues: list[Issue], *, what: str) -> None:
+        self.issues = issues
+        n = len(issues)
+        lines = "\n".join(str(i) for i in issues)
+        super().__init__(f"{what}: {n} error{'s' if n != 1 else ''}\n{lines}")
+
+
+class CatalogError(InvalidFilesError):
+    code = "catalog_invalid"
+
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__(issues, what="invalid catalog")
+
+
+class ConfigError(InvalidFilesError):
+    code = "config_invalid"
+
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__(issues, what="invalid configuration")
+
+
+class UnknownModelError(SparkError):
+    code = "model_not_found"
+
+
+class ModelDisabledError(SparkError):
+    code = "model_disabled"
+
+
+class InvalidModelNameError(SparkError):
+    code = "invalid_model_name"
+
+
+class RenderError(SparkError):
+    code = "render_failed"
+
+
+class ToolMissingError(SparkError):
+    """An external program sparkctl would run (quadlet, systemd-analyze, podman) is not installed."""
+
+    code = "tool_missing"
+
+
+class SandboxError(SparkError):
+    """The throwaway systemd used by the tests and the demo could not be set up or driven."""
+
+    code = "sandbox_failed"

@@ -1,0 +1,156 @@
+"""Daemon configuration (BRIEF §4.2): TOML from --config, else $SPARKCTL_CONFIG, else
+/etc/sparkctl/sparkctl.toml, else the defaults below. Unknown keys are errors, as in the catalog.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+from .paths import SHIPPED_CATALOG
+from .quantities import Duration, IdleTimeout, Size
+from .validation import StrictModel, issues_from_validation, read_toml
+
+DEFAULT_CONFIG = Path("/etc/sparkctl/sparkctl.toml")
+ENV_CONFIG = "SPARKCTL_CONFIG"
+
+FilePath = Annotated[Path, Field(strict=False)]
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """ "127.0.0.1:8009" / "[::1]:8009" / "0.0.0.0:80" → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'must be "HOST:PORT" (e.g. "127.0.0.1:8009"), got {value!r}')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
+
+
+class GatewaySettings(StrictModel):
+    listen: list[Listen] = Field(default_factory=lambda: ["127.0.0.1:8009"], min_length=1)
+    auth: Literal["required", "none"] = "required"
+    api_keys_file: FilePath = Path("/etc/sparkctl/api-keys")
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body: Size = 64 * 1024**2
+    queue_limit: int = Field(default=256, ge=1)
+    # Where the per-model sockets (sparkctl-ID.socket) listen; loopback like the gateway's default.
+    direct_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _auth_none_only_on_loopback(self) -> GatewaySettings:
+        if self.auth == "none":
+            exposed = [a for a in self.listen if not is_loopback(split_host_port(a)[0])]
+            if not is_loopback(self.direct_host):
+                exposed.append(f"{self.direct_host} (direct_host)")
+            if exposed:
+                raise ValueError(
+                    'auth = "none" is refused unless every listener is loopback; '
+                    f"not loopback: {', '.join(exposed)}"
+                )
+        return self
+
+
+class CatalogSettings(StrictModel):
+    dirs: list[FilePath] = Field(default_factory=lambda: [SHIPPED_CATALOG, Path("/etc/sparkctl/models")])
+    port_base: Port = 18100
+    direct_port_base: Port = 18300
+    # How many ports above each base the automatic assignment may use.
+    port_span: int = Field(default=200, ge=1, le=10000)
+
+
+class SystemdSettings(StrictModel):
+    bus: str = "system"  # "system" | "user" | a D-Bus address ("unix:path=…")
+    quadlet_dir: FilePath = Path("/etc/containers/systemd")
+    unit_dir: FilePath = Path("/etc/systemd/system")
+
+    @model_validator(mode="after")
+    def _bus(self) -> SystemdSettings:
+        if self.bus not in ("system", "user") and ":" not in self.bus:
+            raise ValueError(
+                f'bus must be "system", "user" or a D-Bus address like "unix:path=/run/…", got {self.bus!r}'
+            )
+        return self
+
+
+class SchedulerSettings(StrictModel):
+    memory_budget: float = Field(default=0.94, gt=0, le=1)
+    idle_timeout: IdleTimeout = 20 * 60.0
+    drain_timeout: Duration = 10 * 60.0
+    memory_wait: Duration = 60.0
+
+
+class RuntimeSettings(StrictModel):
+    hf_cache: FilePath = Path("/var/lib/sparkctl/huggingface")
+    container_network: Literal["bridge", "host"] = "bridge"
+    # Compilation caches (vLLM, torch inductor, triton, FlashInfer JIT) kept across starts: they
+    # cut minutes off a cold start. Shared by all models; entries are keyed by content hash.
+    compile_cache: FilePath = Path("/var/cache/sparkctl/compile")
+    # The sparkctl executable the rendered units call for their readiness probe.
+    sparkctl: FilePath = Path("/usr/local/bin/sparkctl")
+    # Path of the HF cache inside containers.
+    container_hf_home: FilePath = Path("/root/.cache/huggingface")
+
+
+class Settings(StrictModel):
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    systemd: SystemdSettings = Field(default_factory=SystemdSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+
+def config_path(explicit: Path | None) -> Path | None:
+    """Which file configures this run: --config, $SPARKCTL_CONFIG, the default if present, or none."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def load_settings(explicit: Path | None = None) -> Settings:
+    path = config_path(explicit)
+    if path is None:
+        return Settings()
+    data, issues = read_toml(path)
+    if data is None:
+        raise ConfigError(issues)
+    _resolve_relative_dirs(data, path.parent)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(issues_from_validation(path, Settings, e)) from None
+
+
+def _resolve_relative_dirs(data: dict[str, object], base: Path) -> None:
+    """Relative catalog dirs are relative to the configuration file, not the working directory."""
+    catalog = data.get("catalog")
+    if isinstance(catalog, dict) and isinstance(catalog.get("dirs"), list):
+        catalog["dirs"] = [
+            str(base / d) if isinstance(d, str) and not Path(d).is_absolute() else d for d in catalog["dirs"]
+        ]
