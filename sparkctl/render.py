@@ -1,0 +1,260 @@
+"""Catalog → unit files. Pure: no I/O beyond reading the templates shipped in the package.
+
+Per enabled model: a Quadlet `.container` (runtime "container") or a plain `.service` (runtime
+"process"), both becoming `sparkctl-ID.service`, plus `sparkctl-ID.socket`, the model's own port,
+handed to the daemon (BRIEF §4.3). Output is deterministic: same catalog and settings, same bytes.
+
+Readiness (BRIEF §3): the unit becomes active only once the engine answers its health path, via
+an `ExecStartPost=` probe polling every few tens of milliseconds — Podman's own health timer
+(what Quadlet's `Notify=healthy` waits on) ticks at about a second, and it needs Podman ≥ 5, while
+DGX OS 7 ships 4.9. So a finished start job means "ready", for containers and processes alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from itertools import combinations
+from typing import Literal
+
+import jinja2
+
+from . import unitfile
+from .catalog import Catalog, Model
+from .catalog.flags import engine_flags
+from .paths import TEMPLATES_DIR
+from .quantities import format_size, systemd_seconds
+from .settings import Settings
+
+Destination = Literal["quadlet", "unit"]
+
+# Where the shared caches appear inside containers.
+CONTAINER_COMPILE_CACHE = "/root/.cache/sparkctl-compile"
+CONTAINER_CHAT_TEMPLATES = "/etc/sparkctl/chat-templates"
+PROBE_INTERVAL = "20ms"
+HEALTH_INTERVAL = "30s"
+HEADER = "# Rendered by sparkctl from {source}: edit the catalog and run `sparkctl render`, not this file."
+
+
+@dataclass(frozen=True, slots=True)
+class UnitFile:
+    destination: Destination  # quadlet dir or unit dir
+    name: str
+    text: str
+
+
+def service_name(model_id: str) -> str:
+    return f"sparkctl-{model_id}.service"
+
+
+def socket_name(model_id: str) -> str:
+    return f"sparkctl-{model_id}.socket"
+
+
+def conflicting_pairs(catalog: Catalog, settings: Settings) -> list[tuple[str, str]]:
+    """Pairs of enabled models that must never be active at once (BRIEF §2.1): any pair with an
+    exclusive model, or whose two memory fractions exceed the budget. Sorted; a < b."""
+    budget = settings.scheduler.memory_budget
+    pairs = []
+    for a, b in combinations(sorted(m.id for m in catalog.enabled), 2):
+        sa, sb = catalog.models[a].spec, catalog.models[b].spec
+        if (
+            sa.serve.gpu == "exclusive"
+            or sb.serve.gpu == "exclusive"
+            or sa.engine.gpu_memory_utilization + sb.engine.gpu_memory_utilization > budget + 1e-9
+        ):
+            pairs.append((a, b))
+    return pairs
+
+
+def render(catalog: Catalog, settings: Settings) -> list[UnitFile]:
+    conflicts: dict[str, list[str]] = {m.id: [] for m in catalog.enabled}
+    for a, b in conflicting_pairs(catalog, settings):
+        conflicts[a].append(b)
+        conflicts[b].append(a)
+    files = []
+    for model in catalog.enabled:
+        files.append(_engine_unit(model, settings, conflicts[model.id]))
+        if model.direct_port is not None:
+            files.append(_socket_unit(model, settings))
+    return files
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def _unit_section(model: Model, others: list[str]) -> dict[str, object]:
+    # Conflicts= makes systemd itself refuse co-residence, even for a manual `systemctl start`.
+    # An ordering in one direction (the lower id is Before= the higher) makes systemd run the stop
+    # job before the start job when one replaces the other, whichever is started.
+    return {
+        "description": unitfile.plain(f"sparkctl model {model.id}: {model.spec.description}"),
+        "documentation": f"https://huggingface.co/{model.spec.source.hf_repo}"
+        if "/" in model.spec.source.hf_repo and not model.spec.source.hf_repo.startswith("/")
+        else None,
+        "conflicts": [service_name(o) for o in others],
+        "before": [service_name(o) for o in others if o > model.id],
+    }
+
+
+def _listen(model: Model, settings: Settings) -> tuple[str, int]:
+    """Where the engine listens, as seen from inside its container or process."""
+    if model.spec.engine.runtime == "container" and settings.runtime.container_network == "bridge":
+        return "0.0.0.0", model.spec.engine.port
+    return "127.0.0.1", model.host_port
+
+
+def _argv(model: Model, settings: Settings, chat_template: str | None) -> list[str]:
+    spec, engine = model.spec, model.spec.engine
+    host, port = _listen(model, settings)
+    command = engine.command
+    if command is None:
+        command = _default_command(model)
+    return [
+        *command,
+        *engine_flags(
+            engine,
+            model_id=spec.id,
+            hf_repo=spec.source.hf_repo,
+            revision=spec.source.revision,
+            host=host,
+            port=port,
+            chat_template=chat_template,
+        ),
+    ]
+
+
+def _default_command(model: Model) -> list[str]:
+    engine = model.spec.engine
+    if engine.runtime == "container":
+        return []  # the image's entrypoint
+    return {"vllm": ["vllm", "serve"], "sglang": ["python3", "-m", "sglang.launch_server"]}[engine.kind]
+
+
+def _environment(model: Model, *, hf_home: str, compile_cache: str, quadlet: bool) -> list[str]:
+    env = {
+        "HF_HOME": hf_home,
+        # Compilation caches survive restarts: minutes off every cold start after the first.
+        "VLLM_CACHE_ROOT": f"{compile_cache}/vllm",
+        "TORCHINDUCTOR_CACHE_DIR": f"{compile_cache}/torchinductor",
+        "TRITON_CACHE_DIR": f"{compile_cache}/triton",
+        "FLASHINFER_WORKSPACE_BASE": f"{compile_cache}/flashinfer",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    env.update(model.spec.engine.env)
+    line = unitfile.quadlet_environment if quadlet else unitfile.environment
+    return [line(k, v) for k, v in env.items()]
+
+
+def _probe(model: Model, settings: Settings) -> str:
+    url = f"http://127.0.0.1:{model.host_port}{model.spec.engine.health_path}"
+    return unitfile.command_line([str(settings.runtime.sparkctl), "probe", "--interval", PROBE_INTERVAL, url])
+
+
+def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFile:
+    spec, engine = model.spec, model.spec.engine
+    template_file = model.chat_template_file
+    common = {
+        "header": HEADER.format(source=f"{spec.id}.toml"),
+        "unit": _unit_section(model, others),
+        "start_timeout": systemd_seconds(spec.serve.start_timeout),
+        "probe": _probe(model, settings),
+        "preload": spec.serve.preload,
+    }
+    if engine.runtime == "process":
+        argv = _argv(model, settings, str(template_file) if template_file else None)
+        text = (
+            _templates()
+            .get_template("model.service.j2")
+            .render(
+                **common,
+                exec_start=unitfile.command_line(argv),
+                environment=_environment(
+                    model,
+                    hf_home=str(settings.runtime.hf_cache),
+                    compile_cache=str(settings.runtime.compile_cache),
+                    quadlet=False,
+                ),
+                limits=[
+                    f"Limit{name.upper()}={'infinity' if v < 0 else v}"
+                    for name, v in sorted(engine.ulimits.items())
+                ],
+            )
+        )
+        return UnitFile("unit", service_name(spec.id), text)
+
+    in_container_template = (
+        f"{CONTAINER_CHAT_TEMPLATES}/{engine.chat_template}" if engine.chat_template else None
+    )
+    argv = _argv(model, settings, in_container_template)
+    volumes = [
+        f"{settings.runtime.hf_cache}:{settings.runtime.container_hf_home}",
+        f"{settings.runtime.compile_cache}:{CONTAINER_COMPILE_CACHE}",
+    ]
+    if template_file is not None and in_container_template:
+        volumes.append(f"{template_file}:{in_container_template}:ro")
+    volumes += [f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in engine.volumes]
+    # Podman 4.9's Quadlet lacks Entrypoint= and ShmSize=: PodmanArgs= works on 4.9 and 5.x.
+    podman_args = [f"--shm-size={format_size(engine.shm_size)}"]
+    if engine.entrypoint:
+        podman_args.append("--entrypoint=" + json.dumps(engine.entrypoint, separators=(",", ":")))
+    network = settings.runtime.container_network
+    health_url = f"http://127.0.0.1:{_listen(model, settings)[1]}{engine.health_path}"
+    text = (
+        _templates()
+        .get_template("model.container.j2")
+        .render(
+            **common,
+            id=spec.id,
+            image=engine.image,
+            exec=unitfile.command_line(argv),
+            network=network,
+            publish=f"127.0.0.1:{model.host_port}:{engine.port}" if network == "bridge" else None,
+            devices=["nvidia.com/gpu=all", *engine.devices],
+            # Quadlet takes each Volume= line whole (no word splitting); the catalog's paths carry no
+            # spaces or quotes, so only specifiers need escaping.
+            volumes=[unitfile.plain(v) for v in volumes],
+            environment=_environment(
+                model,
+                hf_home=str(settings.runtime.container_hf_home),
+                compile_cache=CONTAINER_COMPILE_CACHE,
+                quadlet=True,
+            ),
+            ulimits=[f"{name}={v}:{v}" for name, v in sorted(engine.ulimits.items())],
+            podman_args=[unitfile.quote_word(a) for a in podman_args],
+            # Run by Podman through `sh -c` inside the image: python3 is in every vLLM and SGLang
+            # image, curl not always. Catches an engine that hangs after it was ready. (No double
+            # quotes: Quadlet mangles them in HealthCmd=.)
+            health_cmd=unitfile.plain(
+                "python3 -c 'import sys,urllib.request as u; u.urlopen(sys.argv[1],timeout=10)' " + health_url
+            ),
+            health_interval=HEALTH_INTERVAL,
+        )
+    )
+    return UnitFile("quadlet", f"sparkctl-{spec.id}.container", text)
+
+
+def _socket_unit(model: Model, settings: Settings) -> UnitFile:
+    assert model.direct_port is not None
+    host = settings.gateway.direct_host
+    text = (
+        _templates()
+        .get_template("model.socket.j2")
+        .render(
+            header=HEADER.format(source=f"{model.id}.toml"),
+            id=model.id,
+            listen=f"[{host}]:{model.direct_port}" if ":" in host else f"{host}:{model.direct_port}",
+        )
+    )
+    return UnitFile("unit", socket_name(model.id), text)
