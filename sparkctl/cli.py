@@ -1,0 +1,283 @@
+"""The `sparkctl` command line (click + rich).
+
+Data goes to stdout (tables, or JSON with --json), messages and errors to stderr as `error: …`.
+Exit codes: 0 ok, 1 failure, 2 usage. SparkError → message and exit code happens here and only
+here; subcommands import their modules lazily so `sparkctl probe`, which every model unit runs
+at start, stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from .errors import InvalidFilesError, SparkError
+
+if TYPE_CHECKING:
+    from .catalog import Catalog, Model
+    from .settings import Settings
+
+
+@dataclass
+class Context:
+    config: Path | None
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from .settings import load_settings
+
+            self._settings = load_settings(self.config)
+        return self._settings
+
+    def catalog(self, dirs: list[Path] | None = None) -> Catalog:
+        from .catalog import load_catalog
+
+        return load_catalog(self.settings, dirs)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration file (default: $SPARKCTL_CONFIG, else /etc/sparkctl/sparkctl.toml).",
+)
+@click.version_option(package_name="sparkctl")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Many LLMs behind one OpenAI-compatible endpoint, each a systemd unit started on demand."""
+    ctx.obj = Context(config=config)
+
+
+# ---------------------------------------------------------------------------------------- models
+@cli.group()
+def models() -> None:
+    """The model catalog (works without the daemon)."""
+
+
+def _model_row(model: Model) -> dict[str, Any]:
+    spec = model.spec
+    from .render import service_name, socket_name
+
+    return {
+        "id": spec.id,
+        "description": spec.description,
+        "status": spec.status.value,
+        "disabled_reason": spec.disabled_reason,
+        "aliases": spec.aliases,
+        "capabilities": spec.capabilities,
+        "context_length": spec.advertised_context,
+        "max_model_len": spec.engine.max_model_len,
+        "gpu_memory_utilization": spec.engine.gpu_memory_utilization,
+        "gpu": spec.serve.gpu,
+        "pinned": spec.serve.pinned,
+        "preload": spec.serve.preload,
+        "runtime": spec.engine.runtime,
+        "engine": spec.engine.kind,
+        "image": spec.engine.image,
+        "hf_repo": spec.source.hf_repo,
+        "unit": service_name(spec.id) if spec.enabled else None,
+        "socket": socket_name(spec.id) if spec.enabled and model.direct_port else None,
+        "host_port": model.host_port if spec.enabled else None,
+        "direct_port": model.direct_port if spec.enabled else None,
+        "idle_timeout": _duration(model.idle_timeout),
+        "start_timeout": _duration(spec.serve.start_timeout),
+        "file": str(model.file),
+    }
+
+
+def _duration(seconds: float) -> str:
+    from .quantities import format_duration
+
+    return format_duration(seconds)
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array on stdout.")
+@pass_ctx
+def models_list(ctx: Context, as_json: bool) -> None:
+    """Every catalog model, with its status and capabilities."""
+    rows = [_model_row(m) for m in ctx.catalog()]
+    if as_json:
+        emit_json(rows)
+        return
+    table = [
+        [
+            r["id"],
+            r["status"],
+            f"{r['gpu_memory_utilization']:.2f}"
+            + (" exclusive" if r["gpu"] == "exclusive" else "")
+            + (" pinned" if r["pinned"] else ""),
+            _tokens(r["context_length"]),
+            ",".join(r["capabilities"]),
+            r["disabled_reason"] if r["status"] == "disabled" else r["description"],
+        ]
+        for r in rows
+    ]
+    print_table(["MODEL", "STATUS", "GPU", "CONTEXT", "CAPABILITIES", "DESCRIPTION"], table)
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Aligned columns like `systemctl list-units`; on a terminal the last column is cut to fit."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    limit = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    for i, row in enumerate([headers, *rows]):
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False)) + "  " + row[-1]
+        if limit and len(line) > limit:
+            line = line[: limit - 1] + "…"
+        click.echo(click.style(line, bold=True) if i == 0 and sys.stdout.isatty() else line.rstrip())
+
+
+def _tokens(n: int) -> str:
+    """Context sizes as people say them: 131072 → 128k, 128000 → 128k, 240000 → 240k."""
+    if n % 1000 == 0:
+        return f"{n // 1000}k"
+    if n % 1024 == 0:
+        return f"{n // 1024}k"
+    return str(n)
+
+
+@models.command("show")
+@click.argument("model_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@pass_ctx
+def models_show(ctx: Context, model_id: str, as_json: bool) -> None:
+    """One model: its settings and the units it renders to."""
+    model = ctx.catalog().resolve(model_id)
+    row = _model_row(model)
+    row["spec"] = model.spec.model_dump(mode="json")
+    if as_json:
+        emit_json(row)
+        return
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        if key == "spec":
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else ("-" if value is None else value)
+        click.echo(f"{key:<{width}}  {shown}")
+    if model.spec.notes:
+        click.echo(f"\n{model.spec.notes.strip()}")
+
+
+@models.command("validate")
+@click.argument("dirs", nargs=-1, type=click.Path(path_type=Path, file_okay=False))
+@pass_ctx
+def models_validate(ctx: Context, dirs: tuple[Path, ...]) -> None:
+    """Check catalog directories (default: the configured ones); one `path: field: message` line
+    per error."""
+    try:
+        catalog = ctx.catalog(list(dirs) if dirs else None)
+    except InvalidFilesError as e:
+        for issue in e.issues:
+            click.echo(str(issue), err=True)
+        fail(f"{len(e.issues)} error{'s' if len(e.issues) != 1 else ''} in the catalog")
+    enabled = len(catalog.enabled)
+    click.echo(f"{len(catalog)} models valid ({enabled} enabled, {len(catalog) - enabled} disabled)")
+
+
+# ---------------------------------------------------------------------------------------- render
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write every unit here (default: the configured quadlet and unit dirs).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Run the real Quadlet generator (dry run) and systemd-analyze verify on the result.",
+)
+@pass_ctx
+def render(ctx: Context, out: Path | None, check: bool) -> None:
+    """Render the units of every enabled model."""
+    from . import render as rendering
+    from . import units
+
+    settings = ctx.settings
+    catalog = ctx.catalog()
+    files = rendering.render(catalog, settings)
+    dirs = (
+        {"quadlet": out, "unit": out}
+        if out
+        else {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir}
+    )
+    changes = units.sync(files, dirs)
+    for label, paths in (
+        ("added", changes.added),
+        ("changed", changes.changed),
+        ("removed", changes.removed),
+    ):
+        for p in paths:
+            click.echo(f"{label:8} {p}", err=True)
+    click.echo(
+        f"{len(files)} unit files for {len(catalog.enabled)} models "
+        f"({len(changes.added)} added, {len(changes.changed)} changed, {len(changes.removed)} removed)"
+    )
+    if check:
+        from . import verify
+
+        report = verify.check(files, dirs, settings)
+        for line in report.lines:
+            click.echo(line, err=True)
+        if not report.ok:
+            fail("the rendered units did not pass the checks")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+@cli.command()
+@click.argument("url")
+@click.option("--interval", default="20ms", show_default=True, help="Time between probes.")
+@click.option("--timeout", default=None, help="Give up after this long (default: never; systemd bounds it).")
+def probe(url: str, interval: str, timeout: str | None) -> None:
+    """Wait until URL answers 200 (the readiness step of every model unit)."""
+    from .probe import wait_ready
+    from .quantities import parse_duration
+
+    try:
+        ok = wait_ready(
+            url, interval=parse_duration(interval), timeout=parse_duration(timeout) if timeout else None
+        )
+    except ValueError as e:
+        fail(str(e), 2)
+    if not ok:
+        fail(f"{url} was not ready within {timeout}")
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def emulate(args: tuple[str, ...]) -> None:
+    """A vLLM stand-in: `sparkctl emulate [serve] MODEL [vLLM flags]` (see docs)."""
+    from . import emulator
+
+    sys.exit(emulator.main(list(args)))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except SparkError as e:
+        click.echo(f"error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        sys.exit(1)
