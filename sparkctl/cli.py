@@ -9,6 +9,7 @@ at start, stays quick.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -55,7 +56,20 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class SparkGroup(click.Group):
+    """Maps SparkError to `error: …` on stderr and exit 1: the one place the CLI does it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SparkError as e:
+            click.echo(f"error: {e.message}", err=True)
+            if e.hint:
+                click.echo(f"hint: {e.hint}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=SparkGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -194,6 +208,14 @@ def models_validate(ctx: Context, dirs: tuple[Path, ...]) -> None:
     click.echo(f"{len(catalog)} models valid ({enabled} enabled, {len(catalog) - enabled} disabled)")
 
 
+@models.command("schema")
+def models_schema() -> None:
+    """The JSON schema of a catalog file (docs/catalog.schema.json is this output)."""
+    from .catalog.spec import json_schema
+
+    emit_json(json_schema())
+
+
 # ---------------------------------------------------------------------------------------- render
 @cli.command()
 @click.option(
@@ -206,8 +228,9 @@ def models_validate(ctx: Context, dirs: tuple[Path, ...]) -> None:
     is_flag=True,
     help="Run the real Quadlet generator (dry run) and systemd-analyze verify on the result.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="List every file written, not only changes.")
 @pass_ctx
-def render(ctx: Context, out: Path | None, check: bool) -> None:
+def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
     """Render the units of every enabled model."""
     from . import render as rendering
     from . import units
@@ -221,11 +244,11 @@ def render(ctx: Context, out: Path | None, check: bool) -> None:
         else {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir}
     )
     changes = units.sync(files, dirs)
-    for label, paths in (
-        ("added", changes.added),
-        ("changed", changes.changed),
-        ("removed", changes.removed),
-    ):
+    # A first render adds everything; what changed later is what an operator wants to see.
+    shown = [("changed", changes.changed), ("removed", changes.removed)]
+    if verbose:
+        shown.insert(0, ("added", changes.added))
+    for label, paths in shown:
         for p in paths:
             click.echo(f"{label:8} {p}", err=True)
     click.echo(
@@ -249,15 +272,22 @@ def render(ctx: Context, out: Path | None, check: bool) -> None:
 @click.option("--timeout", default=None, help="Give up after this long (default: never; systemd bounds it).")
 def probe(url: str, interval: str, timeout: str | None) -> None:
     """Wait until URL answers 200 (the readiness step of every model unit)."""
-    from .probe import wait_ready
+    from .probe import EngineExitedError, wait_ready
     from .quantities import parse_duration
 
+    # systemd tells ExecStartPost= the unit's main process; without it (by hand) nothing is watched.
+    main_pid = os.environ.get("MAINPID")
     try:
         ok = wait_ready(
-            url, interval=parse_duration(interval), timeout=parse_duration(timeout) if timeout else None
+            url,
+            interval=parse_duration(interval),
+            timeout=parse_duration(timeout) if timeout else None,
+            main_pid=int(main_pid) if main_pid and main_pid.isdigit() else None,
         )
     except ValueError as e:
         fail(str(e), 2)
+    except EngineExitedError as e:
+        fail(str(e))
     if not ok:
         fail(f"{url} was not ready within {timeout}")
 
@@ -274,10 +304,4 @@ def emulate(args: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except SparkError as e:
-        click.echo(f"error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
-        sys.exit(1)
+    cli(standalone_mode=True)

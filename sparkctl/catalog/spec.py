@@ -77,6 +77,12 @@ def _absolute_path(value: str) -> str:
     return value
 
 
+def _device(value: str) -> str:
+    if not _DEVICE_RE.match(value) or ".." in value.split("/"):
+        raise ValueError(f"must be a host device like /dev/infiniband, got {value!r}")
+    return value
+
+
 def _relative_file(value: str) -> str:
     p = PurePosixPath(value)
     if p.is_absolute() or ".." in p.parts or not _PATH_RE.match("/" + value):
@@ -170,9 +176,7 @@ class Engine(StrictModel):
     chat_template: Annotated[str, AfterValidator(_relative_file)] | None = None
     args: list[Word] = Field(default_factory=list)
     env: dict[str, UnitStr] = Field(default_factory=dict)
-    devices: list[Annotated[str, _pattern(_DEVICE_RE, "a host device like /dev/infiniband")]] = Field(
-        default_factory=list
-    )
+    devices: list[Annotated[str, AfterValidator(_device)]] = Field(default_factory=list)
     volumes: list[Volume] = Field(default_factory=list)
     shm_size: Size = 16 * 1024**3
     ulimits: dict[str, int] = Field(default_factory=_default_ulimits)
@@ -301,3 +305,11 @@ class ModelSpec(StrictModel):
     @property
     def advertised_context(self) -> int:
         return self.context_limit or self.engine.max_model_len
+
+
+def json_schema() -> dict[str, Any]:
+    """The catalog file's JSON schema, for editors and docs/catalog.schema.json."""
+    schema = ModelSpec.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "sparkctl catalog entry (models/<id>.toml)"
+    return schema

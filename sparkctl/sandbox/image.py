@@ -74,12 +74,18 @@ def _distribution_closure(roots: tuple[str, ...]) -> list[metadata.Distribution]
             continue
         seen[name] = dist
         for req in dist.requires or []:
-            if "extra ==" in req:
+            name_part, _, marker = req.partition(";")
+            if marker.strip() and not _marker_holds(marker):
                 continue
-            if "python_version <" in req and sys.version_info >= (3, 11):
-                continue
-            todo.append(req)
+            todo.append(name_part)
     return list(seen.values())
+
+
+def _marker_holds(marker: str) -> bool:
+    """Whether a requirement's environment marker holds here (no extras are installed)."""
+    from packaging.markers import Marker  # present wherever the tests run (pytest needs it)
+
+    return Marker(marker).evaluate({"extra": ""})
 
 
 def _site_files() -> list[tuple[Path, str]]:
@@ -123,7 +129,8 @@ def _library_links(libs: set[Path]) -> list[tuple[str, str]]:
     return sorted({(str(lib), os.path.realpath(lib)) for lib in libs if str(lib) != os.path.realpath(lib)})
 
 
-def _inputs() -> list[tuple[Path, str]]:
+def _inputs() -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """(host file, path in the image) to copy, and (link, target) names of shared libraries."""
     python = _interpreter()
     files: list[tuple[Path, str]] = [(python, str(python))]
     libdir = sysconfig.get_config_var("LIBDIR")
@@ -134,15 +141,16 @@ def _inputs() -> list[tuple[Path, str]]:
     files += [(f, str(f)) for f in _stdlib_files()]
     files += _site_files()
     binaries = [src for src, _ in files if src.suffix == ".so" or src == python or ".so." in src.name]
-    files += [(lib, os.path.realpath(lib)) for lib in sorted(_shared_libraries(binaries))]
+    libs = _shared_libraries(binaries)
+    files += [(lib, os.path.realpath(lib)) for lib in sorted(libs)]
     busybox = shutil.which("busybox") or "/bin/busybox"
     files.append((Path(busybox), "/usr/bin/busybox"))
-    return files
+    return files, _library_links(libs)
 
 
 def build(cache: Path = PREFIX / "images") -> Path:
     """The image tarball, built now if its inputs changed."""
-    files = _inputs()
+    files, links = _inputs()
     digest = hashlib.sha256(Path(__file__).read_bytes())  # a change to this builder, too
     for src, dst in files:
         st = src.stat()
@@ -172,7 +180,7 @@ def build(cache: Path = PREFIX / "images") -> Path:
             if dst not in added:
                 tar.add(src.resolve(), arcname=dst, recursive=False)  # the file, not a link to it
                 added.add(dst)
-        for link, target in _library_links(_shared_libraries([_interpreter()])):
+        for link, target in links:
             name = link.lstrip("/")
             name = "usr/" + name if name.startswith(("lib/", "lib64/")) else name
             if name not in added:

@@ -8,14 +8,20 @@ Usage: python3 launcher.py DIR STAGE2 PREFIX CGROUP_DIR
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
 import tty
 
+PR_SET_CHILD_SUBREAPER = 36
+
 
 def main() -> int:
     box_dir, stage2, prefix, cgroup = sys.argv[1:5]
+    # Orphans of the box (its PID 1 when `unshare` is killed first) come to us, not to the host's
+    # init, and are reaped below: a killed box leaves no zombie behind.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     master, slave = os.openpty()
     tty.setraw(slave)  # no \n → \r\n mangling in the log
     slave_path = os.ttyname(slave)
@@ -67,7 +73,11 @@ def main() -> int:
             log.write(data)
         rc = proc.wait()
         log.write(b"\n[sparkctl-box launcher] unshare exited with %d\n" % rc)
-    return 0
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
 
 
 if __name__ == "__main__":

@@ -18,84 +18,94 @@ from sparkctl.settings import Settings
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 # The 34 models the reference stack routed (compose include + models.json), by API id.
-ACTIVE = frozenset({
-    "gpt-oss-20b",
-    "gpt-oss-120b",
-    "huihui-gpt-oss-120b-mxfp4-abliterated",
-    "gemma4-26b-a4b",
-    "gemma4-31b",
-    "huihui-gemma4-e2b-abliterated",
-    "glm-4.5-air-fp4",
-    "glm-4.5-air-derestricted-fp4",
-    "glm-4.6v-flash-fp4",
-    "glm-4-9b-chat",
-    "glm-4.7-flash-awq",
-    "llama-3.3-70b-instruct-fp4",
-    "llama-3.3-70b-joyous-fp4",
-    "eurollm-22b-instruct-fp4",
-    "mistral-nemo-instruct-2407",
-    "nemotron-3-nano-30b-nvfp4",
-    "qwen3-vl-32b-instruct-fp4",
-    "qwen3.5-0.8b",
-    "qwen3.6-27b-fp8",
-    "qwen3.6-27b-fp8-mtp",
-    "qwen3.6-35b-a3b-fp8",
-    "qwen3.6-35b-a3b-fp8-mtp",
-    "huihui-qwen3.6-27b-abliterated",
-    "qwen3.5-122b-a10b-int4-autoround",
-    "huihui-qwen3.5-35b-a3b-abliterated",
-    "jackrong-qwen3.5-35b-a3b-claude-4.6-opus-reasoning-distilled",
-    "qwen3-coder-next-int4-autoround",
-    "qwen2.5-1.5b-instruct",
-    "qwen2.5-vl-7b",
-    "qwen3-coder-30b-a3b-instruct",
-    "qwen2.5-coder-7b-instruct",
-    "qwen-math",
-    "qwen3-vl-30b-instruct",
-    "qwen3-vl-30b-thinking-instruct",
-})
+ACTIVE = frozenset(
+    {
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+        "huihui-gpt-oss-120b-mxfp4-abliterated",
+        "gemma4-26b-a4b",
+        "gemma4-31b",
+        "huihui-gemma4-e2b-abliterated",
+        "glm-4.5-air-fp4",
+        "glm-4.5-air-derestricted-fp4",
+        "glm-4.6v-flash-fp4",
+        "glm-4-9b-chat",
+        "glm-4.7-flash-awq",
+        "llama-3.3-70b-instruct-fp4",
+        "llama-3.3-70b-joyous-fp4",
+        "eurollm-22b-instruct-fp4",
+        "mistral-nemo-instruct-2407",
+        "nemotron-3-nano-30b-nvfp4",
+        "qwen3-vl-32b-instruct-fp4",
+        "qwen3.5-0.8b",
+        "qwen3.6-27b-fp8",
+        "qwen3.6-27b-fp8-mtp",
+        "qwen3.6-35b-a3b-fp8",
+        "qwen3.6-35b-a3b-fp8-mtp",
+        "huihui-qwen3.6-27b-abliterated",
+        "qwen3.5-122b-a10b-int4-autoround",
+        "huihui-qwen3.5-35b-a3b-abliterated",
+        "jackrong-qwen3.5-35b-a3b-claude-4.6-opus-reasoning-distilled",
+        "qwen3-coder-next-int4-autoround",
+        "qwen2.5-1.5b-instruct",
+        "qwen2.5-vl-7b",
+        "qwen3-coder-30b-a3b-instruct",
+        "qwen2.5-coder-7b-instruct",
+        "qwen-math",
+        "qwen3-vl-30b-instruct",
+        "qwen3-vl-30b-thinking-instruct",
+    }
+)
 # Defined in the reference's compose fragments but never included or routed.
-INACTIVE = frozenset({
-    "deepseek-r1-distill-qwen-14b",
-    "deepseek-r1-distill-qwen-32b",
-    "deepseek-ocr",
-    "qwen3-next-80b-a3b-instruct-fp4",
-    "qwen3-next-80b-a3b-thinking-fp4",
-    "phi-4-multimodal-instruct-fp4",
-    "phi-4-reasoning-plus-fp4",
-    "nemotron-3-nano-30b-fp8",
-})
+INACTIVE = frozenset(
+    {
+        "deepseek-r1-distill-qwen-14b",
+        "deepseek-r1-distill-qwen-32b",
+        "deepseek-ocr",
+        "qwen3-next-80b-a3b-instruct-fp4",
+        "qwen3-next-80b-a3b-thinking-fp4",
+        "phi-4-multimodal-instruct-fp4",
+        "phi-4-reasoning-plus-fp4",
+        "nemotron-3-nano-30b-fp8",
+    }
+)
 # Active in the reference but recorded there as not working.
 BROKEN = frozenset({"gemma4-31b"})
-EXCLUSIVE = frozenset({
-    "gemma4-31b",
-    "qwen3.5-122b-a10b-int4-autoround",
-    "jackrong-qwen3.5-35b-a3b-claude-4.6-opus-reasoning-distilled",
-    "qwen3-coder-next-int4-autoround",
-})
+EXCLUSIVE = frozenset(
+    {
+        "gemma4-31b",
+        "qwen3.5-122b-a10b-int4-autoround",
+        "jackrong-qwen3.5-35b-a3b-claude-4.6-opus-reasoning-distilled",
+        "qwen3-coder-next-int4-autoround",
+    }
+)
 # The old validator's DEFAULT_NON_THINKING_MODELS.
-NON_THINKING = frozenset({
-    "glm-4.7-flash-awq",
-    "nemotron-3-nano-30b-nvfp4",
-    "huihui-qwen3.5-35b-a3b-abliterated",
-    "huihui-qwen3.6-27b-abliterated",
-    "qwen3.5-122b-a10b-int4-autoround",
-    "qwen3.6-27b-fp8",
-    "qwen3.6-27b-fp8-mtp",
-    "qwen3.6-35b-a3b-fp8",
-    "qwen3.6-35b-a3b-fp8-mtp",
-})
+NON_THINKING = frozenset(
+    {
+        "glm-4.7-flash-awq",
+        "nemotron-3-nano-30b-nvfp4",
+        "huihui-qwen3.5-35b-a3b-abliterated",
+        "huihui-qwen3.6-27b-abliterated",
+        "qwen3.5-122b-a10b-int4-autoround",
+        "qwen3.6-27b-fp8",
+        "qwen3.6-27b-fp8-mtp",
+        "qwen3.6-35b-a3b-fp8",
+        "qwen3.6-35b-a3b-fp8-mtp",
+    }
+)
 # The old validator stripped tools for these (small-no-tools, vl, toolSupport none) — and also for
 # qwen3-vl-32b-instruct-fp4, whose engine has hermes tool calling enabled; that one keeps tools now.
-TOOLS_STRIPPED = frozenset({
-    "qwen-math",
-    "qwen3.5-0.8b",
-    "qwen2.5-1.5b-instruct",
-    "qwen2.5-vl-7b",
-    "qwen3-vl-30b-instruct",
-    "qwen3-vl-30b-thinking-instruct",
-    "jackrong-qwen3.5-35b-a3b-claude-4.6-opus-reasoning-distilled",
-})
+TOOLS_STRIPPED = frozenset(
+    {
+        "qwen-math",
+        "qwen3.5-0.8b",
+        "qwen2.5-1.5b-instruct",
+        "qwen2.5-vl-7b",
+        "qwen3-vl-30b-instruct",
+        "qwen3-vl-30b-thinking-instruct",
+        "jackrong-qwen3.5-35b-a3b-claude-4.6-opus-reasoning-distilled",
+    }
+)
 TOOL_KEYS = ["tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"]
 DIGEST_RE = re.compile(r"^[a-z0-9.-]+\.[a-z]+/[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")
 AVAROK_DIGEST = "sha256:246723e9a74163e7828716c1587d6c5208a9cf0dc8d1195cbd33f68234b1024b"
@@ -240,7 +250,8 @@ def test_qwen3_vl_32b_keeps_its_tools(catalog: Catalog) -> None:
 
 def test_non_thinking_defaults(catalog: Catalog) -> None:
     defaulted = {
-        m.id for m in catalog
+        m.id
+        for m in catalog
         if m.spec.request.defaults == {"chat_template_kwargs": {"enable_thinking": False}}
     }
     assert defaulted == NON_THINKING
@@ -280,17 +291,25 @@ def test_capabilities_follow_the_engine(catalog: Catalog) -> None:
         if s.engine.tool_call_parser is not None and s.engine.kind == "vllm":
             assert s.engine.enable_auto_tool_choice, m.id
     assert {m.id for m in catalog if "code" in m.spec.capabilities} == {
-        "qwen3-coder-30b-a3b-instruct", "qwen2.5-coder-7b-instruct", "qwen3-coder-next-int4-autoround",
+        "qwen3-coder-30b-a3b-instruct",
+        "qwen2.5-coder-7b-instruct",
+        "qwen3-coder-next-int4-autoround",
     }
 
 
 def test_opencode_ceilings(catalog: Catalog) -> None:
     ceilings = {
-        "gpt-oss-20b": 108000, "gemma4-26b-a4b": 240000, "qwen3.6-27b-fp8": 240000,
-        "qwen3.6-27b-fp8-mtp": 240000, "qwen3.6-35b-a3b-fp8": 240000,
-        "qwen3-coder-next-int4-autoround": 524000, "huihui-qwen3.5-35b-a3b-abliterated": 200000,
-        "huihui-gemma4-e2b-abliterated": 120000, "nemotron-3-nano-30b-nvfp4": 110000,
-        "glm-4.7-flash-awq": 108000, "qwen3.5-0.8b": 8192,
+        "gpt-oss-20b": 108000,
+        "gemma4-26b-a4b": 240000,
+        "qwen3.6-27b-fp8": 240000,
+        "qwen3.6-27b-fp8-mtp": 240000,
+        "qwen3.6-35b-a3b-fp8": 240000,
+        "qwen3-coder-next-int4-autoround": 524000,
+        "huihui-qwen3.5-35b-a3b-abliterated": 200000,
+        "huihui-gemma4-e2b-abliterated": 120000,
+        "nemotron-3-nano-30b-nvfp4": 110000,
+        "glm-4.7-flash-awq": 108000,
+        "qwen3.5-0.8b": 8192,
     }
     for model_id, limit in ceilings.items():
         assert spec(catalog, model_id).context_limit == limit, model_id
@@ -309,8 +328,16 @@ def test_devices_volumes_and_shm(catalog: Catalog) -> None:
 
 
 def test_no_env_the_renderer_or_gateway_owns(catalog: Catalog) -> None:
-    owned = {"HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "VLLM_API_KEY",
-             "VLLM_NO_USAGE_STATS", "VLLM_CONFIGURE_LOGGING", "MAX_JOBS", "FLASHINFER_NVCC_THREADS"}
+    owned = {
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "VLLM_API_KEY",
+        "VLLM_NO_USAGE_STATS",
+        "VLLM_CONFIGURE_LOGGING",
+        "MAX_JOBS",
+        "FLASHINFER_NVCC_THREADS",
+    }
     for m in catalog:
         assert not owned & set(m.spec.engine.env), m.id
     offline = {m.id for m in catalog if m.spec.engine.env.get("HF_HUB_OFFLINE") == "1"}

@@ -1,0 +1,63 @@
+"""Small builders shared by the unit and integration tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BASE_ENTRY: dict[str, Any] = {
+    "description": "a test model",
+    "status": "experimental",
+    "source": {"hf_repo": "org/model"},
+    "engine": {
+        "image": "localhost/sparkctl-emulator:latest",
+        "max_model_len": 4096,
+        "gpu_memory_utilization": 0.3,
+    },
+}
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def to_toml(entry: dict[str, Any]) -> str:
+    """TOML for a catalog entry: scalars first, then one [table] per top-level table."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in entry.items() if not isinstance(v, dict)]
+    for k, v in entry.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{json.dumps(kk)} = {toml_value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge; a None value removes the key."""
+    out = dict(base)
+    for k, v in over.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def write_model(directory: Path, model_id: str, **over: Any) -> Path:
+    entry = merge({"id": model_id, **BASE_ENTRY}, over)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{model_id}.toml"
+    path.write_text(to_toml(entry), encoding="utf-8")
+    return path
