@@ -1,0 +1,70 @@
+"""Fixtures and helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sparkctl.catalog import load_catalog
+from sparkctl.render import render
+from sparkctl.sandbox.box import Box
+from sparkctl.sandbox.image import IMAGE
+from sparkctl.settings import Settings
+from sparkctl.units import sync
+from tests.helpers import write_model
+
+SPARKCTL = str(Path(sys.prefix) / "bin" / "sparkctl")
+
+
+@pytest.fixture
+def deploy(box: Box) -> Iterator[Any]:
+    """Render a catalog into the box and reload; on teardown stop everything and remove the files."""
+    deployed: list[Path] = []
+
+    def _deploy(catalog_dir: Path, settings: Settings) -> list[str]:
+        files = render(load_catalog(settings, [catalog_dir]), settings)
+        dirs = {"quadlet": box.quadlet_dir, "unit": box.unit_dir}
+        sync(files, dirs)
+        deployed.extend(dirs[f.destination] / f.name for f in files)
+        box.daemon_reload()
+        return [f.name for f in files]
+
+    yield _deploy
+    box.systemctl("stop", "sparkctl-*", check=False)
+    for path in deployed:
+        path.unlink(missing_ok=True)
+    box.daemon_reload()
+    box.systemctl("reset-failed", check=False)
+
+
+def get(url: str, timeout: float = 2) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def emulated(
+    directory: Path, model_id: str, port: int, *, container: bool = False, load_time: float = 0.3, **over: Any
+) -> None:
+    engine: dict[str, Any] = {
+        "port": port,
+        "host_port": port,
+        "args": ["--load-time", str(load_time)],
+        "ulimits": {},
+    }
+    if container:
+        engine["image"] = IMAGE
+    else:
+        engine.update(runtime="process", image=None, command=[SPARKCTL, "emulate"])
+    write_model(directory, model_id, engine=engine, **over)
