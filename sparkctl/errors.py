@@ -88,3 +88,39 @@ class SandboxError(SparkError):
     """The throwaway systemd used by the tests and the demo could not be set up or driven."""
 
     code = "sandbox_failed"
+
+
+class RetryableError(SparkError):
+    """An error a client may retry later; `retry_after` (seconds) becomes a Retry-After header."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class ModelStartFailedError(RetryableError):
+    code = "model_start_failed"
+
+
+class ModelStartTimeoutError(RetryableError):
+    code = "model_start_timeout"
+
+
+class ModelBackoffError(RetryableError):
+    code = "model_backoff"
+
+
+class ModelLoadingError(RetryableError):
+    """The client asked not to wait (`Prefer: wait=0`) and the model is not ready."""
+
+    code = "model_loading"
+
+
+class QueueFullError(RetryableError):
+    code = "queue_full"
+
+
+class UpstreamError(SparkError):
+    """The engine failed while serving: it died, or it was stopped under the request."""
+
+    code = "upstream_error"
