@@ -67,4 +67,5 @@ def emulated(
         engine["image"] = IMAGE
     else:
         engine.update(runtime="process", image=None, command=[SPARKCTL, "emulate"])
+    engine.update(over.pop("engine", {}))
     write_model(directory, model_id, engine=engine, **over)

@@ -1,0 +1,328 @@
+"""The supervisor on the real sandboxed systemd, with emulated models as real units."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sparkctl.catalog import Catalog, load_catalog
+from sparkctl.errors import ModelBackoffError, ModelStartFailedError, ModelStartTimeoutError
+from sparkctl.sandbox.box import Box
+from sparkctl.scheduler import ModelState
+from sparkctl.settings import Settings
+from sparkctl.supervisor import Lease, Supervisor, read_meminfo
+from sparkctl.systemd import Event, Systemd, UnitChanged
+from tests.conftest import box_settings
+from tests.helpers import write_model
+from tests.integration.conftest import SPARKCTL, emulated
+
+PORTS = iter(range(28400, 28500))
+
+
+def setup(box: Box, deploy: Any, tmp_path: Path, **scheduler: Any) -> tuple[Catalog, Settings]:
+    settings = box_settings(box, scheduler={"idle_timeout": "10m", "drain_timeout": "30s", **scheduler})
+    deploy(tmp_path, settings)
+    return load_catalog(settings, [tmp_path]), settings
+
+
+@pytest.fixture
+async def open_supervisors() -> AsyncIterator[list[Supervisor]]:
+    sups: list[Supervisor] = []
+    yield sups
+    for sup in sups:
+        await sup.close()
+
+
+async def supervise(sups: list[Supervisor], catalog: Catalog, settings: Settings) -> Supervisor:
+    sup = Supervisor(catalog, settings)
+    await sup.start()
+    sups.append(sup)
+    return sup
+
+
+async def reach(sup: Supervisor, within: float = 10, **wanted: ModelState) -> None:
+    """Wait (on the supervisor's state events, not by polling) until models are in these states."""
+    done = asyncio.Event()
+
+    def check(*_: object) -> None:
+        if all(sup.view(m.replace("_", "-")).state is st for m, st in wanted.items()):
+            done.set()
+
+    sup.listeners.append(check)
+    try:
+        check()
+        await asyncio.wait_for(done.wait(), within)
+    finally:
+        sup.listeners.remove(check)
+
+
+async def chat(port: int, model: str, session: aiohttp.ClientSession, *, tokens: int = 8) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": tokens}
+    async with session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+        data: dict[str, Any] = await r.json()
+        return data
+
+
+class UnitMonitor:
+    """Follows systemd's own view of the model units over D-Bus and records every instant at
+    which more than one of them was active, activating or deactivating."""
+
+    def __init__(self, units: set[str]) -> None:
+        self.units = units
+        self.state: dict[str, str] = {}
+        self.violations: list[dict[str, str]] = []
+        self.samples = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, UnitChanged) and event.unit in self.units:
+            self.state[event.unit] = event.active_state
+            self.check()
+
+    def check(self) -> None:
+        self.samples += 1
+        busy = {
+            u: s for u, s in self.state.items() if s in ("active", "activating", "deactivating", "reloading")
+        }
+        if len(busy) > 1:
+            self.violations.append(busy)
+
+
+async def test_200_requests_over_4_exclusive_models_never_overlap_and_all_complete(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    names = [f"excl-{i}" for i in range(4)]
+    ports = {name: next(PORTS) for name in names}
+    for name in names:
+        emulated(tmp_path, name, ports[name], load_time=0.2, serve={"gpu": "exclusive"})
+    catalog, settings = setup(box, deploy, tmp_path)
+    monitor = UnitMonitor({f"sparkctl-{n}.service" for n in names})
+    watcher = await Systemd.connect(box.bus_address, on_event=monitor)
+    sup = await supervise(open_supervisors, catalog, settings)
+    rng = random.Random(1)
+
+    async def one(i: int, session: aiohttp.ClientSession) -> str:
+        await asyncio.sleep(rng.random() * 2)
+        model = rng.choice(names)
+        lease = await sup.acquire(model)
+        try:
+            data = await chat(ports[model], model, session)
+        finally:
+            lease.release()
+        assert data["choices"][0]["finish_reason"] == "length" and data["usage"]["completion_tokens"] == 8
+        return model
+
+    sampling = True
+
+    async def sample() -> None:  # systemd's state read directly too, not only its signals
+        while sampling:
+            units = await watcher.list_units(list(monitor.units))
+            busy = [u for u, active, _ in units if active in ("active", "activating", "deactivating")]
+            monitor.samples += 1
+            if len(busy) > 1:
+                monitor.violations.append(dict.fromkeys(busy, "sampled"))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        async with aiohttp.ClientSession() as session:
+            served = await asyncio.wait_for(asyncio.gather(*(one(i, session) for i in range(200))), 120)
+    finally:
+        sampling = False
+        await sampler
+        await watcher.close()
+    assert len(served) == 200 and set(served) == set(names)
+    assert monitor.samples > 50
+    assert monitor.violations == []
+
+
+async def test_an_engine_killed_mid_stream_ends_its_requests_at_once(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    port = next(PORTS)
+    emulated(tmp_path, "crashy", port, load_time=0.1)
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    leases = [await sup.acquire("crashy") for _ in range(3)]
+    await asyncio.to_thread(box.systemctl, "kill", "--signal=KILL", "sparkctl-crashy.service")
+    t0 = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(lease.aborted.wait() for lease in leases)), 5)
+    assert time.monotonic() - t0 < 3
+    assert all(lease.error is not None and lease.error.code == "upstream_error" for lease in leases)
+    for lease in leases:
+        lease.release()
+    assert sup.view("crashy").state is ModelState.FAILED
+    # the next request starts it again
+    lease = await sup.acquire("crashy")
+    lease.release()
+    await sup.stop_model("crashy")
+
+
+async def test_failed_and_timed_out_starts_fail_all_waiters_at_once_then_back_off(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    write_model(
+        tmp_path,
+        "broken",
+        engine={
+            "runtime": "process",
+            "image": None,
+            "port": next(PORTS),
+            "ulimits": {},
+            "kind": "openai",
+            "command": [SPARKCTL, "emulate", "m", "--port", "x"],
+        },
+    )
+    emulated(tmp_path, "slowpoke", next(PORTS), load_time=60, serve={"start_timeout": "1s"})
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(sup.acquire("broken") for _ in range(5)), return_exceptions=True)
+    assert time.monotonic() - t0 < 5  # as soon as systemd reports it, not at a timeout
+    assert all(isinstance(r, ModelStartFailedError) for r in results), results
+    assert "journalctl -u sparkctl-broken.service" in str(results[0])
+    results = await asyncio.gather(*(sup.acquire("slowpoke") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ModelStartTimeoutError) for r in results), results
+    with pytest.raises(ModelStartFailedError):
+        await sup.acquire("broken")  # second failure in a row …
+    t0 = time.monotonic()
+    with pytest.raises(ModelBackoffError) as exc:
+        await sup.acquire("broken")  # … and now it backs off: an immediate answer, no start
+    assert time.monotonic() - t0 < 0.5 and exc.value.retry_after and exc.value.retry_after > 1
+    assert sup.view("broken").state is ModelState.BACKOFF
+
+
+async def test_a_supervisor_restart_restarts_nothing_and_the_idle_stop_still_happens(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    port = next(PORTS)
+    emulated(tmp_path, "steady", port, load_time=0.1, serve={"idle_timeout": "3s"})
+    catalog, settings = setup(box, deploy, tmp_path)
+    first = await supervise(open_supervisors, catalog, settings)
+    lease = await first.acquire("steady")
+    async with aiohttp.ClientSession() as session:
+        await chat(port, "steady", session)
+    started = (
+        await asyncio.to_thread(
+            box.systemctl, "show", "-p", "ExecMainStartTimestampMonotonic", "sparkctl-steady.service"
+        )
+    ).stdout
+    await first.close()  # the daemon goes away mid-service (its lease with it)
+    open_supervisors.remove(first)
+    second = await supervise(open_supervisors, catalog, settings)
+    assert second.view("steady").state is ModelState.READY
+    after = (
+        await asyncio.to_thread(
+            box.systemctl, "show", "-p", "ExecMainStartTimestampMonotonic", "sparkctl-steady.service"
+        )
+    ).stdout
+    assert after == started  # adopted, not restarted
+    async with aiohttp.ClientSession() as session:
+        lease = await second.acquire("steady")
+        await chat(port, "steady", session)
+        lease.release()
+    idle_at = second.view("steady").idle_stop_at
+    assert idle_at is not None
+    await reach(second, steady=ModelState.STOPPED)
+    active = (
+        await asyncio.to_thread(box.systemctl, "is-active", "sparkctl-steady.service", check=False)
+    ).stdout
+    assert active.strip() == "inactive"
+
+
+async def test_a_manual_start_of_another_exclusive_model_is_followed(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    emulated(tmp_path, "man-a", next(PORTS), load_time=0.1, serve={"gpu": "exclusive"})
+    emulated(tmp_path, "man-b", next(PORTS), load_time=0.1, serve={"gpu": "exclusive"})
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    (await sup.acquire("man-a")).release()
+    assert sup.view("man-a").state is ModelState.READY
+    await asyncio.to_thread(box.systemctl, "start", "sparkctl-man-b.service")
+    await reach(sup, 5, man_a=ModelState.STOPPED, man_b=ModelState.READY)
+    a = (
+        await asyncio.to_thread(
+            box.systemctl, "show", "-p", "InactiveEnterTimestampMonotonic", "sparkctl-man-a.service"
+        )
+    ).stdout.split("=")[1]
+    b = (
+        await asyncio.to_thread(
+            box.systemctl, "show", "-p", "ExecMainStartTimestampMonotonic", "sparkctl-man-b.service"
+        )
+    ).stdout.split("=")[1]
+    assert int(a) <= int(b)  # the first was stopped before the second was even executed
+    (await sup.acquire("man-b")).release()  # and it is served as a running model
+
+
+async def test_the_memory_gate_waits_for_memory_held_after_a_stop(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    """An engine's memory can outlive its unit (vLLM's orphaned workers do): the next start
+    waits until MemAvailable covers its share, observed on real memory held by an emulator."""
+    mem = read_meminfo()
+    total, available = mem["MemTotal"], mem["MemAvailable"]
+    hold_mb = 3000
+    # the next model's share is just below what is free now: it fits once the holder is gone
+    share = round((available - 1024**3) / total, 3)
+    emulated(
+        tmp_path,
+        "gate-small",
+        next(PORTS),
+        load_time=0.1,
+        engine={"gpu_memory_utilization": 0.05},
+        serve={"gpu": "exclusive"},
+    )
+    emulated(
+        tmp_path,
+        "gate-big",
+        next(PORTS),
+        load_time=0.1,
+        engine={"gpu_memory_utilization": min(share, 0.9)},
+        serve={"gpu": "exclusive"},
+    )
+    catalog, settings = setup(box, deploy, tmp_path, memory_wait="30s")
+    sup = await supervise(open_supervisors, catalog, settings)
+    (await sup.acquire("gate-small")).release()
+    holder_port = next(PORTS)
+    await asyncio.to_thread(
+        box.run,
+        "systemd-run",
+        "--unit=sparkctl-test-holder",
+        "--collect",
+        SPARKCTL,
+        "emulate",
+        "holder",
+        "--port",
+        str(holder_port),
+        "--memory-mb",
+        str(hold_mb),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while (  # noqa: ASYNC110 (MemAvailable has no event to wait on)
+            read_meminfo()["MemAvailable"] > available - hold_mb * 1024**2 * 0.9
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(sup.acquire("gate-big"))
+        await reach(sup, gate_small=ModelState.STOPPED)
+        await asyncio.sleep(1.5)
+        assert not waiting.done() and sup.view("gate-big").state is ModelState.QUEUED  # gated on memory
+        released = time.monotonic()
+        await asyncio.to_thread(box.systemctl, "stop", "sparkctl-test-holder.service")
+        lease: Lease = await asyncio.wait_for(waiting, 20)
+        lease.release()
+        assert time.monotonic() - released < 5
+        journal = await asyncio.to_thread(box.journal, unit="sparkctl-gate-big.service")
+        assert "Starting sparkctl-gate-big.service" in journal
+    finally:
+        await asyncio.to_thread(box.systemctl, "stop", "sparkctl-test-holder.service", check=False)
+    await sup.stop_all()
