@@ -265,6 +265,12 @@ def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
             fail("the rendered units did not pass the checks")
 
 
+# ---------------------------------------------------------------------------------------- keys
+from .cli_keys import keys  # noqa: E402  (the group lives in its own module)
+
+cli.add_command(keys)
+
+
 # ---------------------------------------------------------------------------------------- helpers
 @cli.command()
 @click.argument("url")

@@ -124,3 +124,41 @@ class UpstreamError(SparkError):
     """The engine failed while serving: it died, or it was stopped under the request."""
 
     code = "upstream_error"
+
+
+class InvalidJSONError(SparkError):
+    code = "invalid_json"
+
+
+class MissingModelError(SparkError):
+    code = "missing_model"
+
+
+class RequestTooLargeError(SparkError):
+    code = "request_too_large"
+
+
+class UnauthorizedError(SparkError):
+    code = "unauthorized"
+
+
+class ForbiddenError(SparkError):
+    code = "forbidden"
+
+
+class ContextLengthExceededError(SparkError):
+    """The engine refused the prompt: prompt plus completion exceed the model's context."""
+
+    code = "context_length_exceeded"
+
+
+class NotFoundError(SparkError):
+    """No such route (not a model: that is UnknownModelError)."""
+
+    code = "not_found"
+
+
+class BadRequestError(SparkError):
+    """A request the engine (or the gateway) refused for another reason than those above."""
+
+    code = "bad_request"

@@ -28,7 +28,7 @@ NEVER = math.inf
 def parse_duration(value: object) -> float:
     """Seconds from "<n>ms|s|m|h". Raises ValueError with the accepted forms."""
     if isinstance(value, str):
-        m = _DURATION_RE.match(value.strip())
+        m = _DURATION_RE.fullmatch(value)
         if m:
             return float(m["n"]) * _DURATION_UNITS[m["unit"]]
     raise ValueError(f'must be a duration like "30s", "20m", "500ms" or "1h", got {value!r}')
@@ -49,7 +49,7 @@ def parse_idle(value: object) -> float:
 def parse_size(value: object) -> int:
     """Bytes from "<n>[b|k|m|g|t]" (binary multiples, as podman reads them)."""
     if isinstance(value, str):
-        m = _SIZE_RE.match(value.strip())
+        m = _SIZE_RE.fullmatch(value)
         if m:
             return int(m["n"]) * _SIZE_UNITS[m["unit"].lower()]
     raise ValueError(f'must be a size like "16g", "512m" or "64k", got {value!r}')

@@ -60,7 +60,7 @@ class Lease:
     """The right to send one request to a ready model. Release it when the response has ended
     (in a `finally`); if the model goes away underneath, `aborted` is set with the error."""
 
-    __slots__ = ("_released", "_supervisor", "aborted", "error", "model", "request")
+    __slots__ = ("_callbacks", "_released", "_supervisor", "aborted", "error", "model", "request")
 
     def __init__(self, supervisor: Supervisor, request: int, model: str) -> None:
         self._supervisor = supervisor
@@ -69,6 +69,7 @@ class Lease:
         self.model = model
         self.aborted = asyncio.Event()
         self.error: SparkError | None = None
+        self._callbacks: list[Callable[[], object]] = []
 
     def release(self) -> None:
         if not self._released:
@@ -78,6 +79,15 @@ class Lease:
     def abort(self, error: SparkError) -> None:
         self.error = error
         self.aborted.set()
+        for callback in self._callbacks:
+            callback()
+
+    def on_abort(self, callback: Callable[[], object]) -> None:
+        """Call `callback` if the lease is aborted (at once, if it already was)."""
+        if self.aborted.is_set():
+            callback()
+        else:
+            self._callbacks.append(callback)
 
 
 # ---------------------------------------------------------------------------------- messages

@@ -36,7 +36,7 @@ ULIMIT_NAMES = frozenset(
 
 
 def check_id(value: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ValueError(
             f"must match {ID_PATTERN} (lowercase letters, digits, '.', '_', '-'; at most 64), got {value!r}"
         )
@@ -61,7 +61,7 @@ def _no_control(value: str) -> str:
 
 def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
     def check(value: str) -> str:
-        if not regex.match(value):
+        if not regex.fullmatch(value):
             raise ValueError(f"must be {what}, got {value!r}")
         return value
 
@@ -69,7 +69,7 @@ def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
 
 
 def _absolute_path(value: str) -> str:
-    if not _PATH_RE.match(value) or ".." in PurePosixPath(value).parts:
+    if not _PATH_RE.fullmatch(value) or ".." in PurePosixPath(value).parts:
         raise ValueError(
             "must be an absolute path of letters, digits and ._/+@=- (no '..', ':', ',' or spaces), "
             f"got {value!r}"
@@ -78,14 +78,14 @@ def _absolute_path(value: str) -> str:
 
 
 def _device(value: str) -> str:
-    if not _DEVICE_RE.match(value) or ".." in value.split("/"):
+    if not _DEVICE_RE.fullmatch(value) or ".." in value.split("/"):
         raise ValueError(f"must be a host device like /dev/infiniband, got {value!r}")
     return value
 
 
 def _relative_file(value: str) -> str:
     p = PurePosixPath(value)
-    if p.is_absolute() or ".." in p.parts or not _PATH_RE.match("/" + value):
+    if p.is_absolute() or ".." in p.parts or not _PATH_RE.fullmatch("/" + value):
         raise ValueError(f"must be a file name relative to the catalog directory (no '..'), got {value!r}")
     return value
 
@@ -127,7 +127,7 @@ class Source(StrictModel):
     hf_repo: Annotated[
         str,
         AfterValidator(_no_control),
-        AfterValidator(lambda v: v if _HF_REPO_RE.match(v) or _PATH_RE.match(v) else _bad_repo(v)),
+        AfterValidator(lambda v: v if _HF_REPO_RE.fullmatch(v) or _PATH_RE.fullmatch(v) else _bad_repo(v)),
     ]
     revision: Token = "main"
 
@@ -196,10 +196,10 @@ class Engine(StrictModel):
             if self.kind == "openai" and not self.command:
                 raise FieldError("command", 'required for kind "openai" with runtime "process"')
         for key in self.env:
-            if not _ENV_KEY_RE.match(key):
+            if not _ENV_KEY_RE.fullmatch(key):
                 raise FieldError(f"env.{key}", "not a valid environment variable name")
         for key in self.json_args:
-            if not _FLAG_KEY_RE.match(key):
+            if not _FLAG_KEY_RE.fullmatch(key):
                 raise FieldError(
                     f"json_args.{key}",
                     'must be a flag name without leading dashes, like "speculative-config"',

@@ -361,3 +361,23 @@ def test_automatic_ports_are_stable_when_models_come_and_go(tmp_path: Path) -> N
 def test_direct_port_zero_means_no_socket(tmp_path: Path) -> None:
     write_model(tmp_path, "a", serve={"direct_port": 0})
     assert load_catalog(S, [tmp_path]).models["a"].direct_port is None
+
+
+@pytest.mark.parametrize("field", ["id", "alias", "env", "quantization"])
+def test_a_trailing_newline_never_slips_through_a_pattern(tmp_path: Path, field: str) -> None:
+    # Python's `$` matches before a final newline: every pattern must match the whole string.
+    over: dict[str, object] = {
+        "alias": {"aliases": ["ok\n"]},
+        "env": {"engine": {"env": {"OK\n": "v"}}},
+        "quantization": {"engine": {"quantization": "fp8\n"}},
+        "id": {},
+    }[field]
+    if field == "id":
+        (tmp_path / "m.toml").write_text(
+            'id = "m\\n"\ndescription = "d"\nstatus = "validated"\n'
+            '[source]\nhf_repo = "o/r"\n[engine]\nimage = "i:1"\nmax_model_len = 1\n'
+            "gpu_memory_utilization = 0.1\n"
+        )
+    else:
+        write_model(tmp_path, "m", **over)
+    assert len(errors(tmp_path)) == 1

@@ -1,0 +1,139 @@
+"""Prometheus metrics (prometheus-client), one registry per gateway.
+
+Counters and histograms are updated where things happen (each request, each state change);
+gauges that describe the present (model state, leases, waiters, queue depth) are read from the
+supervisor when scraped, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..scheduler import ModelState
+from ..supervisor import Supervisor
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+
+class _Live(Collector):
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._sup = supervisor
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "sparkctl_model_state", "1 for the state each model is in", labels=["model", "state"]
+        )
+        leases = GaugeMetricFamily(
+            "sparkctl_model_requests_in_flight", "Requests holding a lease", labels=["model"]
+        )
+        waiting = GaugeMetricFamily(
+            "sparkctl_model_requests_waiting", "Requests waiting for the model", labels=["model"]
+        )
+        for view in self._sup.views():
+            for s in ModelState:
+                state.add_metric([view.id, s.value], 1.0 if view.state is s else 0.0)
+            leases.add_metric([view.id], view.leases)
+            waiting.add_metric([view.id], view.waiting)
+        queue = GaugeMetricFamily("sparkctl_queue_depth", "Requests waiting, all models")
+        queue.add_metric([], self._sup.queue_length)
+        yield from (state, leases, waiting, queue)
+
+
+class Metrics:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "sparkctl_requests", "Requests answered", ["model", "route", "status"], registry=r
+        )
+        self.duration = Histogram(
+            "sparkctl_request_duration_seconds",
+            "From arrival to the end of the response",
+            ["model", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.wait = Histogram(
+            "sparkctl_request_wait_seconds",
+            "Time a request waited for its model to be ready",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "sparkctl_tokens", "Tokens the engines reported in usage", ["model", "kind"], registry=r
+        )
+        self.starts = Counter("sparkctl_model_starts", "Model starts begun", ["model"], registry=r)
+        self.failures = Counter("sparkctl_model_failures", "Failed starts and crashes", ["model"], registry=r)
+        self.stops = Counter("sparkctl_model_stops", "Model stops begun", ["model"], registry=r)
+        self.load = Histogram(
+            "sparkctl_model_load_seconds",
+            "From start job to ready",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+        self.swap = Histogram(
+            "sparkctl_model_swap_seconds",
+            "From queued behind another model to ready",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+        r.register(_Live(supervisor))
+        self._sup = supervisor
+        self._queued_at: dict[str, float] = {}
+        self._previous: dict[str, ModelState] = {}
+        supervisor.listeners.append(self._on_state)
+
+    def _on_state(self, model: str, state: ModelState) -> None:
+        before = self._previous.get(model)
+        self._previous[model] = state
+        now = self._sup.view(model).since
+        match state:
+            case ModelState.QUEUED:
+                self._queued_at[model] = now
+            case ModelState.STARTING:
+                self.starts.labels(model).inc()
+            case ModelState.READY:
+                view = self._sup.view(model)
+                if before is ModelState.STARTING and view.last_load_seconds is not None:
+                    self.load.labels(model).observe(view.last_load_seconds)
+                if (queued := self._queued_at.pop(model, None)) is not None:
+                    self.swap.labels(model).observe(now - queued)
+            case ModelState.FAILED | ModelState.BACKOFF:
+                if before in (ModelState.STARTING, ModelState.READY, ModelState.DRAINING):
+                    self.failures.labels(model).inc()
+            case ModelState.STOPPING:
+                self.stops.labels(model).inc()
+            case _:
+                pass
+
+    def observe(self, model: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(model, route, str(status)).inc()
+        self.duration.labels(model, route).observe(seconds)
+
+    def usage(self, model: str, payload: bytes) -> None:
+        """Count tokens from an engine's `usage` (a JSON body, or one SSE data line)."""
+        if b'"usage"' not in payload:
+            return
+        try:
+            data: Any = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return
+        usage = data.get("usage") if isinstance(data, dict) else None
+        if isinstance(usage, dict):
+            for kind, key in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):
+                value = usage.get(key)
+                if isinstance(value, int) and value > 0:
+                    self.tokens.labels(model, kind).inc(value)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,309 @@
+"""The OpenAI-compatible routes: route by model, wait for it, forward, stream back.
+
+A request is authenticated (middleware) and validated before anything is scheduled. It then holds
+a lease for exactly as long as its response lasts (released in `finally`, whatever happens).
+Waiting for a loading model is bounded by that model's own timeouts; a streaming client gets SSE
+comments meanwhile, so neither it nor a proxy in between gives up, and an error event if the
+start fails. `Prefer: wait=0` answers 503 `model_loading` with a Retry-After estimate instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..catalog import Model
+from ..errors import ModelStartTimeoutError, RequestTooLargeError, SparkError, UpstreamError
+from ..supervisor import Lease
+from .context import GATEWAY, Gateway
+from .errors import error_response, sse_error_event
+from .routing import MODEL_ROUTES, parse_body, resolve, split_path_form
+from .shaping import shape
+from .upstream import downstream_headers, engine_error, replace_multipart_field, upstream_headers
+
+log = logging.getLogger("sparkctl.gateway")
+KEEPALIVE_AFTER = 0.25  # a streaming request that waits longer gets SSE comments …
+KEEPALIVE_EVERY = 5.0  # … this often, until its model is ready
+BUFFER_LIMIT = 1024 * 1024  # an engine answer this small (with a length) is relayed in one piece
+SSE = "text/event-stream"
+
+
+async def openai_route(request: web.Request) -> web.StreamResponse:
+    return await serve(request, request.path, None)
+
+
+async def path_form_route(request: web.Request) -> web.StreamResponse:
+    """`/v1/<model>/<route>`, the reference stack's form."""
+    split = split_path_form(request.path)
+    if split is None:
+        raise web.HTTPNotFound()
+    name, route = split
+    return await serve(request, route, name)
+
+
+async def serve(request: web.Request, route: str, path_model: str | None) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    t0 = time.monotonic()
+    request_id = _request_id(request)
+    model_id = "-"
+    status = 500
+    try:
+        body = await _read_body(request, gw.settings.gateway.max_body)
+        content_type = request.headers.get("Content-Type", "")
+        parsed = parse_body(body, content_type)
+        fixed = gw.direct_model(request)
+        model = resolve(gw.catalog, fixed or path_model or parsed.name)
+        model_id = model.id
+        body = _prepare(body, parsed.json, parsed.name, model, route, content_type)
+        stream = bool(parsed.json and parsed.json.get("stream") is True)
+        response = await _with_lease(request, gw, model, route, body, stream, request_id)
+        status = response.status
+        return response
+    except SparkError as e:
+        response = error_response(e, {"X-Request-Id": request_id})
+        status = response.status
+        return response
+    finally:
+        elapsed = time.monotonic() - t0
+        gw.metrics.observe(model_id, route, status, elapsed)
+        log.info(
+            "%s %s %s %d %.3fs",
+            request.method,
+            route,
+            model_id,
+            status,
+            elapsed,
+            extra={
+                "model": model_id,
+                "request_id": request_id,
+                "status": status,
+                "duration": round(elapsed, 6),
+                "route": route,
+            },
+        )
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
+        return given
+    return uuid.uuid4().hex[:16]
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    # Decided from Content-Length before reading a byte (BRIEF §4.5); a chunked body is cut off
+    # by aiohttp's client_max_size, which the app sets to the same limit.
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLargeError(f"The request body ({length} bytes) exceeds the limit of {limit} bytes.")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.") from None
+
+
+def _prepare(
+    body: bytes, data: dict[str, Any] | None, name: str | None, model: Model, route: str, content_type: str
+) -> bytes:
+    """The bytes the engine gets: the client's own, unless the name or the shaping changes them."""
+    if data is not None:
+        shaped = shape(data, model.spec.request, route)
+        if shaped is data and data.get("model") == model.id:
+            return body
+        if shaped is data:
+            shaped = dict(data)
+        shaped["model"] = model.id
+        return json.dumps(shaped, ensure_ascii=False, separators=(",", ":")).encode()
+    if name is not None and name != model.id:
+        return replace_multipart_field(body, content_type, "model", model.id)
+    return body
+
+
+def _prefers_no_wait(request: web.Request) -> bool:
+    prefer = request.headers.get("Prefer", "")
+    return any(p.strip().replace(" ", "") == "wait=0" for p in prefer.split(","))
+
+
+def _wait_bound(gw: Gateway, model: Model) -> float:
+    """How long a request may wait for its model: a swap's drain, the memory gate and the start."""
+    s = gw.settings.scheduler
+    return s.drain_timeout + s.memory_wait + model.spec.serve.start_timeout + 30
+
+
+async def _with_lease(
+    request: web.Request, gw: Gateway, model: Model, route: str, body: bytes, stream: bool, request_id: str
+) -> web.StreamResponse:
+    acquiring = asyncio.ensure_future(gw.supervisor.acquire(model.id, wait=not _prefers_no_wait(request)))
+    sse: web.StreamResponse | None = None
+    waited = time.monotonic()
+    try:
+        deadline = waited + _wait_bound(gw, model)
+        if stream:
+            done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_AFTER)
+            while not done:
+                if sse is None:
+                    sse = await _start_sse(request, request_id)
+                state = gw.supervisor.view(model.id).state.value
+                await sse.write(f": sparkctl: waiting for {model.id} ({state})\n\n".encode())
+                if time.monotonic() > deadline:
+                    raise _waited_too_long(model)
+                done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_EVERY)
+        lease = await asyncio.wait_for(asyncio.shield(acquiring), max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        acquiring.cancel()
+        return await _fail(request, sse, _waited_too_long(model), request_id)
+    except SparkError as e:
+        return await _fail(request, sse, e, request_id)
+    finally:
+        if not acquiring.done():
+            acquiring.cancel()
+    gw.metrics.wait.labels(model.id).observe(time.monotonic() - waited)
+    try:
+        return await _forward(request, gw, model, route, body, lease, sse, request_id)
+    finally:
+        lease.release()
+
+
+def _waited_too_long(model: Model) -> SparkError:
+    return ModelStartTimeoutError(f"The model '{model.id}' was not ready in time.", retry_after=30)
+
+
+async def _start_sse(request: web.Request, request_id: str) -> web.StreamResponse:
+    sse = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": SSE,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Request-Id": request_id,
+        },
+    )
+    await sse.prepare(request)
+    return sse
+
+
+async def _fail(
+    request: web.Request, sse: web.StreamResponse | None, error: SparkError, request_id: str
+) -> web.StreamResponse:
+    """An error response, or an error event when the stream has already begun."""
+    if sse is None:
+        return error_response(error, {"X-Request-Id": request_id})
+    with contextlib.suppress(ConnectionError):
+        await sse.write(sse_error_event(error))
+        await sse.write_eof()
+    return sse
+
+
+async def _forward(
+    request: web.Request,
+    gw: Gateway,
+    model: Model,
+    route: str,
+    body: bytes,
+    lease: Lease,
+    sse: web.StreamResponse | None,
+    request_id: str,
+) -> web.StreamResponse:
+    url = f"http://127.0.0.1:{model.host_port}{route}{_query(request)}"
+    peer = request.remote
+    headers = upstream_headers(request.headers, request_id, peer)
+    try:
+        upstream = await gw.client.request(request.method, url, data=body, headers=headers)
+    except aiohttp.ClientError as e:
+        return await _fail(
+            request, sse, UpstreamError(f"The engine of '{model.id}' could not be reached: {e}"), request_id
+        )
+    # If the model goes away under the request (a crash, a forced stop), cut the engine's answer
+    # short: the relay below then ends the client's response with the lease's error.
+    lease.on_abort(upstream.close)
+    try:
+        if upstream.status >= 400:
+            raw = await upstream.read()
+            status, err_body, error = engine_error(upstream.status, raw)
+            if sse is not None:
+                return await _fail(request, sse, error, request_id)
+            return web.Response(
+                status=status,
+                body=err_body,
+                content_type="application/json",
+                headers={"X-Request-Id": request_id},
+            )
+        is_sse = upstream.headers.get("Content-Type", "").startswith(SSE)
+        length = upstream.content_length
+        if sse is None and not is_sse and length is not None and length <= BUFFER_LIMIT:
+            data = await upstream.read()
+            gw.metrics.usage(model.id, data)
+            out = web.Response(
+                status=upstream.status, body=data, headers=downstream_headers(upstream.headers)
+            )
+            out.headers["X-Request-Id"] = request_id
+            return out
+        return await _relay(request, gw, model, upstream, lease, sse, is_sse, request_id)
+    except (TimeoutError, aiohttp.ClientError) as e:
+        error = lease.error or UpstreamError(f"The engine of '{model.id}' failed: {e or type(e).__name__}")
+        return await _fail(request, sse, error, request_id)
+    finally:
+        upstream.release() if upstream.content.at_eof() else upstream.close()
+
+
+async def _relay(
+    request: web.Request,
+    gw: Gateway,
+    model: Model,
+    upstream: aiohttp.ClientResponse,
+    lease: Lease,
+    sse: web.StreamResponse | None,
+    is_sse: bool,
+    request_id: str,
+) -> web.StreamResponse:
+    if sse is None:
+        sse = web.StreamResponse(status=upstream.status, headers=downstream_headers(upstream.headers))
+        sse.headers["X-Request-Id"] = request_id
+        if is_sse:
+            sse.headers["X-Accel-Buffering"] = "no"
+        await sse.prepare(request)
+    tail = b""
+    try:
+        async for chunk in upstream.content.iter_any():
+            await sse.write(chunk)
+            if is_sse and b'"usage"' in chunk:
+                tail = chunk
+    except (TimeoutError, aiohttp.ClientError) as e:
+        error = lease.error or UpstreamError(
+            f"The engine of '{model.id}' stopped mid-response: {e or type(e).__name__}"
+        )
+        log.warning("%s: %s", model.id, error.message, extra={"model": model.id, "request_id": request_id})
+        if is_sse:
+            with contextlib.suppress(ConnectionError):
+                await sse.write(sse_error_event(error))
+        else:
+            # A body cut short cannot carry an error; closing without a terminating chunk
+            # tells the client the response is incomplete rather than letting it hang.
+            if request.transport is not None:
+                request.transport.close()
+            return sse
+    if tail:
+        for line in tail.split(b"\n"):
+            if line.startswith(b"data: {") and b'"usage"' in line:
+                gw.metrics.usage(model.id, line[6:])
+    with contextlib.suppress(ConnectionError):
+        await sse.write_eof()
+    return sse
+
+
+def _query(request: web.Request) -> str:
+    return f"?{request.query_string}" if request.query_string else ""
+
+
+def register(app: web.Application) -> None:
+    for route in MODEL_ROUTES:
+        app.router.add_post(route, openai_route)
+    app.router.add_post("/v1/{model}/{route:.+}", path_form_route)

@@ -1,0 +1,133 @@
+"""Talking to an engine: the request that goes up, and the response that comes back down.
+
+Bodies go up byte-exact unless sparkctl must change them (an alias becomes the id, the model's
+`[request]` shaping applies). Responses come down as they arrive: each chunk of an event stream
+is written to the client the moment the engine sends it, and `write` waits while the client is
+slow, so backpressure holds both ways. An engine that dies mid-stream ends the client's stream
+with an error event at once; an engine's own error becomes sparkctl's error envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ..errors import BadRequestError, ContextLengthExceededError, SparkError, UpstreamError
+from .errors import error_body, status_of
+
+# Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those sparkctl
+# replaces: the client's credentials never reach an engine, lengths are recomputed.
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+    )
+)
+NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "x-api-key", "cookie"}
+NOT_DOWNSTREAM = HOP_BY_HOP | {"server", "date"}
+_CONTEXT = re.compile(r"maximum context length|context length|too many tokens|prompt is too long", re.I)
+
+
+def upstream_headers(headers: Mapping[str, str], request_id: str, peer: str | None) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        if key.lower() not in NOT_UPSTREAM:
+            out.add(key, value)
+    out["X-Request-Id"] = request_id
+    if peer:
+        prior = headers.get("X-Forwarded-For")
+        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    return out
+
+
+def downstream_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        if key.lower() not in NOT_DOWNSTREAM:
+            out.add(key, value)
+    return out
+
+
+def engine_error(status: int, body: bytes) -> tuple[int, bytes, SparkError]:
+    """An engine's non-2xx answer as sparkctl's envelope: (status, body, error)."""
+    message = _engine_message(body) or f"The engine answered HTTP {status}."
+    error: SparkError
+    if status == 400 and _CONTEXT.search(message):
+        error = ContextLengthExceededError(message)
+        return 400, error_body(error), error
+    if 400 <= status < 500:
+        error = BadRequestError(message)
+        return (
+            status,
+            json.dumps(
+                {
+                    "error": {
+                        "message": message,
+                        "type": status_of("bad_request")[1],
+                        "param": None,
+                        "code": "bad_request",
+                    }
+                }
+            ).encode(),
+            error,
+        )
+    error = UpstreamError(f"The engine failed (HTTP {status}): {message}")
+    return 502, error_body(error), error
+
+
+def _engine_message(body: bytes) -> str | None:
+    try:
+        data: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if isinstance(data.get("message"), str):
+            return str(data["message"])
+        if isinstance(data.get("detail"), str):
+            return str(data["detail"])
+    return None
+
+
+def replace_multipart_field(body: bytes, content_type: str, field: str, value: str) -> bytes:
+    """Set a form field's value, leaving every other byte of the form (the audio) as it was."""
+    boundary = _boundary(content_type)
+    if boundary is None:
+        return body
+    delimiter = b"--" + boundary
+    parts = body.split(delimiter)
+    for i, part in enumerate(parts):
+        head, sep, rest = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        disposition = head.lower()
+        if b"content-disposition" in disposition and re.search(
+            rb'name="?' + re.escape(field.encode()) + rb'"?(;|\r\n|$)', disposition
+        ):
+            trailer = b"\r\n" if rest.endswith(b"\r\n") else b""
+            parts[i] = head + sep + value.encode() + trailer
+            return delimiter.join(parts)
+    return body
+
+
+def _boundary(content_type: str) -> bytes | None:
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    return m.group(1).encode() if m else None

@@ -1,0 +1,500 @@
+"""The gateway end to end: the official openai client, emulated models as real units on the
+sandboxed systemd, the supervisor in between."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+
+from sparkctl.apikeys import KeyFile, KeyStore
+from sparkctl.catalog import load_catalog
+from sparkctl.gateway import build_app
+from sparkctl.sandbox.box import Box
+from sparkctl.scheduler import ModelState
+from sparkctl.supervisor import Supervisor
+from tests.conftest import box_settings
+from tests.helpers import write_model
+from tests.integration.conftest import emulated
+
+ECHO = str(Path(__file__).with_name("echo_engine.py"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Env:
+    url: str
+    admin: str
+    user: str
+    sup: Supervisor
+    box: Box
+    direct_url: str
+    ports: dict[str, int]
+
+    def client(self, key: str | None = None) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1", api_key=key or self.user, max_retries=0, timeout=60
+        )
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.user}"}
+
+    async def unit_states(self) -> dict[str, str]:
+        out = await asyncio.to_thread(
+            self.box.systemctl, "list-units", "--all", "--plain", "--no-legend", "sparkctl-*.service"
+        )
+        return {line.split()[0]: line.split()[2] for line in out.stdout.splitlines() if line.strip()}
+
+
+@pytest.fixture
+async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
+    ports = {
+        name: 28600 + i for i, name in enumerate(["chat", "slow", "ex-a", "ex-b", "echo", "tools", "crash"])
+    }
+    cat = tmp_path / "catalog"
+    emulated(
+        cat,
+        "chat",
+        ports["chat"],
+        load_time=0.3,
+        aliases=["chat-alias"],
+        capabilities=["chat", "tools", "embeddings"],
+        request={"defaults": {"max_tokens": 12}},
+    )
+    emulated(cat, "slow", ports["slow"], load_time=2.0)
+    emulated(cat, "ex-a", ports["ex-a"], load_time=0.3, serve={"gpu": "exclusive"})
+    emulated(cat, "ex-b", ports["ex-b"], load_time=0.3, serve={"gpu": "exclusive"})
+    emulated(
+        cat,
+        "crash",
+        ports["crash"],
+        load_time=0.1,
+        engine={"args": ["--load-time", "0.1", "--tokens-per-second", "20"]},
+    )
+    write_model(
+        cat,
+        "echo",
+        engine={
+            "kind": "openai",
+            "runtime": "process",
+            "image": None,
+            "port": ports["echo"],
+            "command": [sys.executable, ECHO, "--port", str(ports["echo"])],
+            "ulimits": {},
+        },
+        aliases=["echo-alias"],
+    )
+    write_model(cat, "off", status="disabled", disabled_reason="it hangs on load")
+    settings = box_settings(
+        box,
+        gateway={
+            "api_keys_file": str(tmp_path / "api-keys"),
+            "max_body": "16m",
+            "cors_origins": ["http://localhost:3000"],
+        },
+        scheduler={"idle_timeout": "10m", "drain_timeout": "30s"},
+    )
+    deploy(cat, settings)
+    store = KeyStore()
+    admin, user = store.add("ops", admin=True), store.add("app")
+    store.save(tmp_path / "api-keys")
+    catalog = load_catalog(settings, [cat])
+    sup = Supervisor(catalog, settings)
+    await sup.start()
+    direct = free_port()
+    app = build_app(
+        settings, catalog, sup, keys=KeyFile(tmp_path / "api-keys"), direct_ports={direct: "chat"}
+    )
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    port = free_port()
+    for p in (port, direct):
+        await web.TCPSite(runner, "127.0.0.1", p).start()
+    try:
+        yield Env(f"http://127.0.0.1:{port}", admin, user, sup, box, f"http://127.0.0.1:{direct}", ports)
+    finally:
+        await runner.cleanup()
+        await sup.close()
+
+
+async def test_openai_client_chat_stream_tools_embeddings_with_a_cold_start(env: Env) -> None:
+    client = env.client()
+    assert env.sup.view("chat").state is ModelState.STOPPED
+    reply = await client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert (
+        reply.choices[0].message.content and reply.usage and reply.usage.completion_tokens == 12
+    )  # shaped default
+    assert env.sup.view("chat").state is ModelState.READY
+    chunks = [
+        c
+        async for c in await client.chat.completions.create(
+            model="chat-alias",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    ]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.split()) == 5 and chunks[-1].usage and chunks[-1].usage.completion_tokens == 5
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    call = await client.chat.completions.create(
+        model="chat",
+        tools=tools,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "weather?"}],
+    )
+    assert call.choices[0].finish_reason == "tool_calls"
+    assert json.loads(call.choices[0].message.tool_calls[0].function.arguments) == {"city": "x"}  # type: ignore[index,union-attr]
+    stream = await client.chat.completions.create(
+        model="chat",
+        tools=tools,
+        stream=True,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "weather?"}],
+    )
+    names = [
+        c.choices[0].delta.tool_calls[0].function.name
+        async for c in stream  # type: ignore[index,union-attr]
+        if c.choices and c.choices[0].delta.tool_calls and c.choices[0].delta.tool_calls[0].function.name
+    ]
+    assert names == ["get_weather"]
+    emb = await client.embeddings.create(model="chat", input=["one", "two words"])
+    assert len(emb.data) == 2 and len(emb.data[0].embedding) == 32
+    completion = await client.completions.create(model="chat", prompt="once upon", max_tokens=3)
+    assert completion.choices[0].text.strip()
+    # the sync client too
+    sync = openai.OpenAI(base_url=f"{env.url}/v1", api_key=env.user, max_retries=0)
+    reply2 = await asyncio.to_thread(
+        sync.chat.completions.create,
+        model="chat",
+        messages=[{"role": "user", "content": "sync"}],
+        max_tokens=2,
+    )
+    assert reply2.usage and reply2.usage.completion_tokens == 2
+
+
+async def test_a_request_during_a_swap_is_served_after_it(env: Env) -> None:
+    client = env.client()
+    first = await client.chat.completions.create(model="ex-a", messages=[{"role": "user", "content": "a"}])
+    assert first.choices[0].message.content
+    # a slow stream holds ex-a while ex-b is requested: ex-b waits for ex-a to drain, then starts
+    slow = asyncio.create_task(
+        client.chat.completions.create(
+            model="ex-a", messages=[{"role": "user", "content": "a"}], max_tokens=30, extra_body={}
+        )
+    )
+    b = await client.chat.completions.create(model="ex-b", messages=[{"role": "user", "content": "b"}])
+    assert b.choices[0].message.content and (await slow).choices[0].message.content
+    states = await env.unit_states()
+    # whichever ran last stays loaded; never both
+    assert sorted([states["sparkctl-ex-a.service"], states["sparkctl-ex-b.service"]]) == [
+        "active",
+        "inactive",
+    ]
+
+
+async def test_models_listing_and_admin_api(env: Env) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{env.url}/v1/models", headers=env.headers()) as r:
+            listing = await r.json()
+        ids = {m["id"]: m for m in listing["data"]}
+        assert listing["object"] == "list" and set(ids) >= {"chat", "slow", "echo", "off"}
+        assert ids["off"]["status"] == "disabled" and ids["off"]["disabled_reason"] == "it hangs on load"
+        assert ids["chat"]["state"] == "stopped" and ids["chat"]["owned_by"] == "sparkctl"
+        assert (
+            ids["chat"]["capabilities"] == ["chat", "tools", "embeddings"]
+            and ids["chat"]["context_length"] == 4096
+        )
+        async with s.get(f"{env.url}/v1/models/chat-alias", headers=env.headers()) as r:
+            assert (await r.json())["id"] == "chat"
+        async with s.get(f"{env.url}/api/v1/status", headers=env.headers()) as r:
+            assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
+        events = await s.get(f"{env.url}/api/v1/events", headers=env.headers(env.admin))
+        async with s.post(f"{env.url}/api/v1/models/slow/start", headers=env.headers(env.admin)) as r:
+            assert r.status == 202
+        seen: list[str] = []
+        async with asyncio.timeout(10):
+            async for line in events.content:
+                if line.startswith(b"data: ") and b'"slow"' in line:
+                    seen.append(json.loads(line[6:])["state"])
+                    if seen[-1] == "ready":
+                        break
+        assert seen[-2:] == ["starting", "ready"]
+        events.close()
+        async with s.get(f"{env.url}/api/v1/status", headers=env.headers(env.admin)) as r:
+            status = {m["id"]: m for m in (await r.json())["models"]}
+        assert status["slow"]["state"] == "ready" and status["slow"]["idle_stop_at"] > time.time()
+        async with s.post(f"{env.url}/api/v1/models/slow/stop", headers=env.headers(env.admin)) as r:
+            assert r.status == 202
+        async with s.get(f"{env.url}/metrics") as r:  # loopback: no key needed
+            text = await r.text()
+        assert (
+            'sparkctl_model_state{model="slow",state="stopping"}' in text
+            or 'sparkctl_model_state{model="slow",state="stopped"}' in text
+        )
+        assert "sparkctl_model_starts_total" in text
+        async with s.get(f"{env.url}/health") as r:
+            assert r.status == 200
+
+
+def _err(status: int, code: str) -> tuple[int, str]:
+    return status, code
+
+
+ERROR_CASES = [
+    # (description, path, body bytes, headers, expected status, code)
+    ("malformed json", "/v1/chat/completions", b'{"model": "chat",', {}, 400, "invalid_json"),
+    ("not an object", "/v1/chat/completions", b'["chat"]', {}, 400, "invalid_json"),
+    ("invalid utf-8", "/v1/chat/completions", b'{"model": "chat", "x": "\xff\xfe"}', {}, 400, "invalid_json"),
+    ("model of wrong type", "/v1/chat/completions", b'{"model": 42}', {}, 400, "invalid_model_name"),
+    ("no model", "/v1/chat/completions", b'{"messages": []}', {}, 400, "missing_model"),
+    ("empty body", "/v1/chat/completions", b"", {}, 400, "missing_model"),
+    ("unknown model", "/v1/chat/completions", b'{"model": "nope"}', {}, 404, "model_not_found"),
+    ("disabled model", "/v1/chat/completions", b'{"model": "off"}', {}, 400, "model_disabled"),
+    ("path trick", "/v1/chat/completions", b'{"model": "../../etc/passwd"}', {}, 400, "invalid_model_name"),
+    (
+        "control characters",
+        "/v1/chat/completions",
+        b'{"model": "chat\\n\\u0000"}',
+        {},
+        400,
+        "invalid_model_name",
+    ),
+    (
+        "unit name trick",
+        "/v1/chat/completions",
+        b'{"model": "chat.service sparkctl-x"}',
+        {},
+        400,
+        "invalid_model_name",
+    ),
+    ("path form unknown", "/v1/nope/chat/completions", b"{}", {}, 404, "model_not_found"),
+    ("path form traversal", "/v1/..%2f..%2fetc/chat/completions", b"{}", {}, 404, "not_found"),
+    ("path form control character", "/v1/chat%0a/chat/completions", b"{}", {}, 400, "invalid_model_name"),
+    ("path form odd name", "/v1/a%20b/chat/completions", b"{}", {}, 400, "invalid_model_name"),
+    ("unknown route", "/v1/nonsense", b"{}", {}, 404, "not_found"),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "path", "body", "headers", "status", "code"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES]
+)
+async def test_error_paths_answer_the_envelope_and_touch_no_unit(
+    env: Env, what: str, path: str, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    before = await env.unit_states()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{env.url}{path}",
+            data=body,
+            headers={**env.headers(), "Content-Type": "application/json", **headers},
+            skip_auto_headers=["Content-Type"],
+        ) as r,
+    ):
+        data = await r.json()
+        assert r.status == status, data
+    assert data["error"]["code"] == code and set(data["error"]) == {"message", "type", "param", "code"}
+    assert data["error"]["type"] == ("invalid_request_error" if status < 500 else "server_error")
+    assert await env.unit_states() == before
+    assert all(v.state is ModelState.STOPPED for v in env.sup.views())
+
+
+async def test_auth_comes_before_anything_and_size_before_reading(env: Env) -> None:
+    async with aiohttp.ClientSession() as s:
+        body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "x"}]})
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {env.user}"}):
+            async with s.post(f"{env.url}/v1/chat/completions", data=body, headers=headers) as r:
+                data = await r.json()
+                assert r.status == 401 and data["error"]["code"] == "unauthorized"
+                assert data["error"]["type"] == "authentication_error"
+        # on the model's own port too
+        async with s.post(f"{env.direct_url}/v1/chat/completions", data=body) as r:
+            assert r.status == 401
+        async with s.get(f"{env.url}/v1/models") as r:
+            assert r.status == 401
+        async with s.post(
+            f"{env.url}/v1/chat/completions",
+            data=b"x" * 100,
+            headers={**env.headers(), "Content-Length": str(17 * 1024 * 1024)},
+        ) as r:
+            assert r.status == 413 and (await r.json())["error"]["code"] == "request_too_large"
+    assert all(v.state is ModelState.STOPPED for v in env.sup.views())
+
+
+async def test_x_api_key_and_the_direct_port(env: Env) -> None:
+    async with aiohttp.ClientSession() as s:
+        body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+        async with s.post(
+            f"{env.direct_url}/v1/chat/completions", json=body, headers={"x-api-key": env.user}
+        ) as r:
+            data = await r.json()
+            assert r.status == 200 and data["model"] == "chat"
+        async with s.get(f"{env.direct_url}/v1/models", headers=env.headers()) as r:
+            assert [m["id"] for m in (await r.json())["data"]] == ["chat"]
+
+
+async def test_big_multibyte_bodies_reach_the_engine_byte_identical(env: Env) -> None:
+    text = "é€😀漢字 " * 400_000  # ~6 MB of multi-byte UTF-8
+    raw = json.dumps(
+        {"model": "echo", "messages": [{"role": "user", "content": text}]}, ensure_ascii=False
+    ).encode()
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"{env.url}/v1/chat/completions",
+            data=raw,
+            headers={**env.headers(), "Content-Type": "application/json"},
+        ) as r:
+            echo = await r.json()
+        assert (
+            r.status == 200
+            and echo["length"] == len(raw)
+            and echo["sha256"] == hashlib.sha256(raw).hexdigest()
+        )
+        assert "authorization" not in {k.lower() for k in echo["headers"]}  # the client's key stays here
+        # an alias is rewritten to the id: the one change the engine sees
+        aliased = raw.replace(b'"model":"echo"', b'"model":"echo-alias"').replace(
+            b'"model": "echo"', b'"model": "echo-alias"'
+        )
+        async with s.post(
+            f"{env.url}/v1/chat/completions",
+            data=aliased,
+            headers={**env.headers(), "Content-Type": "application/json"},
+        ) as r:
+            assert (await r.json())["model"] == "echo"
+        # multipart: the audio bytes arrive untouched, the model field is rewritten
+        audio = bytes(range(256)) * 20_000
+
+        def form(model: str) -> bytes:
+            return (
+                b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+                + model.encode()
+                + b'\r\n--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+                b"Content-Type: audio/wav\r\n\r\n" + audio + b"\r\n--XyZ--\r\n"
+            )
+
+        async with s.post(
+            f"{env.url}/v1/audio/transcriptions",
+            data=form("echo-alias"),
+            headers={**env.headers(), "Content-Type": "multipart/form-data; boundary=XyZ"},
+        ) as r:
+            echo = await r.json()
+        assert r.status == 200 and echo["path"] == "/v1/audio/transcriptions"
+        assert echo["sha256"] == hashlib.sha256(form("echo")).hexdigest()
+
+
+async def test_loading_feedback_and_prefer_wait_zero(env: Env) -> None:
+    async with aiohttp.ClientSession() as s:
+        body = {"model": "slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+        async with s.post(
+            f"{env.url}/v1/chat/completions", json=body, headers={**env.headers(), "Prefer": "wait=0"}
+        ) as r:
+            data = await r.json()
+            assert (
+                r.status == 503
+                and data["error"]["code"] == "model_loading"
+                and int(r.headers["Retry-After"]) >= 1
+            )
+        await asyncio.sleep(0.1)
+        assert env.sup.view("slow").state is ModelState.STARTING  # not waiting, but it comes
+        await env.sup.stop_model("slow")
+        while env.sup.view("slow").state is not ModelState.STOPPED:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        async with s.post(
+            f"{env.url}/v1/chat/completions", json={**body, "stream": True}, headers=env.headers()
+        ) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+            lines = [line async for line in r.content]
+        comments = [ln for ln in lines if ln.startswith(b": sparkctl: waiting for slow")]
+        assert comments and time.monotonic() - t0 >= 2
+        assert lines[-2] == b"data: [DONE]\n"
+
+
+async def test_a_backend_crash_mid_stream_ends_the_client_stream_with_an_error_event(env: Env) -> None:
+    client = env.client()
+    stream = await client.chat.completions.create(
+        model="crash", messages=[{"role": "user", "content": "x"}], max_tokens=1000, stream=True
+    )
+    got = 0
+    with pytest.raises(openai.APIError) as exc:
+        async for _chunk in stream:
+            got += 1
+            if got == 3:
+                await asyncio.to_thread(env.box.systemctl, "kill", "--signal=KILL", "sparkctl-crash.service")
+                t0 = time.monotonic()
+    assert time.monotonic() - t0 < 3
+    assert "upstream_error" in str(exc.value.body) or "stopped" in str(exc.value)
+
+
+async def test_a_client_disconnect_stops_the_generation_at_once(env: Env) -> None:
+    async with aiohttp.ClientSession() as s:
+        body = {
+            "model": "crash",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 1000,
+            "stream": True,
+        }
+        r = await s.post(f"{env.url}/v1/chat/completions", json=body, headers=env.headers())
+        for _ in range(3):
+            await r.content.readline()
+        r.close()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3:
+            async with s.get(f"http://127.0.0.1:{env.ports['crash']}/metrics") as m:
+                text = await m.text()
+            if 'vllm:num_requests_running{model_name="crash"} 0' in text:
+                break
+            await asyncio.sleep(0.05)
+        assert 'vllm:num_requests_running{model_name="crash"} 0' in text
+        assert time.monotonic() - t0 < 2
+
+
+async def test_cors_preflight_and_headers(env: Env) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.options(
+            f"{env.url}/v1/chat/completions",
+            headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+        ) as r:
+            assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+        async with s.get(
+            f"{env.url}/v1/models", headers={**env.headers(), "Origin": "http://evil.example"}
+        ) as r:
+            assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_path_form(env: Env) -> None:
+    async with aiohttp.ClientSession() as s:
+        body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+        async with s.post(f"{env.url}/v1/chat/chat/completions", json=body, headers=env.headers()) as r:
+            assert r.status == 200 and (await r.json())["model"] == "chat"
