@@ -8,78 +8,20 @@ at start, stays quick.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import InvalidFilesError, SparkError
+from .errors import InvalidFilesError
 
 if TYPE_CHECKING:
-    from .catalog import Catalog, Model
-    from .settings import Settings
+    from .catalog import Model
 
 
-@dataclass
-class Context:
-    config: Path | None
-    _settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            from .settings import load_settings
-
-            self._settings = load_settings(self.config)
-        return self._settings
-
-    def catalog(self, dirs: list[Path] | None = None) -> Catalog:
-        from .catalog import load_catalog
-
-        return load_catalog(self.settings, dirs)
-
-
-pass_ctx = click.make_pass_decorator(Context)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-class SparkGroup(click.Group):
-    """Maps SparkError to `error: …` on stderr and exit 1: the one place the CLI does it."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SparkError as e:
-            click.echo(f"error: {e.message}", err=True)
-            if e.hint:
-                click.echo(f"hint: {e.hint}", err=True)
-            ctx.exit(1)
-
-
-@click.group(cls=SparkGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Configuration file (default: $SPARKCTL_CONFIG, else /etc/sparkctl/sparkctl.toml).",
-)
-@click.version_option(package_name="sparkctl")
-@click.pass_context
-def cli(ctx: click.Context, config: Path | None) -> None:
-    """Many LLMs behind one OpenAI-compatible endpoint, each a systemd unit started on demand."""
-    ctx.obj = Context(config=config)
+from .clibase import Context, cli, emit_json, fail, pass_ctx, print_table
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -148,17 +90,6 @@ def models_list(ctx: Context, as_json: bool) -> None:
         for r in rows
     ]
     print_table(["MODEL", "STATUS", "GPU", "CONTEXT", "CAPABILITIES", "DESCRIPTION"], table)
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    """Aligned columns like `systemctl list-units`; on a terminal the last column is cut to fit."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    limit = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-    for i, row in enumerate([headers, *rows]):
-        line = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False)) + "  " + row[-1]
-        if limit and len(line) > limit:
-            line = line[: limit - 1] + "…"
-        click.echo(click.style(line, bold=True) if i == 0 and sys.stdout.isatty() else line.rstrip())
 
 
 def _tokens(n: int) -> str:
@@ -266,9 +197,12 @@ def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------- keys
-from .cli_keys import keys  # noqa: E402  (the group lives in its own module)
+from .cli_keys import keys  # noqa: E402  (the groups live in their own modules)
+from .cli_ops import COMMANDS  # noqa: E402
 
 cli.add_command(keys)
+for command in COMMANDS:
+    cli.add_command(command)
 
 
 # ---------------------------------------------------------------------------------------- helpers

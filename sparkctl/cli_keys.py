@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .clibase import Context
 
 
 def _name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -56,7 +56,7 @@ def keys_add(ctx: Context, name: str, admin: bool) -> None:
 def keys_list(ctx: Context, as_json: bool) -> None:
     """Every key's name, scope and creation time (the keys themselves are not stored)."""
     from .apikeys import KeyStore
-    from .cli import emit_json, print_table
+    from .clibase import emit_json, print_table
 
     rows = [
         {"name": e.name, "scope": e.scope, "created": e.created}

@@ -314,6 +314,16 @@ class Supervisor:
         return self._scheduler.view(model)
 
     @property
+    def healthy(self) -> bool:
+        """The owner task runs and the bus connection is up (the watchdog pings only then)."""
+        return (
+            self._owner is not None
+            and not self._owner.done()
+            and self._systemd is not None
+            and self._systemd.connected
+        )
+
+    @property
     def queue_length(self) -> int:
         return self._scheduler.queue_length
 

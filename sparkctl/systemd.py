@@ -247,6 +247,13 @@ class Systemd:
         )
         return [(u[0], u[3], u[4]) for u in reply.body[0]]
 
+    async def enable(self, unit_files: list[str]) -> None:
+        """EnableUnitFiles: the units' [Install] links, as `systemctl enable` makes them."""
+        await self._call(MANAGER_PATH, MANAGER, "EnableUnitFiles", "asbb", [unit_files, False, True])
+
+    async def disable(self, unit_files: list[str]) -> None:
+        await self._call(MANAGER_PATH, MANAGER, "DisableUnitFiles", "asb", [unit_files, False])
+
     async def reload(self) -> None:
         """Manager.Reload (daemon-reload): re-runs generators such as Quadlet. Needs root."""
         await self._call(MANAGER_PATH, MANAGER, "Reload")

@@ -11,9 +11,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import SHIPPED_UNITS
+from .install import own_units
 from .render import UnitFile
-from .settings import Settings
+from .settings import DEFAULT_CONFIG, Settings
 
 QUADLET_CANDIDATES = (
     "/usr/libexec/podman/quadlet",
@@ -52,7 +52,7 @@ def check(files: list[UnitFile], dirs: dict[str, Path], settings: Settings) -> R
         services = sorted(generated.glob("*.service")) + [
             dirs["unit"] / f.name for f in files if f.destination == "unit"
         ]
-        _run_verify(services, Path(tmp), report)
+        _run_verify(services, Path(tmp), settings, report)
     return report
 
 
@@ -78,7 +78,7 @@ def _run_quadlet(quadlet_dir: Path, containers: list[UnitFile], out: Path, repor
         report.lines.append(f"quadlet {version}: {len(containers)} container units generated")
 
 
-def _run_verify(units: list[Path], tmp: Path, report: Report) -> None:
+def _run_verify(units: list[Path], tmp: Path, settings: Settings, report: Report) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         report.lines.append("systemd-analyze: not installed here; units not verified")
@@ -89,8 +89,10 @@ def _run_verify(units: list[Path], tmp: Path, report: Report) -> None:
     # with sparkctl's own service, which every model socket hands its connections to.
     staged = tmp / "verify"
     staged.mkdir()
-    for unit in [*units, *sorted(SHIPPED_UNITS.glob("sparkctl.*"))]:
+    for unit in units:
         shutil.copy(unit, staged / unit.name)
+    for own in own_units(settings, settings.runtime.sparkctl, DEFAULT_CONFIG):
+        (staged / own.name).write_text(own.text)
     names = [str(staged / u.name) for u in units]
     proc = subprocess.run(
         [analyze, "verify", "--man=no", "--recursive-errors=no", *names],

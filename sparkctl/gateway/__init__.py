@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -62,6 +64,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     if path == "/metrics" and _loopback(request.remote):
         return await handler(request)
+    if _unix_peer_uid(request) == 0:
+        return await handler(request)  # root on the local admin socket: the operator
     if gw.keys is not None:
         entry = gw.keys.authenticate(presented_key(request.headers))
         if entry is None:
@@ -105,6 +109,15 @@ def _cors_headers(origin: str | None, *, preflight: bool = False) -> dict[str, s
             }
         )
     return headers
+
+
+def _unix_peer_uid(request: web.Request) -> int | None:
+    """The uid of the process on the other end of a unix socket (SO_PEERCRED), else None."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
 
 
 def _loopback(remote: str | None) -> bool:

@@ -58,6 +58,10 @@ IFS=: read -r -a shares <<< "${SPARKCTL_BOX_SHARES:-}"
 for s in "${shares[@]}" "$PREFIX"; do
   [ -n "$s" ] && [ -d "$s" ] || continue
   mkdir -p "$R$s"; mount --bind "$s" "$R$s"; mount -o remount,bind,ro "$R$s"
+  # Services run as other users (the daemon as `sparkctl`) must reach the shared interpreter and
+  # code: let them traverse the directories above (e.g. /root, mode 0700). In the overlay only.
+  p=$s
+  while [ "$p" != / ]; do p=$(dirname "$p"); chmod o+x "$R$p" 2>/dev/null || true; done
 done
 
 # Podman 5.4 + crun + the Quadlet generator (symlinks live in the tmpfs upper layer only)

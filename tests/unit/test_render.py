@@ -238,3 +238,12 @@ def test_sync_writes_changes_and_removes_only_its_own_stale_files(tmp_path: Path
     third = sync(render(load_catalog(settings, [cat]), settings), dirs)
     assert sorted(p.name for p in third.removed) == ["sparkctl-b.container", "sparkctl-b.socket"]
     assert (out / "sparkctl-hand-written.service").exists()
+
+
+def test_units_dir_holds_the_default_rendering_of_sparkctls_own_units() -> None:
+    """units/sparkctl.{service,socket} are what `sparkctl install` writes with the defaults."""
+    from sparkctl.install import own_units
+    from sparkctl.settings import DEFAULT_CONFIG
+
+    for unit in own_units(Settings(), Path("/usr/local/bin/sparkctl"), DEFAULT_CONFIG):
+        assert (ROOT / "units" / unit.name).read_text() == unit.text, f"re-render units/{unit.name}"

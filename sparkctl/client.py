@@ -1,0 +1,132 @@
+"""A small client of the daemon's admin API, for the operator commands (`ps`, `start`, `stop`).
+
+It talks to the daemon's local socket (/run/sparkctl/sparkctl.sock, where root needs no key) or,
+with $SPARKCTL_API_KEY set, to the gateway over HTTP. Standard library only, synchronous: a CLI
+call is one request. When the daemon cannot be reached, the error says what to start.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import SparkError
+from .install import ADMIN_SOCKET
+from .settings import Settings, split_host_port
+
+ENV_KEY = "SPARKCTL_API_KEY"
+ENV_URL = "SPARKCTL_URL"
+
+
+class DaemonUnavailableError(SparkError):
+    code = "daemon_unavailable"
+
+
+class ApiError(SparkError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class Client:
+    def __init__(self, settings: Settings, *, timeout: float = 30 * 60) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.key = os.environ.get(ENV_KEY)
+        self.url = os.environ.get(ENV_URL)
+        socket_path = Path(ADMIN_SOCKET)
+        self.unix = str(socket_path) if not self.key and socket_path.exists() else None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.unix:
+            return _UnixConnection(self.unix, self.timeout)
+        host, port = split_host_port(
+            self.url.removeprefix("http://").split("/")[0] if self.url else self.settings.gateway.listen[0]
+        )
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def request(self, method: str, path: str) -> Any:
+        conn = self._connection()
+        headers = {"Accept": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        try:
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+        except (ConnectionRefusedError, FileNotFoundError) as e:
+            raise DaemonUnavailableError(
+                f"the sparkctl daemon is not running ({e.strerror or e})",
+                hint="start it: `sudo systemctl start sparkctl.socket` (or `sudo sparkctl install` first)",
+            ) from None
+        except PermissionError:
+            raise DaemonUnavailableError(
+                f"no permission to use {self.unix}",
+                hint=f"run as root, or set {ENV_KEY} to an admin key",
+            ) from None
+        except OSError as e:
+            raise DaemonUnavailableError(f"cannot reach the sparkctl daemon: {e}") from None
+        finally:
+            conn.close()
+        data = json.loads(body) if body else None
+        if response.status >= 400:
+            err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+            message = err.get("message") or f"HTTP {response.status}"
+            if response.status == 401 and not self.key:
+                message += f" (set {ENV_KEY} to an admin key, or run as root)"
+            raise ApiError(response.status, err.get("code") or "api_error", message)
+        return data
+
+    def events(self) -> Iterator[tuple[str, str]]:
+        """(model, state) from the daemon's event stream: first every model's current state,
+        then each change as it happens."""
+        conn = self._connection()
+        headers = {"Accept": "text/event-stream"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        try:
+            conn.request("GET", "/api/v1/events", headers=headers)
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise ApiError(response.status, "api_error", f"event stream: HTTP {response.status}")
+            while True:
+                line = response.fp.readline()
+                if not line:
+                    return
+                if line.startswith(b"data: "):
+                    event = json.loads(line[6:])
+                    yield event["model"], event["state"]
+        except OSError as e:
+            raise DaemonUnavailableError(f"lost the daemon's event stream: {e}") from None
+        finally:
+            conn.close()
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.request("GET", "/api/v1/status")
+        return data
+
+    def start(self, model: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.request("POST", f"/api/v1/models/{model}/start")
+        return data
+
+    def stop(self, model: str, *, now: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = self.request("POST", f"/api/v1/models/{model}/stop{'?now=1' if now else ''}")
+        return data

@@ -1,0 +1,224 @@
+"""`sparkctl install` and `uninstall`: put sparkctl on a host as a systemd service.
+
+Run as root (they write units and reload systemd; the daemon itself never needs to). Install
+is idempotent: it renders the catalog, writes sparkctl's own units, its system user, directories
+and polkit rule, creates an API key if there is none (printed once), reloads systemd over D-Bus,
+enables and starts `sparkctl.socket` and the models' sockets, and starts the preload models.
+`--user` sets up a rootless per-user stack instead (`systemctl --user`, the user Quadlet
+directory).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import unitfile
+from .apikeys import KeyStore, edit
+from .catalog import load_catalog
+from .errors import SparkError
+from .paths import SHIPPED_UNITS
+from .render import UnitFile, render, service_name, socket_name
+from .settings import DEFAULT_CONFIG, Settings, load_settings, split_host_port
+from .systemd import Systemd
+from .units import sync, write_atomic
+
+ADMIN_SOCKET = "/run/sparkctl/sparkctl.sock"
+SYSUSERS = Path("/etc/sysusers.d/sparkctl.conf")
+TMPFILES = Path("/etc/tmpfiles.d/sparkctl.conf")
+POLKIT = Path("/etc/polkit-1/rules.d/50-sparkctl.rules")
+OWN_UNITS = ("sparkctl.service", "sparkctl.socket")
+
+
+class InstallError(SparkError):
+    code = "install_failed"
+
+
+def sparkctl_executable() -> Path:
+    """The `sparkctl` that is running this: the one units will call."""
+    candidate = Path(sys.argv[0])
+    if candidate.name == "sparkctl" and candidate.exists():
+        return candidate.resolve()
+    found = shutil.which("sparkctl") or str(Path(sys.executable).parent / "sparkctl")
+    return Path(found).resolve()
+
+
+def own_units(settings: Settings, executable: Path, config: Path) -> list[UnitFile]:
+    """sparkctl.service and sparkctl.socket for this host."""
+    from .render import _templates  # the same Jinja environment as the model units
+
+    listen = [_listen_stream(a) for a in settings.gateway.listen]
+    socket_text = (
+        _templates().get_template("sparkctl.socket.j2").render(listen=listen, admin_socket=ADMIN_SOCKET)
+    )
+    argv = [str(executable)] + (["--config", str(config)] if config != DEFAULT_CONFIG else []) + ["serve"]
+    home = any(str(p).startswith(("/root/", "/home/")) for p in _runs_from(executable))
+    service_text = (
+        _templates()
+        .get_template("sparkctl.service.j2")
+        .render(
+            exec_start=unitfile.command_line(argv),
+            # A sparkctl installed under a home directory must stay readable to the daemon.
+            protect_home="read-only" if home else "yes",
+        )
+    )
+    return [
+        UnitFile("unit", "sparkctl.service", service_text),
+        UnitFile("unit", "sparkctl.socket", socket_text),
+    ]
+
+
+def _runs_from(executable: Path) -> list[Path]:
+    """The files the daemon's ExecStart= needs: the script and the interpreter its #! names."""
+    paths = [executable.resolve()]
+    try:
+        with executable.open("rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return paths
+    if first.startswith(b"#!"):
+        interpreter = first[2:].strip().split()[0].decode(errors="replace")
+        paths.append(Path(interpreter).resolve())
+    return paths
+
+
+def _listen_stream(address: str) -> str:
+    host, port = split_host_port(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    new_key: str | None = None
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def default_config_text(executable: Path) -> str:
+    return (
+        "# sparkctl configuration (see `sparkctl --help` and docs/). Keys left out take their defaults.\n"
+        "[runtime]\n"
+        f"sparkctl = {str(executable)!r}\n".replace("'", '"')
+    )
+
+
+async def install(config: Path | None = None, *, executable: Path | None = None) -> Report:
+    if os.geteuid() != 0:
+        raise InstallError("sparkctl install writes system units: run it as root (sudo).")
+    report = Report()
+    exe = executable or sparkctl_executable()
+    config = config or DEFAULT_CONFIG
+    if not config.exists():
+        write_atomic(config, default_config_text(exe), 0o644)
+        report.add(f"wrote {config}")
+    settings = load_settings(config)
+    if settings.runtime.sparkctl != exe:
+        report.add(
+            f"note: {config} names {settings.runtime.sparkctl} as the sparkctl the units call; this is {exe}"
+        )
+    catalog = load_catalog(settings)  # an invalid catalog stops here, before anything is written
+
+    for src, dst in (
+        ("sparkctl.sysusers", SYSUSERS),
+        ("sparkctl.tmpfiles", TMPFILES),
+        ("sparkctl.polkit.rules", POLKIT),
+    ):
+        text = (SHIPPED_UNITS / src).read_text()
+        if not dst.exists() or dst.read_text() != text:
+            write_atomic(dst, text, 0o644)
+            report.add(f"wrote {dst}")
+    _run(["systemd-sysusers", str(SYSUSERS)])
+    _run(["systemd-tmpfiles", "--create", str(TMPFILES)])
+
+    files = own_units(settings, exe, config) + render(catalog, settings)
+    changes = sync(files, {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
+    report.add(
+        f"units: {len(changes.added)} added, {len(changes.changed)} changed, "
+        f"{len(changes.removed)} removed ({len(catalog.enabled)} models)"
+    )
+
+    with edit(settings.gateway.api_keys_file, create_dir=True) as store:
+        if not any(e.admin for e in store.entries()):
+            report.new_key = store.add(_free_name(store, "admin"), admin=True)
+    _give_group(settings.gateway.api_keys_file)
+
+    systemd = await Systemd.connect(settings.systemd.bus)
+    try:
+        await systemd.reload()
+        sockets = ["sparkctl.socket"] + [socket_name(m.id) for m in catalog.enabled if m.direct_port]
+        await systemd.enable(sockets)
+        for unit in sockets:
+            await (await systemd.start(unit)).wait()
+        report.add(f"enabled and started {len(sockets)} sockets")
+        for model in catalog.enabled:
+            if model.spec.serve.preload:
+                result = await (await systemd.start(service_name(model.id))).wait()
+                report.add(f"preload {model.id}: {result}")
+    finally:
+        await systemd.close()
+    return report
+
+
+def _free_name(store: KeyStore, base: str) -> str:
+    names = {e.name for e in store.entries()}
+    n, name = 1, base
+    while name in names:
+        n += 1
+        name = f"{base}{n}"
+    return name
+
+
+def _give_group(path: Path) -> None:
+    """The key file is root's, readable by the daemon's group."""
+    import grp
+
+    try:
+        gid = grp.getgrnam("sparkctl").gr_gid
+    except KeyError:
+        return
+    os.chown(path, 0, gid)
+    os.chmod(path, 0o640)
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise InstallError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+async def uninstall(config: Path | None = None) -> Report:
+    """Stop and remove sparkctl's units, user-facing files stay: configuration, keys, caches."""
+    if os.geteuid() != 0:
+        raise InstallError("sparkctl uninstall removes system units: run it as root (sudo).")
+    report = Report()
+    path = config or DEFAULT_CONFIG
+    settings = load_settings(path if path.exists() else None)
+    systemd = await Systemd.connect(settings.systemd.bus)
+    try:
+        units = [u for u, _, _ in await systemd.list_units(["sparkctl.*", "sparkctl-*"])]
+        for unit in sorted(units, key=lambda u: u.endswith(".socket")):  # services first
+            await (await systemd.stop(unit)).wait()
+        await systemd.disable(["sparkctl.socket", *[u for u in units if u.endswith(".socket")]])
+        removed = sync([], {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
+        for name in OWN_UNITS:
+            (settings.systemd.unit_dir / name).unlink(missing_ok=True)
+        for path in (POLKIT, SYSUSERS, TMPFILES):
+            path.unlink(missing_ok=True)
+        await systemd.reload()
+        report.add(f"stopped {len(units)} units, removed {len(removed.removed)} model units")
+    finally:
+        await systemd.close()
+    report.add("kept: /etc/sparkctl (configuration, API keys), /var/lib/sparkctl and /var/cache/sparkctl")
+    return report
+
+
+def api_url(settings: Settings) -> str:
+    host, port = split_host_port(settings.gateway.listen[0])
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}/v1"

@@ -1,0 +1,179 @@
+"""sparkctl as a systemd citizen, inside the sandbox: `sparkctl install` as root, the daemon
+socket-activated as the unprivileged `sparkctl` user, polkit, journald, restarts, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+
+from sparkctl.sandbox.box import Box
+from tests.integration.conftest import SPARKCTL, emulated
+
+PORT = 28900
+DIRECT = 28901
+
+
+@dataclass
+class Installed:
+    box: Box
+    key: str
+    config: Path
+    url: str
+
+    def sparkctl(self, *args: str, check: bool = True) -> str:
+        return self.box.run(SPARKCTL, "--config", str(self.config), *args, check=check, timeout=120).stdout
+
+
+@pytest.fixture(scope="module")
+def installed(box: Box) -> Iterator[Installed]:
+    base = box.path / "installed"
+    cat = base / "models"
+    emulated(cat, "d-alpha", 28910, load_time=0.3, serve={"idle_timeout": "3s", "direct_port": DIRECT})
+    emulated(cat, "d-beta", 28911, load_time=0.3, serve={"gpu": "exclusive"})
+    emulated(cat, "d-slow", 28912, load_time=0.3, engine={"args": ["--load-time", "0.3", "--tokens-per-second", "50"]})
+    for d in (base / "hf", base / "compile"):
+        d.mkdir(parents=True, exist_ok=True)
+    config = base / "sparkctl.toml"
+    config.write_text(
+        f'[gateway]\nlisten = ["127.0.0.1:{PORT}"]\n'
+        f'[catalog]\ndirs = ["{cat}"]\n'
+        f'[runtime]\ncontainer_network = "host"\nsparkctl = "{SPARKCTL}"\nhf_cache = "{base / "hf"}"\n'
+        f'compile_cache = "{base / "compile"}"\n'
+        '[scheduler]\ndrain_timeout = "30s"\n'
+    )
+    proc = box.run(SPARKCTL, "--config", str(config), "install", timeout=300)
+    key = proc.stdout.strip()
+    assert key.startswith("sk-spark-"), proc.stdout + proc.stderr
+    yield Installed(box, key, config, f"http://127.0.0.1:{PORT}")
+    box.run(SPARKCTL, "--config", str(config), "uninstall", timeout=120)
+    left = box.systemctl("list-units", "--plain", "--no-legend", "--state=active,activating", "sparkctl*").stdout
+    box.systemctl("reset-failed", check=False)
+    shutil.rmtree(base, ignore_errors=True)
+    assert not left.strip(), f"uninstall left units running: {left}"
+
+
+def test_install_is_idempotent_and_says_what_it_did(installed: Installed) -> None:
+    out = installed.box.run(SPARKCTL, "--config", str(installed.config), "install", timeout=300)
+    assert out.stdout == ""  # no second key
+    assert "units: 0 added, 0 changed, 0 removed (3 models)" in out.stderr
+    assert "Authorization: Bearer $SPARKCTL_API_KEY" in out.stderr
+    for path in ("/etc/systemd/system/sparkctl.service", "/etc/systemd/system/sparkctl.socket",
+                 "/etc/polkit-1/rules.d/50-sparkctl.rules", "/etc/sysusers.d/sparkctl.conf"):
+        installed.box.run("test", "-f", path)
+    assert installed.box.run("id", "-u", "sparkctl").stdout.strip().isdigit()
+    assert installed.box.systemctl("is-enabled", "sparkctl.socket").stdout.strip() == "enabled"
+
+
+async def test_first_connection_activates_the_daemon_which_serves_and_idles_models(installed: Installed) -> None:
+    box = installed.box
+    assert box.systemctl("is-active", "sparkctl.service", check=False).stdout.strip() == "inactive"
+    client = openai.AsyncOpenAI(base_url=f"{installed.url}/v1", api_key=installed.key, max_retries=0)
+    reply = await client.chat.completions.create(model="d-alpha", messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=4)
+    assert reply.usage and reply.usage.completion_tokens == 4
+    assert box.systemctl("is-active", "sparkctl.service").stdout.strip() == "active"
+    main_pid = box.systemctl("show", "-p", "MainPID", "--value", "sparkctl.service").stdout.strip()
+    user = box.run("ps", "-o", "user=", "-p", main_pid).stdout.strip()
+    assert user == "sparkctl"  # not root
+    assert box.systemctl("is-active", "sparkctl-d-alpha.service").stdout.strip() == "active"
+    # the model's own port: no `model` needed, same auth
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{DIRECT}/v1/completions", json={"prompt": "x", "max_tokens": 2},
+                          headers={"Authorization": f"Bearer {installed.key}"}) as r:
+            assert r.status == 200 and (await r.json())["model"] == "d-alpha"
+        async with s.post(f"http://127.0.0.1:{DIRECT}/v1/completions", json={"prompt": "x"}) as r:
+            assert r.status == 401
+    deadline = time.monotonic() + 15  # idle_timeout = 3s
+    while box.systemctl("is-active", "sparkctl-d-alpha.service", check=False).stdout.strip() != "inactive":
+        assert time.monotonic() < deadline, "the idle stop did not happen"
+        await asyncio.sleep(0.2)
+
+
+def test_polkit_lets_the_daemon_user_manage_only_sparkctl_units(installed: Installed) -> None:
+    box = installed.box
+    call = ["setpriv", "--reuid=sparkctl", "--regid=sparkctl", "--init-groups", "busctl", "call",
+            "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager"]
+    allowed = box.run(*call, "StartUnit", "ss", "sparkctl-d-beta.service", "replace", check=False)
+    assert allowed.returncode == 0, allowed.stderr
+    stopped = box.run(*call, "StopUnit", "ss", "sparkctl-d-beta.service", "replace", check=False)
+    assert stopped.returncode == 0, stopped.stderr
+    for unit in ("podman.service", "dbus.service", "sparkctl.service", "sparkctl-d-beta.socket"):
+        denied = box.run(*call, "StartUnit", "ss", unit, "replace", check=False)
+        assert denied.returncode != 0 and "Access denied" in denied.stderr + denied.stdout, (unit, denied)
+    denied = box.run(*call, "Reload", check=False)
+    assert denied.returncode != 0
+
+
+def test_journal_has_structured_fields_and_logs_shows_the_models_output(installed: Installed) -> None:
+    box = installed.box
+    out = box.run("journalctl", "-u", "sparkctl.service", "-o", "json", "--no-pager", "MODEL=d-alpha").stdout
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    requests = [e for e in entries if "REQUEST_ID" in e]
+    assert requests and {"MODEL", "REQUEST_ID", "STATUS", "DURATION", "ROUTE"} <= set(requests[0])
+    assert requests[0]["STATUS"] == "200"
+    logs = installed.sparkctl("logs", "d-alpha", "-n", "200")
+    assert "sparkctl-emulate: ready exec_to_ready_ms=" in logs
+
+
+def test_the_cli_drives_the_daemon_as_root_over_its_local_socket(installed: Installed) -> None:
+    out = installed.sparkctl("start", "d-beta")
+    assert out.strip() == "d-beta: ready"
+    table = installed.sparkctl("ps")
+    assert "d-beta" in table and "ready" in table and "sparkctl-d-beta.service" in table
+    rows = json.loads(installed.sparkctl("ps", "--json", "-a"))
+    assert {r["id"]: r["state"] for r in rows}["d-beta"] == "ready"
+    assert installed.sparkctl("stop", "d-beta").strip() == "d-beta: stopped"
+    bad = installed.box.run(SPARKCTL, "--config", str(installed.config), "start", "nope", check=False)
+    assert bad.returncode == 1 and "error: The model 'nope' does not exist." in bad.stderr
+
+
+async def test_a_restart_under_steady_load_refuses_no_connection_and_loses_no_request(
+    installed: Installed,
+) -> None:
+    box = installed.box
+    body = {"model": "d-slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10}
+    headers = {"Authorization": f"Bearer {installed.key}"}
+    results: list[int | str] = []
+    stop = asyncio.Event()
+
+    async def client(n: int) -> None:
+        connector = aiohttp.TCPConnector(force_close=True)  # a new connection for every request
+        async with aiohttp.ClientSession(connector=connector) as s:
+            while not stop.is_set():
+                try:
+                    async with s.post(f"{installed.url}/v1/chat/completions", json=body, headers=headers) as r:
+                        data = await r.json()
+                        ok = r.status == 200 and data["usage"]["completion_tokens"] == 10
+                        results.append(r.status if ok else f"{r.status} {data}")
+                except (aiohttp.ClientError, OSError) as e:
+                    results.append(f"{type(e).__name__}: {e}")
+
+    clients = [asyncio.create_task(client(n)) for n in range(4)]
+    await asyncio.sleep(2)
+    before = len(results)
+    await asyncio.to_thread(box.systemctl, "restart", "sparkctl.service")
+    await asyncio.sleep(3)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert len(results) > before + 10  # requests kept flowing after the restart
+    failures = [r for r in results if r != 200]
+    assert failures == []
+    # the model was adopted by the new daemon, not restarted
+    assert box.systemctl("show", "-p", "NRestarts", "--value", "sparkctl-d-slow.service").stdout.strip() == "0"
+
+
+def test_systemd_analyze_security_rates_the_daemon_safe(installed: Installed) -> None:
+    out = installed.box.run("systemd-analyze", "security", "--no-pager", "sparkctl.service").stdout
+    overall = [line for line in out.splitlines() if "Overall exposure level" in line]
+    assert overall, out
+    score = float(overall[0].split("level for sparkctl.service:")[1].split()[0])
+    assert score <= 2.0, out
