@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import InvalidFilesError
+from .errors import InvalidFilesError, SparkError
 
 if TYPE_CHECKING:
     from .catalog import Model
@@ -71,8 +71,11 @@ def _duration(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array on stdout.")
 @pass_ctx
 def models_list(ctx: Context, as_json: bool) -> None:
-    """Every catalog model, with its status and capabilities."""
+    """Every catalog model, with its status, capabilities and (from the daemon) live state."""
     rows = [_model_row(m) for m in ctx.catalog()]
+    live = _live_states(ctx)
+    for row in rows:
+        row["state"] = live.get(row["id"], "stopped") if live is not None else None
     if as_json:
         emit_json(rows)
         return
@@ -89,7 +92,25 @@ def models_list(ctx: Context, as_json: bool) -> None:
         ]
         for r in rows
     ]
-    print_table(["MODEL", "STATUS", "GPU", "CONTEXT", "CAPABILITIES", "DESCRIPTION"], table)
+    headers = ["MODEL", "STATUS", "GPU", "CONTEXT", "CAPABILITIES", "DESCRIPTION"]
+    if live is not None:
+        headers.insert(1, "STATE")
+        for line, r in zip(table, rows, strict=True):
+            line.insert(1, r["state"])
+    print_table(headers, table)
+
+
+def _live_states(ctx: Context) -> dict[str, str] | None:
+    """Model states from the daemon when it can be asked (root, or $SPARKCTL_API_KEY); else None."""
+    from .client import Client
+
+    client = Client(ctx.settings, timeout=5)
+    if client.unix is None and client.key is None:
+        return None
+    try:
+        return {m["id"]: m["state"] for m in client.status()["models"]}
+    except SparkError:
+        return None
 
 
 def _tokens(n: int) -> str:

@@ -199,4 +199,14 @@ def uninstall(ctx: Context) -> None:
         click.echo(line, err=True)
 
 
-COMMANDS = [serve, ps, start, stop, logs, install, uninstall]
+@click.command()
+@click.option("--port", default=8009, show_default=True, help="Where the demo's gateway listens.")
+@click.option("--once", is_flag=True, help="Serve the first request, then tear down (for scripts).")
+def demo(port: int, once: bool) -> None:
+    """Serve emulated models through the real stack, in a sandbox (root; no Spark needed)."""
+    from . import demo as demo_module
+
+    raise SystemExit(demo_module.run(port, once=once, say=lambda line: click.echo(line, err=True)))
+
+
+COMMANDS = [serve, ps, start, stop, logs, install, uninstall, demo]

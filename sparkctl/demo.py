@@ -1,0 +1,160 @@
+"""`sparkctl demo`: the real stack on a machine without a Spark.
+
+It boots sparkctl's sandbox (a throwaway systemd with its bus, Podman 5 and Quadlet), installs
+sparkctl into it exactly as `sparkctl install` would on a host, with a small catalog of emulated
+models (`sparkctl emulate` standing in for vLLM: one as a plain service, two as Quadlet
+containers, one of them exclusive), sends a first chat completion with the `openai` client — a
+cold start through socket activation, the supervisor and systemd — and then serves until Ctrl-C,
+when everything is torn down again. Needs root and the sandbox substrate (./scripts/setup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import SparkError
+from .sandbox import image
+from .sandbox.box import Box
+
+DEMO_MODELS = {
+    "demo-chat": {
+        "description": "An emulated chat model, run as a plain service",
+        "capabilities": ["chat", "tools", "embeddings"],
+        "process": True,
+        "fraction": 0.45,
+        "load": 2.0,
+        "exclusive": False,
+    },
+    "demo-coder": {
+        "description": "An emulated coding model in a Quadlet container",
+        "capabilities": ["chat", "tools", "code"],
+        "process": False,
+        "fraction": 0.45,
+        "load": 3.0,
+        "exclusive": False,
+    },
+    "demo-large": {
+        "description": "An emulated large model that needs the GPU to itself",
+        "capabilities": ["chat", "reasoning"],
+        "process": False,
+        "fraction": 0.85,
+        "load": 4.0,
+        "exclusive": True,
+    },
+}
+
+
+class DemoError(SparkError):
+    code = "demo_failed"
+
+
+def _catalog_entry(model_id: str, spec: dict[str, object], port: int, sparkctl: str) -> str:
+    lines = [
+        f'id = "{model_id}"',
+        f'description = "{spec["description"]}"',
+        'status = "experimental"',
+        f"capabilities = {json.dumps(spec['capabilities'])}",
+        "[source]",
+        f'hf_repo = "sparkctl-demo/{model_id}"',
+        "[engine]",
+        f"port = {port}",
+        f"host_port = {port}",
+        "max_model_len = 8192",
+        f"gpu_memory_utilization = {spec['fraction']}",
+        f'args = ["--load-time", "{spec["load"]}", "--tokens-per-second", "40"]',
+        "ulimits = {}",  # the sandbox cannot raise memlock: see sparkctl/sandbox/README
+    ]
+    if spec["process"]:
+        lines += ['runtime = "process"', f'command = ["{sparkctl}", "emulate"]']
+    else:
+        lines += [f'image = "{image.IMAGE}"']
+    lines += ["[serve]", 'idle_timeout = "5m"', 'start_timeout = "2m"']
+    if spec["exclusive"]:
+        lines.append('gpu = "exclusive"')
+    return "\n".join(lines) + "\n"
+
+
+def prepare(box: Box, port: int, sparkctl: str) -> Path:
+    """Write the demo's catalog and configuration into the box; return the configuration."""
+    base = box.path / "demo"
+    catalog = base / "models"
+    catalog.mkdir(parents=True, exist_ok=True)
+    for n, (model_id, spec) in enumerate(DEMO_MODELS.items()):
+        (catalog / f"{model_id}.toml").write_text(_catalog_entry(model_id, spec, port + 100 + n, sparkctl))
+    for d in ("hf", "compile"):
+        (base / d).mkdir(exist_ok=True)
+    config = base / "sparkctl.toml"
+    config.write_text(
+        f'[gateway]\nlisten = ["127.0.0.1:{port}"]\n'
+        f'[catalog]\ndirs = ["{catalog}"]\n'
+        f'[runtime]\ncontainer_network = "host"\nsparkctl = "{sparkctl}"\n'
+        f'hf_cache = "{base / "hf"}"\ncompile_cache = "{base / "compile"}"\n'
+    )
+    return config
+
+
+def first_request(url: str, key: str, say: Callable[[str], None]) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=120)
+    names = [m.id for m in client.models.list().data]
+    say(f"models: {', '.join(names)}")
+    t0 = time.monotonic()
+    reply = client.chat.completions.create(
+        model="demo-chat",
+        messages=[{"role": "user", "content": "Say hello to the DGX Spark."}],
+        max_tokens=12,
+    )
+    took = time.monotonic() - t0
+    say(f"demo-chat answered after a cold start in {took:.1f}s: {reply.choices[0].message.content!r}")
+
+
+def run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
+    sparkctl = str(Path(sys.executable).parent / "sparkctl")
+    say("booting the sandbox (systemd 252, D-Bus, Podman 5, Quadlet) …")
+    box = Box.up(name="demo")
+    try:
+        image.import_into(box)
+        config = prepare(box, port, sparkctl)
+        say("installing sparkctl into it (`sparkctl install`) …")
+        proc = box.run(sparkctl, "--config", str(config), "install", check=False, timeout=300)
+        if proc.returncode != 0:
+            raise DemoError(f"sparkctl install failed in the sandbox:\n{proc.stderr}")
+        key = proc.stdout.strip()
+        url = f"http://127.0.0.1:{port}/v1"
+        first_request(url, key, say)
+        say(
+            "\nsparkctl is serving emulated models at\n"
+            f"  {url}\nwith the API key\n  {key}\n\nTry:\n"
+            f"  curl {url}/models -H 'Authorization: Bearer {key}'\n"
+            f"  curl {url}/chat/completions -H 'Authorization: Bearer {key}' \\\n"
+            "       -H 'Content-Type: application/json' \\\n"
+            '       -d \'{"model": "demo-large", "messages": [{"role": "user", "content": "hi"}]}\'\n'
+            f"  {box.path}/bin/systemctl list-units 'sparkctl*'      (systemd inside the sandbox)\n"
+            f"  {box.path}/bin/journalctl -u sparkctl -f\n"
+        )
+        if not once:
+            say("Ctrl-C stops the demo and removes the sandbox.")
+            _wait_for_signal()
+        box.run(sparkctl, "--config", str(config), "uninstall", check=False, timeout=120)
+    finally:
+        say("tearing the sandbox down …")
+        box.down()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    async def wait() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+    asyncio.run(wait())
