@@ -162,16 +162,17 @@ def logs(ctx: Context, model_id: str, follow: bool, lines: int) -> None:
 
 
 @click.command()
+@click.option("--user", is_flag=True, help="A rootless stack for this user (systemctl --user).")
 @pass_ctx
-def install(ctx: Context) -> None:
+def install(ctx: Context, user: bool) -> None:
     """Install sparkctl as a service (root): units, user, polkit rule, a key, sockets."""
     from . import install as installer
-    from .settings import DEFAULT_CONFIG, load_settings
+    from .settings import DEFAULT_CONFIG, load_settings, user_config_path
 
-    report = asyncio.run(installer.install(ctx.config))
+    report = asyncio.run(installer.install(ctx.config, user=user))
     for line in report.lines:
         click.echo(line, err=True)
-    settings = load_settings(ctx.config or DEFAULT_CONFIG)
+    settings = load_settings(ctx.config or (user_config_path() if user else DEFAULT_CONFIG))
     url = installer.api_url(settings)
     if report.new_key:
         click.echo("\nAn admin API key was created. It is shown once; keep it:", err=True)
@@ -189,12 +190,13 @@ def install(ctx: Context) -> None:
 
 
 @click.command()
+@click.option("--user", is_flag=True, help="This user's stack (from install --user).")
 @pass_ctx
-def uninstall(ctx: Context) -> None:
+def uninstall(ctx: Context, user: bool) -> None:
     """Stop sparkctl and remove its units (configuration, keys and caches stay)."""
     from . import install as installer
 
-    report = asyncio.run(installer.uninstall(ctx.config))
+    report = asyncio.run(installer.uninstall(ctx.config, user=user))
     for line in report.lines:
         click.echo(line, err=True)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SparkError
-from .install import ADMIN_SOCKET
+from .install import ADMIN_SOCKET, user_admin_socket
 from .settings import Settings, split_host_port
 
 ENV_KEY = "SPARKCTL_API_KEY"
@@ -51,8 +51,10 @@ class Client:
         self.timeout = timeout
         self.key = os.environ.get(ENV_KEY)
         self.url = os.environ.get(ENV_URL)
-        socket_path = Path(ADMIN_SOCKET)
-        self.unix = str(socket_path) if not self.key and socket_path.exists() else None
+        # The daemon this configuration describes: a user's own stack (install --user) has its
+        # admin socket in the user's runtime directory.
+        local = user_admin_socket() if settings.systemd.bus == "user" else Path(ADMIN_SOCKET)
+        self.unix = str(local) if not self.key and local is not None and local.exists() else None
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.unix:

@@ -1,15 +1,16 @@
 """`sparkctl install` and `uninstall`: put sparkctl on a host as a systemd service.
 
-Run as root (they write units and reload systemd; the daemon itself never needs to). Install
-is idempotent: it renders the catalog, writes sparkctl's own units, its system user, directories
-and polkit rule, creates an API key if there is none (printed once), reloads systemd over D-Bus,
-enables and starts `sparkctl.socket` and the models' sockets, and starts the preload models.
-`--user` sets up a rootless per-user stack instead (`systemctl --user`, the user Quadlet
-directory).
+System mode (the default) runs as root: it renders the catalog, writes sparkctl's own units, its
+system user, directories and polkit rule, creates an API key if there is none (printed once),
+reloads systemd over D-Bus, enables and starts `sparkctl.socket` and the models' sockets, and
+starts the preload models. `--user` sets up a per-user stack instead: the user's systemd manager
+(`systemctl --user`), the user Quadlet directory (rootless Podman), everything under the user's
+home. Both are idempotent; the daemon itself never needs to reload systemd.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import subprocess
@@ -21,13 +22,14 @@ from . import unitfile
 from .apikeys import KeyStore, edit
 from .catalog import load_catalog
 from .errors import SparkError
-from .paths import SHIPPED_UNITS
+from .paths import SHIPPED_CATALOG, SHIPPED_UNITS
 from .render import UnitFile, render, service_name, socket_name
-from .settings import DEFAULT_CONFIG, Settings, load_settings, split_host_port
+from .settings import DEFAULT_CONFIG, Settings, load_settings, split_host_port, user_config_path
 from .systemd import Systemd
 from .units import sync, write_atomic
 
 ADMIN_SOCKET = "/run/sparkctl/sparkctl.sock"
+USER_ADMIN_SOCKET = "%t/sparkctl/sparkctl.sock"  # %t: the user's $XDG_RUNTIME_DIR
 SYSUSERS = Path("/etc/sysusers.d/sparkctl.conf")
 TMPFILES = Path("/etc/tmpfiles.d/sparkctl.conf")
 POLKIT = Path("/etc/polkit-1/rules.d/50-sparkctl.rules")
@@ -47,13 +49,20 @@ def sparkctl_executable() -> Path:
     return Path(found).resolve()
 
 
-def own_units(settings: Settings, executable: Path, config: Path) -> list[UnitFile]:
-    """sparkctl.service and sparkctl.socket for this host."""
+def user_admin_socket() -> Path | None:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "sparkctl" / "sparkctl.sock" if runtime else None
+
+
+def own_units(settings: Settings, executable: Path, config: Path, *, user: bool = False) -> list[UnitFile]:
+    """sparkctl.service and sparkctl.socket for this host (or this user)."""
     from .render import _templates  # the same Jinja environment as the model units
 
     listen = [_listen_stream(a) for a in settings.gateway.listen]
     socket_text = (
-        _templates().get_template("sparkctl.socket.j2").render(listen=listen, admin_socket=ADMIN_SOCKET)
+        _templates()
+        .get_template("sparkctl.socket.j2")
+        .render(listen=listen, admin_socket=USER_ADMIN_SOCKET if user else ADMIN_SOCKET, user=user)
     )
     argv = [str(executable)] + (["--config", str(config)] if config != DEFAULT_CONFIG else []) + ["serve"]
     home = any(str(p).startswith(("/root/", "/home/")) for p in _runs_from(executable))
@@ -64,6 +73,7 @@ def own_units(settings: Settings, executable: Path, config: Path) -> list[UnitFi
             exec_start=unitfile.command_line(argv),
             # A sparkctl installed under a home directory must stay readable to the daemon.
             protect_home="read-only" if home else "yes",
+            user=user,
         )
     )
     return [
@@ -95,48 +105,63 @@ def _listen_stream(address: str) -> str:
 class Report:
     lines: list[str] = field(default_factory=list)
     new_key: str | None = None
+    user: bool = False
 
     def add(self, line: str) -> None:
         self.lines.append(line)
 
 
-def default_config_text(executable: Path) -> str:
-    return (
-        "# sparkctl configuration (see `sparkctl --help` and docs/). Keys left out take their defaults.\n"
-        "[runtime]\n"
-        f"sparkctl = {str(executable)!r}\n".replace("'", '"')
-    )
+def default_config_text(executable: Path, *, user: bool, home: Path) -> str:
+    lines = [
+        "# sparkctl configuration (see docs/). Keys left out take their defaults.",
+        "[runtime]",
+        f'sparkctl = "{executable}"',
+    ]
+    if user:
+        config, cache = home / ".config", home / ".cache"
+        lines += [
+            f'hf_cache = "{cache}/sparkctl/huggingface"',
+            f'compile_cache = "{cache}/sparkctl/compile"',
+            "[systemd]",
+            'bus = "user"',
+            f'quadlet_dir = "{config}/containers/systemd"',
+            f'unit_dir = "{config}/systemd/user"',
+            "[gateway]",
+            f'api_keys_file = "{config}/sparkctl/api-keys"',
+            "[catalog]",
+            f'dirs = ["{SHIPPED_CATALOG}", "{config}/sparkctl/models"]',
+        ]
+    return "\n".join(lines) + "\n"
 
 
-async def install(config: Path | None = None, *, executable: Path | None = None) -> Report:
-    if os.geteuid() != 0:
-        raise InstallError("sparkctl install writes system units: run it as root (sudo).")
-    report = Report()
+async def install(
+    config: Path | None = None, *, user: bool = False, executable: Path | None = None
+) -> Report:
+    if user and os.geteuid() == 0 and not os.environ.get("XDG_RUNTIME_DIR"):
+        raise InstallError("--user installs into your own systemd manager: run it as that user (no sudo).")
+    if not user and os.geteuid() != 0:
+        raise InstallError("sparkctl install writes system units: run it as root (sudo), or use --user.")
+    report = Report(user=user)
     exe = executable or sparkctl_executable()
-    config = config or DEFAULT_CONFIG
+    home = Path.home()
+    config = config or (user_config_path(home) if user else DEFAULT_CONFIG)
     if not config.exists():
-        write_atomic(config, default_config_text(exe), 0o644)
+        write_atomic(config, default_config_text(exe, user=user, home=home), 0o644)
         report.add(f"wrote {config}")
     settings = load_settings(config)
     if settings.runtime.sparkctl != exe:
         report.add(
-            f"note: {config} names {settings.runtime.sparkctl} as the sparkctl the units call; this is {exe}"
+            f"note: {config} names {settings.runtime.sparkctl} as the sparkctl units call; this is {exe}"
         )
     catalog = load_catalog(settings)  # an invalid catalog stops here, before anything is written
 
-    for src, dst in (
-        ("sparkctl.sysusers", SYSUSERS),
-        ("sparkctl.tmpfiles", TMPFILES),
-        ("sparkctl.polkit.rules", POLKIT),
-    ):
-        text = (SHIPPED_UNITS / src).read_text()
-        if not dst.exists() or dst.read_text() != text:
-            write_atomic(dst, text, 0o644)
-            report.add(f"wrote {dst}")
-    _run(["systemd-sysusers", str(SYSUSERS)])
-    _run(["systemd-tmpfiles", "--create", str(TMPFILES)])
+    if user:
+        for d in (settings.runtime.hf_cache, settings.runtime.compile_cache, config.parent / "models"):
+            d.mkdir(parents=True, exist_ok=True)
+    else:
+        _system_files(report)
 
-    files = own_units(settings, exe, config) + render(catalog, settings)
+    files = own_units(settings, exe, config, user=user) + render(catalog, settings)
     changes = sync(files, {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
     report.add(
         f"units: {len(changes.added)} added, {len(changes.changed)} changed, "
@@ -146,7 +171,8 @@ async def install(config: Path | None = None, *, executable: Path | None = None)
     with edit(settings.gateway.api_keys_file, create_dir=True) as store:
         if not any(e.admin for e in store.entries()):
             report.new_key = store.add(_free_name(store, "admin"), admin=True)
-    _give_group(settings.gateway.api_keys_file)
+    if not user:
+        _give_group(settings.gateway.api_keys_file)
 
     systemd = await Systemd.connect(settings.systemd.bus)
     try:
@@ -162,7 +188,30 @@ async def install(config: Path | None = None, *, executable: Path | None = None)
                 report.add(f"preload {model.id}: {result}")
     finally:
         await systemd.close()
+    if user:
+        report.add(f"to start at boot without a login: sudo loginctl enable-linger {_username()}")
     return report
+
+
+def _system_files(report: Report) -> None:
+    """The system user, directories and polkit rule (root only)."""
+    for src, dst in (
+        ("sparkctl.sysusers", SYSUSERS),
+        ("sparkctl.tmpfiles", TMPFILES),
+        ("sparkctl.polkit.rules", POLKIT),
+    ):
+        text = (SHIPPED_UNITS / src).read_text()
+        if not dst.exists() or dst.read_text() != text:
+            write_atomic(dst, text, 0o644)
+            report.add(f"wrote {dst}")
+    _run(["systemd-sysusers", str(SYSUSERS)])
+    _run(["systemd-tmpfiles", "--create", str(TMPFILES)])
+
+
+def _username() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 def _free_name(store: KeyStore, base: str) -> str:
@@ -176,8 +225,6 @@ def _free_name(store: KeyStore, base: str) -> str:
 
 def _give_group(path: Path) -> None:
     """The key file is root's, readable by the daemon's group."""
-    import grp
-
     try:
         gid = grp.getgrnam("sparkctl").gr_gid
     except KeyError:
@@ -192,12 +239,12 @@ def _run(argv: list[str]) -> None:
         raise InstallError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
-async def uninstall(config: Path | None = None) -> Report:
-    """Stop and remove sparkctl's units, user-facing files stay: configuration, keys, caches."""
-    if os.geteuid() != 0:
-        raise InstallError("sparkctl uninstall removes system units: run it as root (sudo).")
-    report = Report()
-    path = config or DEFAULT_CONFIG
+async def uninstall(config: Path | None = None, *, user: bool = False) -> Report:
+    """Stop and remove sparkctl's units; configuration, keys and caches stay."""
+    if not user and os.geteuid() != 0:
+        raise InstallError("sparkctl uninstall removes system units: run it as root (sudo), or use --user.")
+    report = Report(user=user)
+    path = config or (user_config_path() if user else DEFAULT_CONFIG)
     settings = load_settings(path if path.exists() else None)
     systemd = await Systemd.connect(settings.systemd.bus)
     try:
@@ -208,13 +255,15 @@ async def uninstall(config: Path | None = None) -> Report:
         removed = sync([], {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
         for name in OWN_UNITS:
             (settings.systemd.unit_dir / name).unlink(missing_ok=True)
-        for path in (POLKIT, SYSUSERS, TMPFILES):
-            path.unlink(missing_ok=True)
+        if not user:
+            for extra in (POLKIT, SYSUSERS, TMPFILES):
+                extra.unlink(missing_ok=True)
         await systemd.reload()
         report.add(f"stopped {len(units)} units, removed {len(removed.removed)} model units")
     finally:
         await systemd.close()
-    report.add("kept: /etc/sparkctl (configuration, API keys), /var/lib/sparkctl and /var/cache/sparkctl")
+    kept = path.parent if user else Path("/etc/sparkctl")
+    report.add(f"kept: {kept} (configuration, API keys) and the model caches")
     return report
 
 

@@ -190,6 +190,8 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
                     f"Limit{name.upper()}={'infinity' if v < 0 else v}"
                     for name, v in sorted(engine.ulimits.items())
                 ],
+                # A user's manager cannot set up mount namespaces without unprivileged user namespaces.
+                user_manager=settings.systemd.bus == "user",
             )
         )
         return UnitFile("unit", service_name(spec.id), text)

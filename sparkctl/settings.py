@@ -123,13 +123,23 @@ class Settings(StrictModel):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
 
+def user_config_path(home: Path | None = None) -> Path:
+    """Where `sparkctl install --user` keeps a user's configuration."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str((home or Path.home()) / ".config")
+    return Path(base) / "sparkctl" / "sparkctl.toml"
+
+
 def config_path(explicit: Path | None) -> Path | None:
-    """Which file configures this run: --config, $SPARKCTL_CONFIG, the default if present, or none."""
+    """Which file configures this run: --config, $SPARKCTL_CONFIG, the default if present, or none.
+    (A user other than root who ran `sparkctl install --user` gets that configuration before the
+    system-wide one.)"""
     if explicit is not None:
         return explicit
     env = os.environ.get(ENV_CONFIG)
     if env:
         return Path(env)
+    if os.geteuid() != 0 and (mine := user_config_path()).exists():
+        return mine
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 

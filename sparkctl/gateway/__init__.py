@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -64,8 +65,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     if path == "/metrics" and _loopback(request.remote):
         return await handler(request)
-    if _unix_peer_uid(request) == 0:
-        return await handler(request)  # root on the local admin socket: the operator
+    if _unix_peer_uid(request) in (0, os.getuid()):
+        return await handler(request)  # root (or the daemon's own user) on the local admin socket
     if gw.keys is not None:
         entry = gw.keys.authenticate(presented_key(request.headers))
         if entry is None:
