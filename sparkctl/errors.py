@@ -162,3 +162,9 @@ class BadRequestError(SparkError):
     """A request the engine (or the gateway) refused for another reason than those above."""
 
     code = "bad_request"
+
+
+class RequestTimeoutError(SparkError):
+    """The client did not send its request body in time."""
+
+    code = "request_timeout"

@@ -57,6 +57,9 @@ class GatewaySettings(StrictModel):
     cors_origins: list[str] = Field(default_factory=list)
     max_body: Size = 64 * 1024**2
     queue_limit: int = Field(default=256, ge=1)
+    # A client that has not sent its whole request body within this long gets 408: a stalled
+    # upload must not hold a connection (and memory) forever.
+    body_timeout: Duration = 60.0
     # Where the per-model sockets (sparkctl-ID.socket) listen; loopback like the gateway's default.
     direct_host: str = "127.0.0.1"
 

@@ -27,6 +27,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "model_not_found": (404, "invalid_request_error"),
     "not_found": (404, "invalid_request_error"),
     "method_not_allowed": (405, "invalid_request_error"),
+    "request_timeout": (408, "invalid_request_error"),
     "request_too_large": (413, "invalid_request_error"),
     "queue_full": (429, "rate_limit_error"),
     "upstream_error": (502, "server_error"),

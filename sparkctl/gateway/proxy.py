@@ -21,7 +21,13 @@ import aiohttp
 from aiohttp import web
 
 from ..catalog import Model
-from ..errors import ModelStartTimeoutError, RequestTooLargeError, SparkError, UpstreamError
+from ..errors import (
+    ModelStartTimeoutError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    SparkError,
+    UpstreamError,
+)
 from ..supervisor import Lease
 from .context import GATEWAY, Gateway
 from .errors import error_response, sse_error_event
@@ -56,7 +62,7 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
     model_id = "-"
     status = 500
     try:
-        body = await _read_body(request, gw.settings.gateway.max_body)
+        body = await _read_body(request, gw.settings.gateway.max_body, gw.settings.gateway.body_timeout)
         content_type = request.headers.get("Content-Type", "")
         parsed = parse_body(body, content_type)
         fixed = gw.direct_model(request)
@@ -98,16 +104,19 @@ def _request_id(request: web.Request) -> str:
     return uuid.uuid4().hex[:16]
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
     # Decided from Content-Length before reading a byte (BRIEF §4.5); a chunked body is cut off
     # by aiohttp's client_max_size, which the app sets to the same limit.
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"The request body ({length} bytes) exceeds the limit of {limit} bytes.")
     try:
-        return await request.read()
+        async with asyncio.timeout(within):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.") from None
+    except TimeoutError:
+        raise RequestTimeoutError(f"The request body did not arrive within {within:g}s.") from None
 
 
 def _prepare(

@@ -107,6 +107,7 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
         gateway={
             "api_keys_file": str(tmp_path / "api-keys"),
             "max_body": "16m",
+            "body_timeout": "1s",
             "cors_origins": ["http://localhost:3000"],
         },
         scheduler={"idle_timeout": "10m", "drain_timeout": "30s"},
@@ -498,3 +499,18 @@ async def test_path_form(env: Env) -> None:
         body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
         async with s.post(f"{env.url}/v1/chat/chat/completions", json=body, headers=env.headers()) as r:
             assert r.status == 200 and (await r.json())["model"] == "chat"
+
+
+async def test_a_stalled_upload_gets_408_and_starts_nothing(env: Env) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(env.url.rsplit(":", 1)[1]))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + env.user.encode() + b"\r\nContent-Length: 100\r\n\r\n"
+        b'{"model": "chat"'
+    )
+    await writer.drain()
+    t0 = time.monotonic()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 408") and 0.9 < time.monotonic() - t0 < 3
+    writer.close()
+    assert env.sup.view("chat").state is ModelState.STOPPED
