@@ -39,7 +39,13 @@ def installed(box: Box) -> Iterator[Installed]:
     cat = base / "models"
     emulated(cat, "d-alpha", 28910, load_time=0.3, serve={"idle_timeout": "3s", "direct_port": DIRECT})
     emulated(cat, "d-beta", 28911, load_time=0.3, serve={"gpu": "exclusive"})
-    emulated(cat, "d-slow", 28912, load_time=0.3, engine={"args": ["--load-time", "0.3", "--tokens-per-second", "50"]})
+    emulated(
+        cat,
+        "d-slow",
+        28912,
+        load_time=0.3,
+        engine={"args": ["--load-time", "0.3", "--tokens-per-second", "50"]},
+    )
     for d in (base / "hf", base / "compile"):
         d.mkdir(parents=True, exist_ok=True)
     config = base / "sparkctl.toml"
@@ -55,7 +61,9 @@ def installed(box: Box) -> Iterator[Installed]:
     assert key.startswith("sk-spark-"), proc.stdout + proc.stderr
     yield Installed(box, key, config, f"http://127.0.0.1:{PORT}")
     box.run(SPARKCTL, "--config", str(config), "uninstall", timeout=120)
-    left = box.systemctl("list-units", "--plain", "--no-legend", "--state=active,activating", "sparkctl*").stdout
+    left = box.systemctl(
+        "list-units", "--plain", "--no-legend", "--state=active,activating", "sparkctl*"
+    ).stdout
     box.systemctl("reset-failed", check=False)
     shutil.rmtree(base, ignore_errors=True)
     assert not left.strip(), f"uninstall left units running: {left}"
@@ -66,19 +74,26 @@ def test_install_is_idempotent_and_says_what_it_did(installed: Installed) -> Non
     assert out.stdout == ""  # no second key
     assert "units: 0 added, 0 changed, 0 removed (3 models)" in out.stderr
     assert "Authorization: Bearer $SPARKCTL_API_KEY" in out.stderr
-    for path in ("/etc/systemd/system/sparkctl.service", "/etc/systemd/system/sparkctl.socket",
-                 "/etc/polkit-1/rules.d/50-sparkctl.rules", "/etc/sysusers.d/sparkctl.conf"):
+    for path in (
+        "/etc/systemd/system/sparkctl.service",
+        "/etc/systemd/system/sparkctl.socket",
+        "/etc/polkit-1/rules.d/50-sparkctl.rules",
+        "/etc/sysusers.d/sparkctl.conf",
+    ):
         installed.box.run("test", "-f", path)
     assert installed.box.run("id", "-u", "sparkctl").stdout.strip().isdigit()
     assert installed.box.systemctl("is-enabled", "sparkctl.socket").stdout.strip() == "enabled"
 
 
-async def test_first_connection_activates_the_daemon_which_serves_and_idles_models(installed: Installed) -> None:
+async def test_first_connection_activates_the_daemon_which_serves_and_idles_models(
+    installed: Installed,
+) -> None:
     box = installed.box
     assert box.systemctl("is-active", "sparkctl.service", check=False).stdout.strip() == "inactive"
     client = openai.AsyncOpenAI(base_url=f"{installed.url}/v1", api_key=installed.key, max_retries=0)
-    reply = await client.chat.completions.create(model="d-alpha", messages=[{"role": "user", "content": "hi"}],
-                                                 max_tokens=4)
+    reply = await client.chat.completions.create(
+        model="d-alpha", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
     assert reply.usage and reply.usage.completion_tokens == 4
     assert box.systemctl("is-active", "sparkctl.service").stdout.strip() == "active"
     main_pid = box.systemctl("show", "-p", "MainPID", "--value", "sparkctl.service").stdout.strip()
@@ -87,8 +102,11 @@ async def test_first_connection_activates_the_daemon_which_serves_and_idles_mode
     assert box.systemctl("is-active", "sparkctl-d-alpha.service").stdout.strip() == "active"
     # the model's own port: no `model` needed, same auth
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{DIRECT}/v1/completions", json={"prompt": "x", "max_tokens": 2},
-                          headers={"Authorization": f"Bearer {installed.key}"}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{DIRECT}/v1/completions",
+            json={"prompt": "x", "max_tokens": 2},
+            headers={"Authorization": f"Bearer {installed.key}"},
+        ) as r:
             assert r.status == 200 and (await r.json())["model"] == "d-alpha"
         async with s.post(f"http://127.0.0.1:{DIRECT}/v1/completions", json={"prompt": "x"}) as r:
             assert r.status == 401
@@ -100,8 +118,17 @@ async def test_first_connection_activates_the_daemon_which_serves_and_idles_mode
 
 def test_polkit_lets_the_daemon_user_manage_only_sparkctl_units(installed: Installed) -> None:
     box = installed.box
-    call = ["setpriv", "--reuid=sparkctl", "--regid=sparkctl", "--init-groups", "busctl", "call",
-            "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager"]
+    call = [
+        "setpriv",
+        "--reuid=sparkctl",
+        "--regid=sparkctl",
+        "--init-groups",
+        "busctl",
+        "call",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+    ]
     allowed = box.run(*call, "StartUnit", "ss", "sparkctl-d-beta.service", "replace", check=False)
     assert allowed.returncode == 0, allowed.stderr
     stopped = box.run(*call, "StopUnit", "ss", "sparkctl-d-beta.service", "replace", check=False)
@@ -150,7 +177,9 @@ async def test_a_restart_under_steady_load_refuses_no_connection_and_loses_no_re
         async with aiohttp.ClientSession(connector=connector) as s:
             while not stop.is_set():
                 try:
-                    async with s.post(f"{installed.url}/v1/chat/completions", json=body, headers=headers) as r:
+                    async with s.post(
+                        f"{installed.url}/v1/chat/completions", json=body, headers=headers
+                    ) as r:
                         data = await r.json()
                         ok = r.status == 200 and data["usage"]["completion_tokens"] == 10
                         results.append(r.status if ok else f"{r.status} {data}")
@@ -168,7 +197,9 @@ async def test_a_restart_under_steady_load_refuses_no_connection_and_loses_no_re
     failures = [r for r in results if r != 200]
     assert failures == []
     # the model was adopted by the new daemon, not restarted
-    assert box.systemctl("show", "-p", "NRestarts", "--value", "sparkctl-d-slow.service").stdout.strip() == "0"
+    assert (
+        box.systemctl("show", "-p", "NRestarts", "--value", "sparkctl-d-slow.service").stdout.strip() == "0"
+    )
 
 
 def test_systemd_analyze_security_rates_the_daemon_safe(installed: Installed) -> None:

@@ -17,8 +17,13 @@ SPARKCTL = str(Path(sys.executable).parent / "sparkctl")
 
 
 def test_demo_once_serves_a_chat_completion_and_cleans_up(box: Box) -> None:
-    proc = subprocess.run([SPARKCTL, "demo", "--once", "--port", "28960"], capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [SPARKCTL, "demo", "--once", "--port", "28960"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "demo-chat answered after a cold start" in proc.stderr
     assert "models: demo-chat, demo-coder, demo-large" in proc.stderr
@@ -40,8 +45,9 @@ def test_demo_serves_until_interrupted(box: Box) -> None:
         assert key is not None
         client = openai.OpenAI(base_url="http://127.0.0.1:28961/v1", api_key=key, max_retries=0)
         # the exclusive model: a swap out of demo-chat, through the real stack
-        reply = client.chat.completions.create(model="demo-large", messages=[{"role": "user", "content": "hi"}],
-                                               max_tokens=3)
+        reply = client.chat.completions.create(
+            model="demo-large", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
         assert reply.usage is not None and reply.usage.completion_tokens == 3
     finally:
         proc.send_signal(signal.SIGINT)

@@ -14,8 +14,11 @@ from sparkctl.sandbox.box import Box
 from tests.integration.conftest import SPARKCTL, emulated
 
 PORT = 28930
-USER_ENV = {"XDG_RUNTIME_DIR": "/run/user/0", "DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/0/bus",
-            "HOME": "/root"}
+USER_ENV = {
+    "XDG_RUNTIME_DIR": "/run/user/0",
+    "DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/0/bus",
+    "HOME": "/root",
+}
 
 
 @pytest.fixture
@@ -46,11 +49,14 @@ def test_a_user_install_serves_from_the_users_own_manager(user_manager: Box) -> 
         user = ["env", *(f"{k}={v}" for k, v in USER_ENV.items()), "systemctl", "--user"]
         assert box.run(*user, "is-enabled", "sparkctl.socket").stdout.strip() == "enabled"
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{PORT}/v1", api_key=key, max_retries=0)
-        reply = client.chat.completions.create(model="u-alpha", messages=[{"role": "user", "content": "hi"}],
-                                               max_tokens=3)
+        reply = client.chat.completions.create(
+            model="u-alpha", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
         assert reply.usage is not None and reply.usage.completion_tokens == 3
         assert box.run(*user, "is-active", "sparkctl.service", "sparkctl-u-alpha.service").stdout.split() == [
-            "active", "active"]
+            "active",
+            "active",
+        ]
         # not in the system manager
         assert box.systemctl("is-active", "sparkctl-u-alpha.service", check=False).stdout.strip() != "active"
         # the CLI talks to the user's daemon over its own socket, as the same user, without a key
@@ -63,6 +69,8 @@ def test_a_user_install_serves_from_the_users_own_manager(user_manager: Box) -> 
             assert time.monotonic() < deadline
             time.sleep(0.1)
     finally:
-        box.run(SPARKCTL, "--config", str(config), "uninstall", "--user", env=USER_ENV, check=False, timeout=120)
+        box.run(
+            SPARKCTL, "--config", str(config), "uninstall", "--user", env=USER_ENV, check=False, timeout=120
+        )
         shutil.rmtree(base, ignore_errors=True)
         box.run("rm", "-rf", "/root/.config/systemd/user", "/root/.config/containers", check=False)
