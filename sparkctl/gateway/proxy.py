@@ -260,7 +260,11 @@ async def _forward(
         error = lease.error or UpstreamError(f"The engine of '{model.id}' failed: {e or type(e).__name__}")
         return await _fail(request, sse, error, request_id)
     finally:
-        upstream.release() if upstream.content.at_eof() else upstream.close()
+        # A fully read answer leaves its connection to the pool; one cut short cannot be reused.
+        if upstream.content.at_eof():
+            upstream.release()
+        else:
+            upstream.close()
 
 
 async def _relay(
