@@ -1,0 +1,326 @@
+"""`sparkctl pull ID`: put a model's weights and image on this host before its first start.
+
+Weights go through huggingface_hub into the shared cache (`runtime.hf_cache`), laid out under
+`hub/` exactly as the containers see it through HF_HOME, at the catalog's `source.revision`.
+A pull is resumable: files that completed stay in the cache, a rerun fetches only the rest, and a
+connection that drops mid-file is resumed by huggingface_hub with an HTTP Range request. Gated
+models need a token, read from (first found) `$HF_TOKEN_FILE`, the systemd credential `hf-token`
+(`$CREDENTIALS_DIRECTORY/hf-token`), `/etc/sparkctl/hf-token`, or `$HF_TOKEN`; never from a
+user's own `huggingface-cli login`, because a pull into the shared cache should not depend on who
+runs it.
+
+The image is checked (and, for a pinned external image, pulled) through Podman's API with
+podman-py; sparkctl's own `localhost/` images are built, not pulled (`sparkctl images build`).
+Model units never pull at start (`Pull=never`): a missing piece fails the start fast instead, via
+`sparkctl preflight`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import SparkError
+from .weights import check_weights, hub_dir
+
+if TYPE_CHECKING:
+    from .catalog import Model
+
+TOKEN_FILE = Path("/etc/sparkctl/hf-token")
+CREDENTIAL = "hf-token"
+
+Say = Callable[[str], None]
+
+
+class PullError(SparkError):
+    code = "pull_failed"
+
+
+class ImageMissingError(SparkError):
+    code = "image_missing"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    value: str
+    source: str  # where it came from, for messages (never the token itself)
+
+
+def find_token(env: Mapping[str, str] | None = None, default_file: Path = TOKEN_FILE) -> Token | None:
+    """The Hugging Face token for gated models, from the first place that has one."""
+    env = os.environ if env is None else env
+    candidates: list[tuple[Path, str, bool]] = []
+    if env.get("HF_TOKEN_FILE"):
+        candidates.append((Path(env["HF_TOKEN_FILE"]), "$HF_TOKEN_FILE", True))
+    if env.get("CREDENTIALS_DIRECTORY"):
+        path = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL
+        candidates.append((path, f"systemd credential {CREDENTIAL}", False))
+    candidates.append((default_file, str(default_file), False))
+    for path, source, explicit in candidates:
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            if explicit:
+                raise PullError(f"$HF_TOKEN_FILE names {path}, which does not exist") from None
+            continue
+        except PermissionError:
+            raise PullError(
+                f"cannot read the Hugging Face token in {path}: run as root (sudo sparkctl pull …)"
+            ) from None
+        except OSError as e:
+            raise PullError(f"cannot read the Hugging Face token in {path}: {e.strerror}") from None
+        if value:
+            return Token(value, f"{source} ({path})")
+        if explicit:
+            raise PullError(f"{path} ($HF_TOKEN_FILE) is empty")
+    if env.get("HF_TOKEN"):
+        return Token(env["HF_TOKEN"].strip(), "$HF_TOKEN")
+    return None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsResult:
+    repo: str
+    revision: str
+    commit: str
+    snapshot: Path
+    downloaded: int  # bytes that were missing before this pull
+
+
+def pull_weights(
+    repo: str,
+    revision: str,
+    hf_cache: Path,
+    *,
+    model_id: str,
+    token: Token | None,
+    endpoint: str | None = None,
+    say: Say = lambda _line: None,
+) -> WeightsResult:
+    """Download `repo`@`revision` into `hf_cache`/hub (what is already there is kept)."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    # The Hub client reads HF_ENDPOINT once, at import; read it here so it can change per call.
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    hub = hub_dir(hf_cache)
+    _writable(hub)
+    # False, not None: without a sparkctl token no token at all is sent (see the module docstring).
+    secret: str | bool = token.value if token else False
+    where = f"{repo}@{revision}"
+    try:
+        info = HfApi(endpoint=endpoint, token=secret).model_info(repo, revision=revision, files_metadata=True)
+        commit = str(info.sha)
+        sizes = {s.rfilename: (s.lfs.size if s.lfs else s.size) or 0 for s in info.siblings or []}
+        total = sum(sizes.values())
+        missing = _missing_bytes(hub, repo, commit, sizes)
+        free = shutil.disk_usage(hub).free
+        say(
+            f"{where} is commit {commit[:12]}: {len(sizes)} files, {human_bytes(total)}; "
+            f"{human_bytes(missing)} to download, {human_bytes(free)} free in {hub}"
+        )
+        if missing > free:
+            raise PullError(
+                f"{where} needs {human_bytes(missing)} more but {hub} has {human_bytes(free)} free",
+                hint="free space (`sparkctl doctor` shows the cache's disk) or move runtime.hf_cache",
+            )
+        # A branch or tag resolves to this commit from now on (preflight reads it), as
+        # huggingface_hub records it; the download is then pinned to the commit itself.
+        if commit != revision:
+            _write_ref(hub, repo, revision, commit)
+        path = snapshot_download(
+            repo,
+            revision=commit,
+            cache_dir=hub,
+            token=secret,
+            endpoint=endpoint,
+        )
+    except PullError:
+        raise
+    except GatedRepoError:
+        raise PullError(
+            f"{repo} is gated: "
+            + (
+                f"the token from {token.source} was refused; accept the model's terms at "
+                f"https://huggingface.co/{repo} with the account the token belongs to"
+                if token
+                else f"accept its terms at https://huggingface.co/{repo}, then put a read token in "
+                f"{TOKEN_FILE} (mode 0600) or point $HF_TOKEN_FILE at one"
+            ),
+        ) from None
+    except RevisionNotFoundError:
+        raise PullError(
+            f"revision {revision!r} does not exist in {repo}",
+            hint=f"fix source.revision of {model_id} in its catalog file (a branch, tag or commit)",
+        ) from None
+    except RepositoryNotFoundError:
+        raise PullError(
+            f"{repo} was not found on {endpoint or 'the Hugging Face Hub'}"
+            + ("" if token else " (a private repository needs a token: see `sparkctl pull --help`)"),
+        ) from None
+    except LocalEntryNotFoundError as e:
+        raise PullError(
+            f"could not reach {endpoint or 'the Hugging Face Hub'} to fetch {where}: {_first_line(e)}",
+            hint="what was already downloaded stays in the cache; run the same pull again to continue",
+        ) from None
+    except HfHubHTTPError as e:
+        raise PullError(f"{where}: {_first_line(e)}", hint="run the same pull again to continue") from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise PullError(f"the disk holding {hub} is full while fetching {where}") from None
+        raise PullError(
+            f"fetching {where} failed: {_first_line(e)}",
+            hint="completed files stay in the cache; run the same pull again to continue",
+        ) from None
+    except Exception as e:  # the HTTP client's own errors (connection refused, TLS, timeouts)
+        raise PullError(
+            f"could not fetch {where} from {endpoint or 'the Hugging Face Hub'}: {_first_line(e)}",
+            hint="completed files stay in the cache; run the same pull again to continue",
+        ) from None
+    state = check_weights(hf_cache, repo, revision)
+    if not state.present:
+        raise PullError(f"{where} is still incomplete after the download: {state.reason}")
+    return WeightsResult(repo, revision, commit, Path(path), missing)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _writable(hub: Path) -> None:
+    try:
+        hub.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise PullError(f"cannot create {hub}: run as root (sudo sparkctl pull …)") from None
+    if not os.access(hub, os.W_OK):
+        raise PullError(f"{hub} is not writable: run as root (sudo sparkctl pull …)")
+
+
+def _missing_bytes(hub: Path, repo: str, commit: str, sizes: Mapping[str, int]) -> int:
+    snapshot = hub / ("models--" + repo.replace("/", "--")) / "snapshots" / commit
+    return sum(size for name, size in sizes.items() if not (snapshot / name).exists())
+
+
+def _write_ref(hub: Path, repo: str, revision: str, commit: str) -> None:
+    ref = hub / ("models--" + repo.replace("/", "--")) / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    if not ref.exists() or ref.read_text().strip() != commit:
+        tmp = ref.with_name(ref.name + ".sparkctl-tmp")
+        tmp.write_text(commit)
+        tmp.replace(ref)
+
+
+# ------------------------------------------------------------------------------------------ image
+def ensure_image(image: str, *, say: Say, pull: bool = True, system: bool = True) -> str:
+    """Make sure `image` is in Podman's store: "present", "pulled", or ImageMissingError."""
+    from .images import podman_client
+
+    with podman_client(system=system) as client:
+        if client.images.exists(image):
+            return "present"
+        if image.startswith("localhost/"):
+            raise ImageMissingError(
+                f"image {image} is not built on this host",
+                hint=f"sparkctl images build {image}",
+            )
+        if not pull:
+            raise ImageMissingError(
+                f"image {image} is not on this host", hint=f"sparkctl pull (or podman pull {image})"
+            )
+        say(f"pulling {image}")
+        from podman.errors import APIError
+
+        try:
+            for line in client.images.pull(image, stream=True, decode=True):
+                if isinstance(line, dict):
+                    if line.get("error"):
+                        raise ImageMissingError(
+                            f"pulling {image} failed: {line['error']}", hint=_pull_hint(image)
+                        )
+                    text = str(line.get("stream") or line.get("status") or "").strip()
+                    if text:
+                        say(text)
+        except APIError as e:
+            raise ImageMissingError(f"pulling {image} failed: {e}", hint=_pull_hint(image)) from None
+        if not client.images.exists(image):
+            raise ImageMissingError(f"pulled {image}, but Podman does not find it afterwards")
+        return "pulled"
+
+
+def _pull_hint(image: str) -> str:
+    if image.startswith("nvcr.io/"):
+        return (
+            "NGC may need a login: sudo podman login nvcr.io (user $oauthtoken, an NGC API key as password)"
+        )
+    return "check the network and the registry, then run the pull again"
+
+
+# The one catalog convention pull knows beyond source.hf_repo: the fix-qwen3.5-chat-template
+# entrypoint copies its chat template from this repo's snapshot in the shared cache at start.
+TEMPLATE_SOURCE_ENV = "QWEN35_CHAT_TEMPLATE_MODEL_ID"
+
+
+def extra_repos(model: Model) -> list[str]:
+    """Repos besides the model's own that must be in the cache before it starts."""
+    repo = model.spec.engine.env.get(TEMPLATE_SOURCE_ENV)
+    return [repo] if repo and repo != model.spec.source.hf_repo else []
+
+
+def pull_model(
+    model: Model,
+    hf_cache: Path,
+    *,
+    say: Say,
+    weights: bool = True,
+    image: bool = True,
+    env: Mapping[str, str] | None = None,
+    system: bool = True,
+) -> None:
+    spec = model.spec
+    if weights:
+        if spec.source.hf_repo.startswith("/"):
+            state = check_weights(hf_cache, spec.source.hf_repo)
+            if not state.present:
+                raise PullError(
+                    f"{model.id} serves the local directory {spec.source.hf_repo}: {state.reason}"
+                )
+            say(f"{model.id}: weights are the local directory {spec.source.hf_repo}")
+        else:
+            token = find_token(env)
+            if token:
+                say(f"using the Hugging Face token from {token.source}")
+            result = pull_weights(
+                spec.source.hf_repo,
+                spec.source.revision,
+                hf_cache,
+                model_id=model.id,
+                token=token,
+                say=say,
+            )
+            say(f"{model.id}: weights ready in {result.snapshot}")
+            for repo in extra_repos(model):
+                say(f"{model.id} takes its chat template from {repo}: fetching it too")
+                pull_weights(repo, "main", hf_cache, model_id=model.id, token=token, say=say)
+    if image and spec.engine.runtime == "container" and spec.engine.image:
+        outcome = ensure_image(spec.engine.image, say=say, system=system)
+        say(f"{model.id}: image {spec.engine.image} {outcome}")
