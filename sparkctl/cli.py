@@ -220,9 +220,10 @@ def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
 # ---------------------------------------------------------------------------------------- keys
 from .cli_keys import keys  # noqa: E402  (the groups live in their own modules)
 from .cli_ops import COMMANDS  # noqa: E402
+from .cli_spark import COMMANDS as SPARK_COMMANDS  # noqa: E402
 
 cli.add_command(keys)
-for command in COMMANDS:
+for command in [*COMMANDS, *SPARK_COMMANDS]:
     cli.add_command(command)
 
 

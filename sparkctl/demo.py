@@ -21,6 +21,7 @@ from pathlib import Path
 from .errors import SparkError
 from .sandbox import image
 from .sandbox.box import Box
+from .weights import write_placeholder
 
 DEMO_MODELS = {
     "demo-chat": {
@@ -89,6 +90,8 @@ def prepare(box: Box, port: int, sparkctl: str) -> Path:
         (catalog / f"{model_id}.toml").write_text(_catalog_entry(model_id, spec, port + 100 + n, sparkctl))
     for d in ("hf", "compile"):
         (base / d).mkdir(exist_ok=True)
+    for model_id in DEMO_MODELS:  # emulated engines need no weights, but their starts check
+        write_placeholder(base / "hf", f"sparkctl-demo/{model_id}")
     config = base / "sparkctl.toml"
     config.write_text(
         f'[gateway]\nlisten = ["127.0.0.1:{port}"]\n'

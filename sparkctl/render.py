@@ -157,6 +157,30 @@ def _environment(model: Model, *, hf_home: str, compile_cache: str, quadlet: boo
     return [line(k, v) for k, v in env.items()]
 
 
+def _preflight(model: Model, settings: Settings) -> str:
+    """The start-time check that weights and image are here (a start never downloads)."""
+    from .pull import extra_repos
+
+    spec = model.spec
+    argv = [
+        str(settings.runtime.sparkctl),
+        "preflight",
+        "--model",
+        spec.id,
+        "--hf-cache",
+        str(settings.runtime.hf_cache),
+        "--repo",
+        spec.source.hf_repo,
+        "--revision",
+        spec.source.revision,
+    ]
+    if spec.engine.image:
+        argv += ["--image", spec.engine.image]
+    for repo in extra_repos(model):
+        argv += ["--require", repo]
+    return unitfile.command_line(argv)
+
+
 def _probe(model: Model, settings: Settings) -> str:
     url = f"http://127.0.0.1:{model.host_port}{model.spec.engine.health_path}"
     return unitfile.command_line([str(settings.runtime.sparkctl), "probe", "--interval", PROBE_INTERVAL, url])
@@ -242,6 +266,7 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
                 "python3 -c 'import sys,urllib.request as u; u.urlopen(sys.argv[1],timeout=10)' " + health_url
             ),
             health_interval=HEALTH_INTERVAL,
+            preflight=_preflight(model, settings),
         )
     )
     return UnitFile("quadlet", f"sparkctl-{spec.id}.container", text)

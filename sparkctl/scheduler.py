@@ -210,8 +210,10 @@ class Scheduler:
             self._schedule(now)
 
     # ------------------------------------------------------------------------------ systemd
-    def start_finished(self, model: str, result: str, unit_result: str, now: float) -> None:
-        """Our start job ended: result "done" means ready (the unit probes health)."""
+    def start_finished(self, model: str, result: str, unit_result: str, now: float, detail: str = "") -> None:
+        """Our start job ended: result "done" means ready (the unit probes health). On failure
+        `unit_result` is the unit's Result (exit-code, timeout, …) and `detail` what the unit
+        said last (its final log line), which waiters see."""
         slot = self._slot(model)
         if slot.pending == "start":
             slot.pending = None
@@ -223,7 +225,7 @@ class Scheduler:
             if slot.state is ModelState.STARTING:
                 self._set_state(slot, ModelState.STOPPED, now)
         else:
-            self._start_failed(slot, unit_result, now)
+            self._start_failed(slot, unit_result, detail, now)
         self._schedule(now)
 
     def stop_finished(self, model: str, now: float) -> None:
@@ -604,7 +606,7 @@ class Scheduler:
         slot.last_error = None
         self._set_state(slot, ModelState.READY, now)
 
-    def _start_failed(self, slot: _Slot, unit_result: str, now: float) -> None:
+    def _start_failed(self, slot: _Slot, unit_result: str, detail: str, now: float) -> None:
         model = slot.info.id
         slot.failures += 1
         hint = f"journalctl -u sparkctl-{model}.service"
@@ -616,8 +618,9 @@ class Scheduler:
                 hint=hint,
             )
         else:
+            said = f": {detail}" if detail else ""
             error = ModelStartFailedError(
-                f"The model '{model}' failed to start ({unit_result or 'failed'}); see `{hint}`.",
+                f"The model '{model}' failed to start ({unit_result or 'failed'}){said}; see `{hint}`.",
                 retry_after=BACKOFF_BASE,
                 hint=hint,
             )

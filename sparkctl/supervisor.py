@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from .render import service_name
 from .scheduler import GRANTED, ModelInfo, ModelState, ModelView, Scheduler, TimerKey
 from .settings import Settings
 from .systemd import Event, Systemd, SystemdError, UnitChanged
+from .weights import check_weights
 
 log = logging.getLogger("sparkctl.supervisor")
 MEMINFO = Path("/proc/meminfo")
@@ -40,6 +42,36 @@ def read_meminfo(path: Path = MEMINFO) -> dict[str, int]:
         if parts:
             out[key] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
     return out
+
+
+async def _last_log_line(unit: str, user: bool) -> str:
+    """What a failed unit's own processes said last (their error, as often as not) — not systemd's
+    lines about the unit — if the journal is readable (the daemon is in group systemd-journal)."""
+    argv = ["journalctl", "--no-pager", "-o", "json", "-n", "30", "-u", unit]
+    if user:
+        argv.insert(1, "--user")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 5)
+    except (OSError, TimeoutError):
+        return ""
+    engine = probe = ""
+    for line in out.decode("utf-8", "replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        message = entry.get("MESSAGE")
+        if entry.get("_PID") == "1" or not isinstance(message, str) or not message.strip():
+            continue
+        # The readiness probe only reports that the engine died; the engine says why.
+        if " probe " in f" {entry.get('_CMDLINE', '')} ":
+            probe = message.strip()
+        else:
+            engine = message.strip()
+    return (engine or probe)[:300]
 
 
 def model_info(model: Model) -> ModelInfo:
@@ -115,6 +147,7 @@ class _StartFinished:
     model: str
     result: str
     unit_result: str
+    detail: str = ""
 
 
 @dataclass(slots=True)
@@ -250,8 +283,8 @@ class Supervisor:
             case _Cancel(request):
                 if self._waiters.pop(request, None) is not None:
                     s.cancel(request, now)
-            case _StartFinished(model, result, unit_result):
-                s.start_finished(model, result, unit_result, now)
+            case _StartFinished(model, result, unit_result, detail):
+                s.start_finished(model, result, unit_result, now, detail)
             case _StopFinished(model):
                 s.stop_finished(model, now)
             case _Timer(key):
@@ -341,17 +374,34 @@ class Supervisor:
     async def _run_start(self, model: str) -> None:
         assert self._systemd is not None
         unit = service_name(model)
+        spec = self.catalog.models[model].spec
+        # Weights first (a few stat calls): a model that was never pulled fails now, saying what
+        # to run, instead of downloading for minutes inside a start job.
+        weights = check_weights(self.settings.runtime.hf_cache, spec.source.hf_repo, spec.source.revision)
+        if not weights.present:
+            log.error("%s: weights missing (%s)", model, weights.reason, extra={"model": model, "unit": unit})
+            self._post(
+                _StartFinished(
+                    model,
+                    "failed",
+                    "missing-weights",
+                    f"its weights are not on this host ({weights.reason}); run `sparkctl pull {model}`",
+                )
+            )
+            return
         log.info("starting %s", unit, extra={"model": model, "unit": unit})
+        detail = ""
         try:
             job = await self._systemd.start(unit)
             result = await job.wait()
             unit_result = "success"
             if result != "done":
                 unit_result = (await self._systemd.status(unit)).result or result
+                detail = await _last_log_line(unit, self.settings.systemd.bus == "user")
         except SystemdError as e:
             log.error("cannot start %s: %s", unit, e, extra={"model": model, "unit": unit})
             result, unit_result = "failed", e.message
-        self._post(_StartFinished(model, result, unit_result))
+        self._post(_StartFinished(model, result, unit_result, detail))
 
     async def _run_stop(self, model: str) -> None:
         assert self._systemd is not None

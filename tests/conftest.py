@@ -22,6 +22,7 @@ import pytest
 from sparkctl.sandbox import box as sandbox
 from sparkctl.sandbox.box import Box
 from sparkctl.settings import Settings
+from sparkctl.weights import write_placeholder
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -70,6 +71,7 @@ def box_settings(box: Box, **sections: dict[str, Any]) -> Settings:
     """Settings that point sparkctl at the box: its bus, its unit directories, paths it can see."""
     (box.path / "hf").mkdir(exist_ok=True)
     (box.path / "compile").mkdir(exist_ok=True)
+    write_placeholder(box.path / "hf", "org/model")  # the emulated models' "weights"
     data: dict[str, Any] = {
         "systemd": {
             "bus": box.bus_address,

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from sparkctl.sandbox.box import Box
+from sparkctl.weights import write_placeholder
 from tests.integration.conftest import SPARKCTL, emulated
 
 PORT = 28900
@@ -46,8 +47,10 @@ def installed(box: Box) -> Iterator[Installed]:
         load_time=0.3,
         engine={"args": ["--load-time", "0.3", "--tokens-per-second", "50"]},
     )
+    emulated(cat, "d-broken", 28913, engine={"args": ["--load-time", "soon"]})
     for d in (base / "hf", base / "compile"):
         d.mkdir(parents=True, exist_ok=True)
+    write_placeholder(base / "hf", "org/model")
     config = base / "sparkctl.toml"
     config.write_text(
         f'[gateway]\nlisten = ["127.0.0.1:{PORT}"]\n'
@@ -72,7 +75,7 @@ def installed(box: Box) -> Iterator[Installed]:
 def test_install_is_idempotent_and_says_what_it_did(installed: Installed) -> None:
     out = installed.box.run(SPARKCTL, "--config", str(installed.config), "install", timeout=300)
     assert out.stdout == ""  # no second key
-    assert "units: 0 added, 0 changed, 0 removed (3 models)" in out.stderr
+    assert "units: 0 added, 0 changed, 0 removed (4 models)" in out.stderr
     assert "Authorization: Bearer $SPARKCTL_API_KEY" in out.stderr
     for path in (
         "/etc/systemd/system/sparkctl.service",
@@ -208,3 +211,14 @@ def test_systemd_analyze_security_rates_the_daemon_safe(installed: Installed) ->
     assert overall, out
     score = float(overall[0].split("level for sparkctl.service:")[1].split()[0])
     assert score <= 2.0, out
+
+
+async def test_a_failed_start_tells_the_client_what_the_engine_said(installed: Installed) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{installed.url}/v1", api_key=installed.key, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as exc:
+        await client.chat.completions.create(model="d-broken", messages=[{"role": "user", "content": "x"}])
+    assert exc.value.status_code == 503
+    body = exc.value.body
+    assert isinstance(body, dict) and body["code"] == "model_start_failed"
+    # the engine's own last words, read from the unit's journal by the unprivileged daemon
+    assert "invalid float value: 'soon'" in body["message"], body

@@ -326,3 +326,26 @@ async def test_the_memory_gate_waits_for_memory_held_after_a_stop(
     finally:
         await asyncio.to_thread(box.systemctl, "stop", "sparkctl-test-holder.service", check=False)
     await sup.stop_all()
+
+
+async def test_a_model_whose_weights_were_never_pulled_fails_at_once_naming_pull(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    emulated(tmp_path, "unpulled", next(PORTS), source={"hf_repo": "org/never-pulled"})
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    t0 = time.monotonic()
+    with pytest.raises(ModelStartFailedError) as exc:
+        await sup.acquire("unpulled")
+    assert time.monotonic() - t0 < 1
+    assert "run `sparkctl pull unpulled`" in str(exc.value)
+    state = (
+        await asyncio.to_thread(
+            box.systemctl,
+            "show",
+            "-p",
+            "ActiveEnterTimestampMonotonic,ExecMainPID",
+            "sparkctl-unpulled.service",
+        )
+    ).stdout
+    assert "ActiveEnterTimestampMonotonic=0" in state  # systemd was never asked

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from sparkctl.sandbox.box import Box
+from sparkctl.weights import write_placeholder
 from tests.integration.conftest import SPARKCTL, emulated
 
 PORT = 28930
@@ -33,6 +34,7 @@ def test_a_user_install_serves_from_the_users_own_manager(user_manager: Box) -> 
     base = box.path / "user-install"
     cat = base / "models"
     emulated(cat, "u-alpha", 28931, load_time=0.2, serve={"idle_timeout": "5m"})
+    write_placeholder(base / "hf", "org/model")
     config = base / "sparkctl.toml"
     config.write_text(
         f'[gateway]\nlisten = ["127.0.0.1:{PORT}"]\napi_keys_file = "{base}/api-keys"\n'

@@ -19,7 +19,7 @@ def test_mypy_strict() -> None:
 
 def test_ruff() -> None:
     proc = subprocess.run(
-        [str(BIN / "ruff"), "check", "sparkctl", "tests", "bench"],
+        [str(BIN / "ruff"), "check", "sparkctl", "tests", "bench", "containerfiles"],
         cwd=ROOT,
         capture_output=True,
         text=True,
