@@ -150,35 +150,71 @@ def _wait_bound(gw: Gateway, model: Model) -> float:
 async def _with_lease(
     request: web.Request, gw: Gateway, model: Model, route: str, body: bytes, stream: bool, request_id: str
 ) -> web.StreamResponse:
-    acquiring = asyncio.ensure_future(gw.supervisor.acquire(model.id, wait=not _prefers_no_wait(request)))
-    sse: web.StreamResponse | None = None
     waited = time.monotonic()
+    wait = not _prefers_no_wait(request)
+    bound = _wait_bound(gw, model)
+    sse: web.StreamResponse | None = None
     try:
-        deadline = waited + _wait_bound(gw, model)
         if stream:
-            done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_AFTER)
-            while not done:
-                if sse is None:
-                    sse = await _start_sse(request, request_id)
-                state = gw.supervisor.view(model.id).state.value
-                await sse.write(f": sparkctl: waiting for {model.id} ({state})\n\n".encode())
-                if time.monotonic() > deadline:
-                    raise _waited_too_long(model)
-                done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_EVERY)
-        lease = await asyncio.wait_for(asyncio.shield(acquiring), max(0.0, deadline - time.monotonic()))
+            lease, sse = await _lease_with_keepalives(request, gw, model, wait, bound, request_id)
+        else:
+            # Awaited directly: if the client goes away meanwhile, the cancellation reaches the
+            # supervisor's acquire, which gives back a lease granted at that very moment.
+            async with asyncio.timeout(bound):
+                lease = await gw.supervisor.acquire(model.id, wait=wait)
     except TimeoutError:
-        acquiring.cancel()
         return await _fail(request, sse, _waited_too_long(model), request_id)
+    except _StreamFailedError as failed:
+        return await _fail(request, failed.sse, failed.error, request_id)
     except SparkError as e:
         return await _fail(request, sse, e, request_id)
-    finally:
-        if not acquiring.done():
-            acquiring.cancel()
+    # From here on the lease is ours (no await before the try), and is released whatever happens.
     gw.metrics.wait.labels(model.id).observe(time.monotonic() - waited)
     try:
         return await _forward(request, gw, model, route, body, lease, sse, request_id)
     finally:
         lease.release()
+
+
+class _StreamFailedError(Exception):
+    """A start failed after the event stream had begun: the error goes out as an event."""
+
+    def __init__(self, error: SparkError, sse: web.StreamResponse | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.sse = sse
+
+
+async def _lease_with_keepalives(
+    request: web.Request, gw: Gateway, model: Model, wait: bool, bound: float, request_id: str
+) -> tuple[Lease, web.StreamResponse | None]:
+    """Wait for a lease, sending SSE comments while the model loads so the client (and any proxy
+    in between) keeps the stream open."""
+    acquiring = asyncio.ensure_future(gw.supervisor.acquire(model.id, wait=wait))
+    sse: web.StreamResponse | None = None
+    deadline = time.monotonic() + bound
+    try:
+        done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_AFTER)
+        while not done:
+            if time.monotonic() > deadline:
+                raise _StreamFailedError(_waited_too_long(model), sse)
+            if sse is None:
+                sse = await _start_sse(request, request_id)
+            state = gw.supervisor.view(model.id).state.value
+            await sse.write(f": sparkctl: waiting for {model.id} ({state})\n\n".encode())
+            done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_EVERY)
+        try:
+            return acquiring.result(), sse
+        except SparkError as e:
+            raise _StreamFailedError(e, sse) from None
+    except BaseException:
+        # Cancelled (the client left) or failed while waiting: a lease granted in the meantime
+        # must go back, and a pending acquire must be withdrawn.
+        if not acquiring.done():
+            acquiring.cancel()
+        elif not acquiring.cancelled() and acquiring.exception() is None:
+            acquiring.result().release()
+        raise
 
 
 def _waited_too_long(model: Model) -> SparkError:

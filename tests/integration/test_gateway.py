@@ -4,6 +4,7 @@ sandboxed systemd, the supervisor in between."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import socket
@@ -514,3 +515,29 @@ async def test_a_stalled_upload_gets_408_and_starts_nothing(env: Env) -> None:
     assert head.startswith(b"HTTP/1.1 408") and 0.9 < time.monotonic() - t0 < 3
     writer.close()
     assert env.sup.view("chat").state is ModelState.STOPPED
+
+
+async def test_clients_that_hang_up_at_any_moment_leak_no_lease(env: Env) -> None:
+    """wrk, browsers and impatient scripts hang up mid-request; each lease must still come back
+    (a leaked one would hold the model against idle stops and swaps until drain_timeout)."""
+    client = env.client()
+    await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "warm"}])
+    body = {"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3}
+    async with aiohttp.ClientSession() as s:
+
+        async def impatient(i: int) -> None:
+            with contextlib.suppress(asyncio.TimeoutError, aiohttp.ClientError):
+                async with asyncio.timeout(0.0002 * (i % 50)):
+                    async with s.post(
+                        f"{env.url}/v1/chat/completions",
+                        json={**body, "stream": i % 2 == 0},
+                        headers=env.headers(),
+                    ) as r:
+                        await r.read()
+
+        for _ in range(4):
+            await asyncio.gather(*(impatient(i) for i in range(500)))
+    deadline = time.monotonic() + 3
+    while env.sup.view("chat").leases and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert env.sup.view("chat").leases == 0
