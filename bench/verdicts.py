@@ -1,0 +1,150 @@
+"""The targets of BRIEF §7 / issue 7, each judged met or missed from one run's results.
+
+A target whose scenario failed or did not run is "not measured", never "met".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MB = 1_000_000  # the RSS target is in decimal megabytes: the stricter reading
+
+
+def _row(rows: list[dict[str, Any]], target: str, key: str, value: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["target"] == target and r[key] == value), None)
+
+
+def _verdict(
+    name: str, threshold: str, measured: float | None, fmt: str, met: bool | None, detail: str
+) -> dict[str, Any]:
+    ok = measured is not None and not (isinstance(measured, float) and math.isnan(measured))
+    return {
+        "target": name,
+        "threshold": threshold,
+        "measured": measured if ok else None,
+        "measured_text": fmt.format(measured) if ok else "not measured",
+        "met": met if ok else None,
+        "detail": detail,
+    }
+
+
+def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    gw = scenarios.get("gateway", {}).get("summary") or []
+    row = _row(gw, "sparkctl", "clients", 1)
+    v = row["added_p50_ms"] if row else None
+    out.append(
+        _verdict(
+            "added p50 latency at 1 client",
+            "≤ 0.3 ms",
+            v,
+            "{:+.3f} ms",
+            v is not None and v <= 0.3,
+            f"sparkctl p50 {row['p50_ms']:.3f} ms vs direct, paired per round (min … max "
+            f"{row['added_p50_ms_min']:+.3f} … {row['added_p50_ms_max']:+.3f})"
+            if row
+            else "",
+        )
+    )
+    row = _row(gw, "sparkctl", "clients", 16)
+    v = row["rps_ratio"] if row else None
+    out.append(
+        _verdict(
+            "throughput at 16 clients",
+            "≥ 0.5 × direct",
+            v,
+            "{:.2f} × direct",
+            v is not None and v >= 0.5,
+            f"{row['rps']:,.0f} req/s (min … max ratio {row['rps_ratio_min']:.2f} … "
+            f"{row['rps_ratio_max']:.2f})"
+            if row
+            else "",
+        )
+    )
+    st = scenarios.get("streaming", {}).get("summary") or []
+    row = _row(st, "sparkctl", "streams_concurrent", 64)
+    v = row["chunks_ratio"] if row else None
+    out.append(
+        _verdict(
+            "streaming chunks/s at 64 streams",
+            "≥ 0.5 × direct",
+            v,
+            "{:.2f} × direct",
+            v is not None and v >= 0.5,
+            f"{row['chunks_per_s']:,.0f} chunks/s (min … max ratio {row['chunks_ratio_min']:.2f} … "
+            f"{row['chunks_ratio_max']:.2f})"
+            if row
+            else "",
+        )
+    )
+    levels = sorted({r["streams_concurrent"] for r in st})
+    pairs = [
+        (
+            lv,
+            _row(st, "sparkctl", "streams_concurrent", lv),
+            _row(st, "naive-aiohttp", "streams_concurrent", lv),
+        )
+        for lv in levels
+    ]
+    pairs = [(lv, s, n) for lv, s, n in pairs if s and n and n["chunks_per_s"]]
+    worst = min((s["chunks_per_s"] / n["chunks_per_s"] for _, s, n in pairs), default=None)
+    out.append(
+        _verdict(
+            "streaming chunks/s never below the naive aiohttp proxy",
+            "≥ 1.0 × naive at every concurrency",
+            worst,
+            "worst {:.2f} × naive",
+            worst is not None and worst >= 1.0,
+            ", ".join(f"{lv} streams: {s['chunks_per_s'] / n['chunks_per_s']:.2f}×" for lv, s, n in pairs),
+        )
+    )
+    cold = scenarios.get("cold_start", {}).get("summary") or {}
+    proc = cold.get("sparkctl (process unit)")
+    v = proc["overhead_ms"]["median"] if proc and proc["overhead_ms"]["n"] else None
+    out.append(
+        _verdict(
+            "cold-start overhead (median, process units)",
+            "≤ 50 ms",
+            v,
+            "{:.1f} ms",
+            v is not None and v <= 50,
+            f"p10 … p90 {proc['overhead_ms']['p10']:.1f} … {proc['overhead_ms']['p90']:.1f} ms over "
+            f"{proc['overhead_ms']['n']} runs"
+            if v is not None
+            else "",
+        )
+    )
+    swap = scenarios.get("swap", {}).get("summary") or {}
+    v = swap["overhead_ms"]["median"] if swap and swap["overhead_ms"]["n"] else None
+    out.append(
+        _verdict(
+            "swap overhead (median, beyond the memory gate and the load)",
+            "≤ 200 ms",
+            v,
+            "{:.1f} ms",
+            v is not None and v <= 200,
+            f"p10 … p90 {swap['overhead_ms']['p10']:.1f} … {swap['overhead_ms']['p90']:.1f} ms over "
+            f"{swap['overhead_ms']['n']} swaps; the memory gate waits for nothing (tiny fractions)"
+            if v is not None
+            else "",
+        )
+    )
+    held = scenarios.get("held") or {}
+    if "rss_during_kib" in held:
+        n = held["connections"]
+        rss = held["rss_during_kib"] * 1024
+        detail = f"{n} streams held: daemon VmRSS {held['rss_before_kib'] / 1024:.1f} MiB before, "
+        detail += f"{held['rss_during_kib'] / 1024:.1f} MiB during, "
+        detail += f"{held['rss_per_connection_kib']:.1f} KiB per connection"
+        if n < 1000:
+            rss = (held["rss_before_kib"] + held["rss_per_connection_kib"] * 1000) * 1024
+            detail += f"; extrapolated to 1000 from {n} (short run)"
+        out.append(
+            _verdict(
+                "1000 held streams: gateway RSS", "< 200 MB", rss / MB, "{:.1f} MB", rss < 200 * MB, detail
+            )
+        )
+    else:
+        out.append(_verdict("1000 held streams: gateway RSS", "< 200 MB", None, "", None, ""))
+    return out
