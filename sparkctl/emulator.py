@@ -870,7 +870,18 @@ async def serve(cfg: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else list(argv))
+    _raise_fd_limit()
     return asyncio.run(serve(cfg))
+
+
+def _raise_fd_limit() -> None:
+    """Open files up to the hard limit, as vLLM does at start: a unit's default soft limit of
+    1024 makes accept() fail past about a thousand connections."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ Destination = Literal["quadlet", "unit"]
 # Where the shared caches appear inside containers.
 CONTAINER_COMPILE_CACHE = "/root/.cache/sparkctl-compile"
 CONTAINER_CHAT_TEMPLATES = "/etc/sparkctl/chat-templates"
-PROBE_INTERVAL = "20ms"
+PROBE_INTERVAL = "10ms"
 HEALTH_INTERVAL = "30s"
 HEADER = "# Rendered by sparkctl from {source}: edit the catalog and run `sparkctl render`, not this file."
 

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from ..catalog import Catalog
+from ..journal import AccessLog
 from ..settings import Settings
 from ..supervisor import Supervisor
 
@@ -29,6 +30,7 @@ class Gateway:
     # local port → model, for the models' own sockets (BRIEF §4.3)
     direct_ports: dict[int, str] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
+    access: AccessLog = field(default_factory=AccessLog)
     started: float = field(default_factory=time.time)
 
     def direct_model(self, request: web.BaseRequest) -> str | None:

@@ -7,7 +7,7 @@ supervisor when scraped, so they cannot drift.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +18,10 @@ from prometheus_client.registry import Collector
 from ..scheduler import ModelState
 from ..supervisor import Supervisor
 
+_USAGE = (
+    ("prompt", re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')),
+    ("completion", re.compile(rb'"completion_tokens"\s*:\s*(\d+)')),
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
@@ -88,6 +92,8 @@ class Metrics:
             registry=r,
         )
         r.register(_Live(supervisor))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._wait_children: dict[str, Any] = {}
         self._sup = supervisor
         self._queued_at: dict[str, float] = {}
         self._previous: dict[str, ModelState] = {}
@@ -117,23 +123,34 @@ class Metrics:
                 pass
 
     def observe(self, model: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, route, str(status)).inc()
-        self.duration.labels(model, route).observe(seconds)
+        # labels() validates and locks on every call; the children are few and stable: keep them.
+        key = (model, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(model, route, str(status)),
+                self.duration.labels(model, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def waited(self, model: str, seconds: float) -> None:
+        child = self._wait_children.get(model)
+        if child is None:
+            child = self._wait_children[model] = self.wait.labels(model)
+        child.observe(seconds)
 
     def usage(self, model: str, payload: bytes) -> None:
-        """Count tokens from an engine's `usage` (a JSON body, or one SSE data line)."""
-        if b'"usage"' not in payload:
+        """Count tokens from an engine's `usage` (a JSON body, or one SSE data line). Read with
+        two patterns rather than a JSON parse of the whole answer, which would cost more than the
+        rest of the request."""
+        at = payload.rfind(b'"usage"')
+        if at < 0:
             return
-        try:
-            data: Any = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return
-        usage = data.get("usage") if isinstance(data, dict) else None
-        if isinstance(usage, dict):
-            for kind, key in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):
-                value = usage.get(key)
-                if isinstance(value, int) and value > 0:
-                    self.tokens.labels(model, kind).inc(value)
+        tail = payload[at:]
+        for kind, pattern in _USAGE:
+            if (m := pattern.search(tail)) is not None and (value := int(m.group(1))) > 0:
+                self.tokens.labels(model, kind).inc(value)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

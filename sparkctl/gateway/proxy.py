@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import aiohttp
@@ -80,28 +80,14 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
     finally:
         elapsed = time.monotonic() - t0
         gw.metrics.observe(model_id, route, status, elapsed)
-        log.info(
-            "%s %s %s %d %.3fs",
-            request.method,
-            route,
-            model_id,
-            status,
-            elapsed,
-            extra={
-                "model": model_id,
-                "request_id": request_id,
-                "status": status,
-                "duration": round(elapsed, 6),
-                "route": route,
-            },
-        )
+        gw.access.request(request.method, route, model_id, status, elapsed, request_id)
 
 
 def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
         return given
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
@@ -169,7 +155,7 @@ async def _with_lease(
     except SparkError as e:
         return await _fail(request, sse, e, request_id)
     # From here on the lease is ours (no await before the try), and is released whatever happens.
-    gw.metrics.wait.labels(model.id).observe(time.monotonic() - waited)
+    gw.metrics.waited(model.id, time.monotonic() - waited)
     try:
         return await _forward(request, gw, model, route, body, lease, sse, request_id)
     finally:

@@ -130,7 +130,7 @@ def test_vllm_container_on_bridge_network(tmp_path: Path) -> None:
     assert "Volume=/srv/media:/media:ro" in text and "Volume=/srv/out:/out\n" in text
     assert "TimeoutStartSec=900s" in text and "HealthStartPeriod=900s" in text
     assert line(text, "ExecStartPost") == (
-        "/usr/local/bin/sparkctl probe --interval 20ms http://127.0.0.1:18555/health"
+        "/usr/local/bin/sparkctl probe --interval 10ms http://127.0.0.1:18555/health"
     )
     assert "Pull=never" in text and text.rstrip().endswith("WantedBy=multi-user.target")
 
