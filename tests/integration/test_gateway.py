@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import shutil
 import socket
 import sys
 import time
@@ -89,6 +90,9 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
         load_time=0.1,
         engine={"args": ["--load-time", "0.1", "--tokens-per-second", "20"]},
     )
+    # The engine runs in a unit with PrivateTmp=: it must not live under /tmp, where a checkout may.
+    echo = box.path / "echo_engine.py"
+    shutil.copy(ECHO, echo)
     write_model(
         cat,
         "echo",
@@ -97,7 +101,7 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
             "runtime": "process",
             "image": None,
             "port": ports["echo"],
-            "command": [sys.executable, ECHO, "--port", str(ports["echo"])],
+            "command": [sys.executable, str(echo), "--port", str(ports["echo"])],
             "ulimits": {},
         },
         aliases=["echo-alias"],
