@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import urllib.request
@@ -15,7 +16,9 @@ from sparkctl.catalog import load_catalog
 from sparkctl.render import render
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.image import IMAGE
+from sparkctl.scheduler import ModelState
 from sparkctl.settings import Settings
+from sparkctl.supervisor import Supervisor
 from sparkctl.units import sync
 from tests.helpers import write_model
 
@@ -69,3 +72,19 @@ def emulated(
         engine.update(runtime="process", image=None, command=[SPARKCTL, "emulate"])
     engine.update(over.pop("engine", {}))
     write_model(directory, model_id, engine=engine, **over)
+
+
+async def reach(sup: Supervisor, within: float = 10, **wanted: ModelState) -> None:
+    """Wait (on the supervisor's state events, not by polling) until models are in these states."""
+    done = asyncio.Event()
+
+    def check(*_: object) -> None:
+        if all(sup.view(m.replace("_", "-")).state is st for m, st in wanted.items()):
+            done.set()
+
+    sup.listeners.append(check)
+    try:
+        check()
+        await asyncio.wait_for(done.wait(), within)
+    finally:
+        sup.listeners.remove(check)

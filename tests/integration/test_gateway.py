@@ -29,7 +29,7 @@ from sparkctl.scheduler import ModelState
 from sparkctl.supervisor import Supervisor
 from tests.conftest import box_settings
 from tests.helpers import write_model
-from tests.integration.conftest import emulated
+from tests.integration.conftest import emulated, reach
 
 ECHO = str(Path(__file__).with_name("echo_engine.py"))
 
@@ -273,10 +273,6 @@ async def test_models_listing_and_admin_api(env: Env) -> None:
             assert r.status == 200
 
 
-def _err(status: int, code: str) -> tuple[int, str]:
-    return status, code
-
-
 ERROR_CASES = [
     # (description, path, body bytes, headers, expected status, code)
     ("malformed json", "/v1/chat/completions", b'{"model": "chat",', {}, 400, "invalid_json"),
@@ -434,8 +430,7 @@ async def test_loading_feedback_and_prefer_wait_zero(env: Env) -> None:
         await asyncio.sleep(0.1)
         assert env.sup.view("slow").state is ModelState.STARTING  # not waiting, but it comes
         await env.sup.stop_model("slow")
-        while env.sup.view("slow").state is not ModelState.STOPPED:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await reach(env.sup, slow=ModelState.STOPPED)
         t0 = time.monotonic()
         async with s.post(
             f"{env.url}/v1/chat/completions", json={**body, "stream": True}, headers=env.headers()

@@ -21,7 +21,7 @@ from sparkctl.supervisor import Lease, Supervisor, read_meminfo
 from sparkctl.systemd import Event, Systemd, UnitChanged
 from tests.conftest import box_settings
 from tests.helpers import write_model
-from tests.integration.conftest import SPARKCTL, emulated
+from tests.integration.conftest import SPARKCTL, emulated, reach
 
 PORTS = iter(range(28400, 28500))
 
@@ -45,22 +45,6 @@ async def supervise(sups: list[Supervisor], catalog: Catalog, settings: Settings
     await sup.start()
     sups.append(sup)
     return sup
-
-
-async def reach(sup: Supervisor, within: float = 10, **wanted: ModelState) -> None:
-    """Wait (on the supervisor's state events, not by polling) until models are in these states."""
-    done = asyncio.Event()
-
-    def check(*_: object) -> None:
-        if all(sup.view(m.replace("_", "-")).state is st for m, st in wanted.items()):
-            done.set()
-
-    sup.listeners.append(check)
-    try:
-        check()
-        await asyncio.wait_for(done.wait(), within)
-    finally:
-        sup.listeners.remove(check)
 
 
 async def chat(port: int, model: str, session: aiohttp.ClientSession, *, tokens: int = 8) -> dict[str, Any]:
