@@ -128,7 +128,7 @@ def images_build(
             raise SparkError(
                 f"{len(blocked)} image{'s' if len(blocked) != 1 else ''} cannot be built yet "
                 "(nothing was built)",
-                hint="containerfiles/README.md, 'Inputs you supply', says what each input is",
+                hint="the index names each input; its Containerfile's comments say what it is for",
             )
         for img in order:
             imaging.build(img, client, say=_say, overrides=build_args, no_cache=no_cache)

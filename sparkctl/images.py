@@ -1,8 +1,8 @@
 """sparkctl's own container images: the GB10 vLLM builds the catalog names as `localhost/…` tags.
 
 `containerfiles/index.toml` maps every image to its Containerfile, its documented build arguments,
-the sparkctl images it is built FROM (built first) and the files a builder must supply (patches
-whose content sparkctl does not ship). `sparkctl images build` drives Podman's REST API with
+the sparkctl images it is built FROM (built first) and any files a builder must supply.
+`sparkctl images build` drives Podman's REST API with
 podman-py and streams the build log as it comes; `sparkctl images list` shows, for every image
 the enabled catalog needs, whether it is here.
 
@@ -120,14 +120,51 @@ class Image:
         return missing
 
     def inputs_digest(self, overrides: Mapping[str, str] | None = None) -> str:
-        """A digest of what determines the build (Containerfile, required files, arguments): stored
-        as a label, so `images list` can tell an image built from an older Containerfile."""
+        """A digest of what determines the build (the Containerfile, every file it copies from the
+        context, the arguments): stored as a label, so `images list` can tell an image built from
+        an older Containerfile, fix or mod."""
         h = hashlib.sha256()
-        for path in [self.containerfile, *(self.root / f for f in self.spec.requires)]:
-            h.update(path.name.encode())
+        files = [self.containerfile, *copied_files(self.containerfile, self.root)]
+        files += [self.root / f for f in self.spec.requires if self.root / f not in files]
+        for path in files:
+            h.update(path.relative_to(self.root).as_posix().encode() + b"\0")
             h.update(path.read_bytes() if path.is_file() else b"<missing>")
         h.update(json.dumps(self.build_args(overrides), sort_keys=True).encode())
         return h.hexdigest()
+
+
+def copied_files(containerfile: Path, root: Path) -> list[Path]:
+    """The files under `root` (the build context) that `containerfile` COPYs or ADDs, sorted;
+    sources of other stages (--from) and compiled Python are not the context's."""
+    lines: list[str] = []
+    pending = ""
+    for raw in containerfile.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        lines.append(pending + line)
+        pending = ""
+    found: set[Path] = set()
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        if word.upper() not in ("COPY", "ADD") or "--from=" in rest:
+            continue
+        rest = rest.strip()
+        words = json.loads(rest) if rest.startswith("[") else rest.split()
+        sources = [w for w in words if not w.startswith("--")][:-1]
+        for source in sources:
+            top = (root / source).resolve()
+            if not top.is_relative_to(root.resolve()):
+                continue
+            candidates = [top] if top.is_file() else sorted(top.rglob("*"))
+            found.update(
+                c for c in candidates if c.is_file() and "__pycache__" not in c.parts and c.suffix != ".pyc"
+            )
+    base = root.resolve()
+    return sorted((root / c.relative_to(base) for c in found), key=lambda p: p.as_posix())
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +399,7 @@ def build(
     if missing:
         raise ImagesError(
             f"{image.tags[0]} cannot be built yet: it needs " + "; ".join(missing),
-            hint=f"see containerfiles/patches/README.md and the comments in {image.spec.containerfile}",
+            hint=f"see containerfiles/README.md and the comments in {image.spec.containerfile}",
         )
     args = image.build_args(overrides)
     context = str(image.root)

@@ -1,18 +1,12 @@
 #!/bin/bash
 # Entrypoint wrapper for Intel's Qwen3.5 AutoRound checkpoints, then exec "$@".
-# transformers' rope validation rejects their config (it carries partial_rotary_factor, which the
-# validation does not expect); transformers.patch (an input the image builder supplies, see
-# containerfiles/README.md) makes the validation ignore that key. Applied once per container; a
-# transformers that already accepts it, or that the patch no longer fits, is reported and left.
+# Their config carries partial_rotary_factor, and transformers' rope validation adds that key to
+# the config's ignored keys with a set union that fails when config.json gave them as a list;
+# fixes/transformers-rope-partial-rotary.py makes the union work for any collection. Applied at
+# start because the transformers differs between the images this lane may run on; a
+# transformers that has no such union, or that the fix no longer fits, is reported and left.
 set -euo pipefail
-here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+tools="${SPARKCTL_IMAGE_TOOLS:-/opt/sparkctl}"
 site="$(python3 -c 'import importlib.util as u, pathlib as p; print(p.Path(list(u.find_spec("transformers").submodule_search_locations)[0]).parent)')"
-if patch -p1 -N --dry-run --silent -d "$site" < "$here/transformers.patch" >/dev/null 2>&1; then
-  patch -p1 -N --silent -d "$site" < "$here/transformers.patch"
-  echo "fix-qwen3.5-autoround: applied transformers.patch" >&2
-elif patch -p1 -R --dry-run --silent -d "$site" < "$here/transformers.patch" >/dev/null 2>&1; then
-  echo "fix-qwen3.5-autoround: transformers.patch already in effect" >&2
-else
-  echo "fix-qwen3.5-autoround: warning: transformers.patch does not fit this transformers; continuing without it" >&2
-fi
+python3 "$tools/scripts/srcfix.py" --lenient "$tools/fixes/transformers-rope-partial-rotary.py" "$site"
 exec "$@"
