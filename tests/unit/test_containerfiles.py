@@ -657,3 +657,18 @@ def test_glm_build_script_end_to_end(tmp_path: Path) -> None:
     (site / mla).write_text("splits = choose()\n")
     moved = _run([script], site, **env, MODEL_TYPES="'glm4_moe_lite': 'Glm4MoeLiteConfig'")
     assert moved.returncode == 1 and "error: vllm-triton-mla-splits" in moved.stderr
+
+
+def test_the_build_context_leaves_bytecode_out() -> None:
+    import tarfile
+
+    from podman import api
+
+    (CF / "scripts/__pycache__").mkdir(exist_ok=True)  # as the tests that import srcfix leave it
+    with (
+        api.create_tar(anchor=str(CF), exclude=api.prepare_containerignore(str(CF))) as tar_file,
+        tarfile.open(fileobj=tar_file) as tar,
+    ):
+        names = tar.getnames()
+    assert "fixes/vllm-null-blocks.py" in names and "scripts/srcfix.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
