@@ -5,8 +5,9 @@ mods/fix-qwen3-coder-next/run.sh. An upstream change annotated the stride parame
 fused_moe_kernel and fused_moe_kernel_gptq_awq as tl.int64; Triton then no longer specialises
 them (a stride of 1 stops being a compile-time constant) and these models decode markedly
 slower on the GB10. This undoes that annotation in those two kernels only; vLLM versions
-without it need nothing ("in effect"). The reference stack did the same by reverting the
-upstream diff at start, for the same lanes.
+without it need nothing ("in effect"). The annotation was short-lived on vLLM's main branch: no
+release from 0.16 to 0.20 has it, so on most images this only confirms it is absent. The
+reference stack reverted the upstream diff at start, for the same lanes.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ guard in front of each such call in the installed vLLM:
   compilation/.../matcher_utils.py,
   compilation/.../rms_quant_fusion.py  per_token_group_fp8_quant registration → only when present
   quantization/utils/fp8_utils.py      the per_token_group_fp8_quant fast path → only when present
+  quantization/utils/int8_utils.py     the per_token_group_quant_int8 CUDA path → only when present
+                                       (else vLLM's Triton kernel below it runs)
 
 It is idempotent (a guarded call is left alone) and loud: a call it expects but cannot find
 fails the build, because a vLLM that moved the code would otherwise ship without the guard and
@@ -31,6 +33,7 @@ PROBES = (
     "cutlass_group_gemm_supported",
 )
 GROUP_OP = "per_token_group_fp8_quant"
+INT8_OP = "per_token_group_quant_int8"
 
 
 def vllm_dir() -> Path:
@@ -83,6 +86,22 @@ def guard_fast_path(text: str) -> tuple[str, list[str]]:
     ), []
 
 
+def guard_int8(text: str) -> tuple[str, list[str]]:
+    """`if current_platform.is_cuda():` in front of the INT8 op's call → only if the op exists.
+    A vLLM that does not call the op directly needs nothing."""
+    if f"torch.ops._C.{INT8_OP}(" not in text:
+        return text, []
+    if re.search(rf'is_cuda\(\) and hasattr\(torch\.ops\._C, ["\']{INT8_OP}["\']\)', text):
+        return text, []
+    pattern = re.compile(
+        rf"^(?P<head>[ \t]*if current_platform\.is_cuda\(\)):(?=\n[ \t]+torch\.ops\._C\.{INT8_OP}\()", re.M
+    )
+    new, count = pattern.subn(rf'\g<head> and hasattr(torch.ops._C, "{INT8_OP}"):', text, count=1)
+    return new, (
+        [] if count else [f"int8_utils.py: no `if current_platform.is_cuda():` before {INT8_OP} to guard"]
+    )
+
+
 def find(root: Path, *candidates: str) -> Path | None:
     return next((root / c for c in candidates if (root / c).is_file()), None)
 
@@ -101,6 +120,7 @@ def main() -> int:
             lambda t: guard_registration(t, "rms_quant_fusion.py"),
         ),
         (("model_executor/layers/quantization/utils/fp8_utils.py",), guard_fast_path),
+        (("model_executor/layers/quantization/utils/int8_utils.py",), guard_int8),
     ]
     problems: list[str] = []
     for candidates, edit in jobs:

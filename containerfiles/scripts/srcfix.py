@@ -8,13 +8,15 @@ earlier run or by upstream. So a fix is idempotent, and it keeps working when vL
 transformers move code around: it does not need the exact lines a diff would, only its anchor.
 
 Each edit ends in one of three states, printed one line each:
-  applied       the anchor was found and rewritten (and the result checked: the change is there)
+  applied       the anchor was found and rewritten (and the result checked: the change is there,
+                and a Python file still compiles)
   in effect     the file already does what the edit wants
   does not fit  neither: upstream changed the code this edit knows; a person must look
-A build runs strict (any "does not fit" exits 1 and writes nothing, so no half-fixed image is
-shipped); an entrypoint wrapper runs --lenient (what fits is applied, the rest is reported, the
-model starts anyway). --check reports without writing and exits 1 when something would change
-or does not fit.
+An edit without a pattern is a precondition: it "holds", or it does not fit. A build runs
+strict (any "does not fit" exits 1 and writes nothing, so no half-fixed image is shipped; the
+edits that would have applied say "not written"); an entrypoint wrapper runs --lenient (what
+fits is applied, the rest is reported, exit 0). --check reports without writing and exits 1
+when something would change or does not fit. Exit 2: a usage error.
 """
 
 from __future__ import annotations
@@ -36,14 +38,16 @@ class Edit:
 
     `done` recognises a file that needs nothing (a regex that must match, or a predicate); it is
     asked first, and again after rewriting, so a wrong edit fails here, not in the image.
-    `expect` is how many matches a needy file must have (None: one or more)."""
+    `expect` is how many matches a needy file must have (None: one or more). With no `pattern`
+    the edit only checks that `done` holds, and `misfit` says what it means when it does not."""
 
     what: str
     paths: tuple[str, ...]
-    pattern: str
+    pattern: str | None
     replacement: Replacement
     done: Test
     expect: int | None = 1
+    misfit: str = "its anchor is not there"
     flags: int = field(default=re.MULTILINE)
 
     def is_done(self, text: str) -> bool:
@@ -52,6 +56,8 @@ class Edit:
         return re.search(self.done, text, self.flags) is not None
 
     def rewrite(self, text: str) -> tuple[str, int]:
+        if self.pattern is None:
+            return text, 0
         return re.subn(self.pattern, self.replacement, text, flags=self.flags)
 
 
@@ -78,22 +84,50 @@ def plan(root: Path, edits: list[Edit]) -> tuple[list[Outcome], dict[Path, str]]
             continue
         text = texts.get(path)
         if text is None:
-            text = path.read_text(encoding="utf-8")
+            text = read(path)
         if edit.is_done(text):
             outcomes.append(Outcome(edit, "in effect", path))
             continue
         new, count = edit.rewrite(text)
-        if count == 0:
-            outcomes.append(Outcome(edit, "does not fit", path, "its anchor is not there"))
+        if count == 0 or new == text:
+            outcomes.append(Outcome(edit, "does not fit", path, edit.misfit))
         elif edit.expect is not None and count != edit.expect:
             detail = f"its anchor is there {count} times, expected {edit.expect}"
             outcomes.append(Outcome(edit, "does not fit", path, detail))
         elif not edit.is_done(new):
             outcomes.append(Outcome(edit, "does not fit", path, "the rewritten file still lacks the change"))
+        elif path.suffix == ".py" and (error := _breaks_python(text, new, path)):
+            outcomes.append(
+                Outcome(edit, "does not fit", path, f"the rewritten file is not valid Python: {error}")
+            )
         else:
             texts[path] = new
             outcomes.append(Outcome(edit, "applied", path))
     return outcomes, texts
+
+
+def read(path: Path) -> str:
+    # Patterns are written for "\n"; a CRLF file is matched as LF and written back as CRLF.
+    return path.read_bytes().decode("utf-8").replace("\r\n", "\n")
+
+
+def write(path: Path, text: str) -> None:
+    if b"\r\n" in path.read_bytes():
+        text = text.replace("\n", "\r\n")
+    path.write_bytes(text.encode("utf-8"))
+
+
+def _breaks_python(before: str, after: str, path: Path) -> str | None:
+    """The SyntaxError an edit introduced, if the file compiled before it."""
+
+    def error(text: str) -> str | None:
+        try:
+            compile(text, str(path), "exec", dont_inherit=True)
+        except SyntaxError as e:
+            return f"line {e.lineno}: {e.msg}"
+        return None
+
+    return error(after) if error(before) is None else None
 
 
 def load(fix: Path) -> list[Edit]:
@@ -121,9 +155,16 @@ def main(argv: list[str]) -> int:
     name = fix.stem
     outcomes, texts = plan(root, load(fix))
     misfits = [o for o in outcomes if o.state == "does not fit"]
+    abort = bool(misfits) and "--lenient" not in flags
     for o in outcomes:
         where = f" ({o.path.relative_to(root)})" if o.path else ""
-        state = "would apply" if o.state == "applied" and "--check" in flags else o.state
+        state = o.state
+        if o.state == "in effect" and o.edit.pattern is None:
+            state = "holds"  # a precondition
+        elif o.state == "applied" and "--check" in flags:
+            state = "would apply"
+        elif o.state == "applied" and abort:
+            state = "not written"
         line = f"{name}: {o.edit.what}: {state}{where}"
         if o.detail:
             line += f": {o.detail}"
@@ -132,10 +173,11 @@ def main(argv: list[str]) -> int:
         print(line, file=sys.stderr)
     if "--check" in flags:
         return 1 if misfits or texts else 0
-    if misfits and "--lenient" not in flags:
+    if abort:
+        print(f"{name}: nothing written: {len(misfits)} of {len(outcomes)} edits do not fit", file=sys.stderr)
         return 1
     for path, text in texts.items():
-        path.write_text(text, encoding="utf-8")
+        write(path, text)
     return 0
 
 

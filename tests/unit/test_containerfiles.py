@@ -445,6 +445,10 @@ def test_autoround_rope_fix_at_start(tmp_path: Path) -> None:
     (site / rope).write_text("moved = True\n")
     drifted = _run([wrapper, "echo", "still starts"], site, **tools)
     assert drifted.returncode == 0 and drifted.stdout == "still starts\n" and "warning:" in drifted.stderr
+    # a fix that cannot run at all does not keep the model from starting either
+    broken = _run([wrapper, "echo", "starts anyway"], site, SPARKCTL_IMAGE_TOOLS=str(tmp_path / "nowhere"))
+    assert broken.returncode == 0 and broken.stdout == "starts anyway\n"
+    assert "warning: the rope fix could not run (exit 2)" in broken.stderr
 
 
 def test_triton_allocator_patches_the_default_allocator(tmp_path: Path) -> None:
@@ -495,6 +499,10 @@ GUARD_SOURCES = {
     "vllm/model_executor/layers/quantization/utils/fp8_utils.py": (
         "def f(x):\n    if current_platform.is_cuda() and x.is_contiguous():\n        return 1\n"
     ),
+    "vllm/model_executor/layers/quantization/utils/int8_utils.py": (
+        "def q(x):\n    # prefer CUDA kernel if available\n    if current_platform.is_cuda():\n"
+        "        torch.ops._C.per_token_group_quant_int8(x)\n        return x\n    return triton_path(x)\n"
+    ),
 }
 
 
@@ -508,6 +516,10 @@ def test_guard_vllm_ops_guards_once_and_fails_loudly(tmp_path: Path) -> None:
     assert (
         'is_cuda() and hasattr(torch.ops._C, "per_token_group_fp8_quant"):'
         in (site / "vllm/compilation/passes/fusion/matcher_utils.py").read_text()
+    )
+    assert (
+        'if current_platform.is_cuda() and hasattr(torch.ops._C, "per_token_group_quant_int8"):'
+        in (site / "vllm/model_executor/layers/quantization/utils/int8_utils.py").read_text()
     )
     for rel, original in GUARD_SOURCES.items():
         if original:

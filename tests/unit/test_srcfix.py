@@ -102,6 +102,33 @@ def test_an_ambiguous_anchor_or_a_wrong_edit_does_not_fit(tmp_path: Path) -> Non
     assert outcomes[0].detail == "none of x.txt, y.txt exists"
 
 
+def test_a_failed_strict_run_says_what_it_did_not_write(tmp_path: Path) -> None:
+    fix = tree(tmp_path, {"toy.py": TOY})
+    root = tree(tmp_path / "src", {"a.txt": "hi\n"})
+    result = srcfix_run(fix / "toy.py", root)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "toy: greeting is polite: not written (a.txt)",
+        "error: toy: b counts to two: does not fit: none of old/b.txt, b.txt exists",
+        "toy: nothing written: 1 of 2 edits do not fit",
+    ]
+
+
+def test_an_edit_that_breaks_python_does_not_fit_and_line_ends_survive(tmp_path: Path) -> None:
+    breaking = srcfix.Edit(
+        what="b", paths=("m.py",), pattern=r"^x = 1$", replacement="x = (", done=r"^x = \($"
+    )
+    outcomes, _ = srcfix.plan(tree(tmp_path / "b", {"m.py": "x = 1\n"}), [breaking])
+    assert outcomes[0].state == "does not fit" and "not valid Python: line 1" in outcomes[0].detail
+    fix = tree(tmp_path, {"toy.py": TOY})
+    root = tmp_path / "crlf"
+    root.mkdir()
+    (root / "a.txt").write_bytes(b"hi\r\nthere\r\n")
+    (root / "b.txt").write_bytes(b"two\r\n")
+    assert srcfix_run(fix / "toy.py", root).returncode == 0
+    assert (root / "a.txt").read_bytes() == b"hello\r\nthere\r\n"
+
+
 def test_usage_errors(tmp_path: Path) -> None:
     assert srcfix_run(FIXES / "vllm-null-blocks.py").returncode == 2
     assert srcfix_run("--force", FIXES / "vllm-null-blocks.py", tmp_path).returncode == 2
@@ -141,20 +168,49 @@ if _build_custom_ops():
     if _is_cuda():
         ext_modules.append(CMakeExtension(name="vllm._C_stable_libtorch"))
 """
+STABLE_CMAKE = """\
+  set(VLLM_STABLE_EXT_SRC
+    "csrc/libtorch_stable/torch_bindings.cpp")
+
+  if(VLLM_GPU_LANG STREQUAL "CUDA")
+    list(APPEND VLLM_STABLE_EXT_SRC
+      "csrc/libtorch_stable/permute_cols.cu"
+      "csrc/libtorch_stable/quantization/w8a8/fp8/per_token_group_quant.cu"
+      "csrc/libtorch_stable/quantization/w8a8/int8/per_token_group_quant.cu")
+  endif()
+    set_gencode_flags_for_srcs(
+      SRCS "${VLLM_STABLE_EXT_SRC}"
+      CUDA_ARCHS "${CUDA_ARCHS}")
+"""
+# vLLM 0.20 moved the CUTLASS kernels into the extension
+STABLE_CMAKE_0_20 = STABLE_CMAKE + '    list(APPEND VLLM_STABLE_EXT_SRC "${SRCS}")\n'
 CUDA_PY = "# import custom ops, trigger op registration\nimport vllm._C  # noqa\nimport vllm._C_stable_libtorch  # noqa\nimport vllm.envs as envs\n"
 
 
 def test_cuda13_build_fix(tmp_path: Path) -> None:
-    root = tree(
-        tmp_path,
-        {
-            "csrc/cache_kernels.cu": CACHE_KERNELS_50CD5674B,
-            "setup.py": SETUP_PY,
-            "vllm/platforms/cuda.py": CUDA_PY,
-        },
+    files = {
+        "CMakeLists.txt": STABLE_CMAKE,
+        "csrc/cache_kernels.cu": CACHE_KERNELS_50CD5674B,
+        "setup.py": SETUP_PY,
+        "vllm/platforms/cuda.py": CUDA_PY,
+    }
+    # Where dropping the extension would lose kernels, nothing is touched.
+    bigger = tree(tmp_path / "bigger", {**files, "CMakeLists.txt": STABLE_CMAKE_0_20})
+    refused = srcfix_run(FIXES / "vllm-cuda13-build.py", bigger)
+    assert refused.returncode == 1 and "dropping it would lose kernels" in refused.stderr
+    assert refused.stderr.count(": not written") == 3
+    assert snapshot(bigger) == {**files, "CMakeLists.txt": STABLE_CMAKE_0_20}
+    # An import it does not know is not mistaken for a guarded one.
+    other = tree(
+        tmp_path / "other", {**files, "vllm/platforms/cuda.py": "from vllm import _C_stable_libtorch\n"}
     )
+    refused = srcfix_run(FIXES / "vllm-cuda13-build.py", other)
+    assert "vLLM starts without _C_stable_libtorch: does not fit" in refused.stderr
+
+    root = tree(tmp_path / "root", files)
     result = srcfix_run(FIXES / "vllm-cuda13-build.py", root)
     assert result.returncode == 0 and result.stderr.count(": applied") == 3, result.stderr
+    assert "_C_stable_libtorch holds only ops vLLM can do without: holds" in result.stderr
     kernels = (root / "csrc/cache_kernels.cu").read_text()
     assert "fail_idx" not in kernels
     assert "static_cast<size_t>(n), &attr, &attrs_idx, 1, static_cast<CUstream>(stream));" in kernels
@@ -173,7 +229,12 @@ def test_cuda13_build_fix(tmp_path: Path) -> None:
     # vLLM 0.20 calls the entry point it resolved at run time: nothing to fix there.
     later = tree(
         tmp_path / "later",
-        {"csrc/cache_kernels.cu": CACHE_KERNELS_0_20, "setup.py": "", "vllm/platforms/cuda.py": ""},
+        {
+            "CMakeLists.txt": "",
+            "csrc/cache_kernels.cu": CACHE_KERNELS_0_20,
+            "setup.py": "",
+            "vllm/platforms/cuda.py": "",
+        },
     )
     assert srcfix_run("--check", FIXES / "vllm-cuda13-build.py", later).returncode == 0
 
@@ -283,9 +344,16 @@ def test_null_blocks_fix(tmp_path: Path) -> None:
         "                assert block.block_hash is not None\n"
     ) in text
     assert srcfix_run("--check", FIXES / "vllm-null-blocks.py", root).returncode == 0
-    # upstream's own skip (vLLM 0.17 on) is recognised
+    # upstream's own skip (vLLM 0.17 on) is recognised, and so is a vLLM without the loop (0.16)
     upstream = tree(tmp_path / "up", {rel: text.replace("  # sparkctl", "")})
     assert "in effect" in srcfix_run("--check", FIXES / "vllm-null-blocks.py", upstream).stderr
+    older = tree(
+        tmp_path / "old", {rel: "    def cache_blocks(self, request, num_tokens):\n        return\n"}
+    )
+    assert srcfix_run("--check", FIXES / "vllm-null-blocks.py", older).returncode == 0
+    # an unguarded assert that is not where the fix knows it: a person must look
+    moved = tree(tmp_path / "moved", {rel: "for b in blocks:\n    assert block.block_hash is not None\n"})
+    assert "does not fit" in srcfix_run("--lenient", FIXES / "vllm-null-blocks.py", moved).stderr
 
 
 def _kernel(name: str, typed: bool) -> str:
