@@ -684,3 +684,33 @@ def test_the_build_context_leaves_bytecode_out() -> None:
         names = tar.getnames()
     assert "fixes/vllm-null-blocks.py" in names and "scripts/srcfix.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+@pytest.mark.parametrize(
+    ("script", "requirements"),
+    [
+        ("use_existing_torch.py", "requirements/build.txt"),
+        ("tools/use_existing_torch.py", "requirements/build/cuda.txt"),
+    ],
+)
+def test_vllm_build_requirements_finds_either_layout(tmp_path: Path, script: str, requirements: str) -> None:
+    """vLLM moved use_existing_torch.py to tools/ and requirements/build.txt to
+    requirements/build/cuda.txt; the images build from a tree of either shape."""
+    helper = str(CF / "scripts/vllm-build-requirements.sh")
+    tree = tmp_path / "vllm"
+    for rel, text in {
+        script: "import pathlib\nprint('>>> stripped torch')\npathlib.Path('ran').write_text('yes')\n",
+        requirements: "cmake\ntorch==2.10.0\n",
+    }.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    result = subprocess.run([helper], cwd=tree, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{requirements}\n"  # only the path: the script's report went to stderr
+    assert ">>> stripped torch" in result.stderr and (tree / "ran").read_text() == "yes"
+    (tree / requirements).unlink()
+    missing = subprocess.run([helper], cwd=tree, capture_output=True, text=True, check=False)
+    assert missing.returncode == 1 and "error: no build requirements" in missing.stderr
+    (tree / script).unlink()
+    none = subprocess.run([helper], cwd=tree, capture_output=True, text=True, check=False)
+    assert none.returncode == 1 and "error: no use_existing_torch.py" in none.stderr
