@@ -2,9 +2,8 @@
 
 `containerfiles/index.toml` maps every image to its Containerfile, its documented build arguments,
 the sparkctl images it is built FROM (built first) and any files a builder must supply.
-`sparkctl images build` drives Podman's REST API with
-podman-py and streams the build log as it comes; `sparkctl images list` shows, for every image
-the enabled catalog needs, whether it is here.
+`sparkctl images build` drives Podman's REST API with podman-py and streams the build log as it
+comes; `sparkctl images list` shows, for every image the enabled catalog needs, whether it is here.
 
 podman-py's own `images.build()` reads the whole log before it returns, which for a 20-minute
 vLLM build means 20 silent minutes; so the build request is made with podman-py's API client and
@@ -133,10 +132,9 @@ class Image:
         return h.hexdigest()
 
 
-def copied_files(containerfile: Path, root: Path) -> list[Path]:
-    """The files under `root` (the build context) that `containerfile` COPYs or ADDs, sorted;
-    sources of other stages (--from) and compiled Python are not the context's."""
-    lines: list[str] = []
+def instructions(containerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Containerfile, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
     pending = ""
     for raw in containerfile.read_text().splitlines():
         line = raw.strip()
@@ -145,14 +143,19 @@ def copied_files(containerfile: Path, root: Path) -> list[Path]:
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
-        lines.append(pending + line)
+        word, _, rest = (pending + line).strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
         pending = ""
+    return out
+
+
+def copied_files(containerfile: Path, root: Path) -> list[Path]:
+    """The files under `root` (the build context) that `containerfile` COPYs or ADDs, sorted;
+    sources of other stages (--from) and compiled Python are not the context's."""
     found: set[Path] = set()
-    for line in lines:
-        word, _, rest = line.partition(" ")
-        if word.upper() not in ("COPY", "ADD") or "--from=" in rest:
+    for word, rest in instructions(containerfile):
+        if word not in ("COPY", "ADD") or "--from=" in rest:
             continue
-        rest = rest.strip()
         words = json.loads(rest) if rest.startswith("[") else rest.split()
         sources = [w for w in words if not w.startswith("--")][:-1]
         for source in sources:

@@ -20,7 +20,14 @@ from click.testing import CliRunner
 from sparkctl.catalog import read_specs
 from sparkctl.cli import cli
 from sparkctl.cli_spark import COMMANDS
-from sparkctl.images import SHIPPED_CONTAINERFILES, ImageIndexError, ImagesError, load_index
+from sparkctl.images import (
+    SHIPPED_CONTAINERFILES,
+    ImageIndexError,
+    ImagesError,
+    copied_files,
+    instructions,
+    load_index,
+)
 from sparkctl.paths import SHIPPED_CATALOG
 
 for _command in COMMANDS:
@@ -32,24 +39,6 @@ CF = SHIPPED_CONTAINERFILES
 HADOLINT = Path(sys.executable).parent / "hadolint"
 CONTAINERFILES = sorted(CF.glob("*/Containerfile"))
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        word, _, rest = full.partition(" ")
-        out.append((word.upper(), rest.strip()))
-    return out
 
 
 def froms(path: Path) -> list[str]:
@@ -261,13 +250,13 @@ def test_the_inputs_digest_covers_what_the_build_copies(tmp_path: Path) -> None:
     (tmp_path / "fixes/__pycache__").mkdir()
     (tmp_path / "fixes/__pycache__/one.pyc").write_bytes(b"\0")
     (tmp_path / "a/Containerfile").write_text(
-        'FROM scratch AS b\nCOPY --from=b /x /x\nCOPY --chown=0:0 fixes/ \\\n  /opt/fixes/\nADD ["a/Containerfile", "/c"]\n'
+        "FROM scratch AS b\nARG WORD=plain\nCOPY --from=b /x /x\nCOPY --chown=0:0 fixes/ \\\n  /opt/fixes/\n"
+        'ADD ["a/Containerfile", "/c"]\n'
     )
     (tmp_path / "index.toml").write_text(
         '[images.a]\ntags = ["localhost/a:1"]\ncontainerfile = "a/Containerfile"\ndescription = "d"\n'
+        '[images.a.args.WORD]\ndefault = "plain"\nhelp = "a word to bake in"\n'
     )
-    from sparkctl.images import copied_files
-
     image = load_index(tmp_path / "index.toml").find("localhost/a:1")
     assert [p.relative_to(tmp_path).as_posix() for p in copied_files(image.containerfile, tmp_path)] == [
         "a/Containerfile",
@@ -278,7 +267,7 @@ def test_the_inputs_digest_covers_what_the_build_copies(tmp_path: Path) -> None:
     assert image.inputs_digest() == before
     (tmp_path / "fixes/one.py").write_text("EDITS = [1]\n")
     assert image.inputs_digest() != before
-    assert image.inputs_digest() != image.inputs_digest({"X": "1"}) or not image.spec.args
+    assert image.inputs_digest({"WORD": "other"}) != image.inputs_digest()  # arguments count too
 
 
 # ------------------------------------------------------------------------------------ the commands
