@@ -22,12 +22,13 @@ from typing import Any
 
 from sparkctl.apikeys import KeyStore
 from sparkctl.catalog import load_catalog
-from sparkctl.render import render, service_name
+from sparkctl.core.weights import write_placeholder
 from sparkctl.sandbox import image
 from sparkctl.sandbox.box import Box
 from sparkctl.settings import Settings, load_settings
-from sparkctl.units import sync
-from sparkctl.weights import write_placeholder
+from sparkctl.units.names import service_name
+from sparkctl.units.render import render
+from sparkctl.units.sync import sync
 
 from .machine import CpuPlan
 from .procs import Child, pin, wait_for

@@ -8,7 +8,7 @@ from __future__ import annotations
 import http.client
 import time
 
-from sparkctl.render import service_name
+from sparkctl.units.names import service_name
 
 from .loadgen import Timed, timed_request
 from .stack import Stack

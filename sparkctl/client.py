@@ -1,8 +1,9 @@
 """A small client of the daemon's admin API, for the operator commands (`ps`, `start`, `stop`).
 
 It talks to the daemon's local socket (/run/sparkctl/sparkctl.sock, where root needs no key) or,
-with $SPARKCTL_API_KEY set, to the gateway over HTTP. Standard library only, synchronous: a CLI
-call is one request. When the daemon cannot be reached, the error says what to start.
+with $SPARKCTL_API_KEY set, to the gateway over HTTP. Synchronous (http.client): a CLI call is one
+request. Answers are the typed records of `sparkctl.api`, the ones the gateway builds. When the
+daemon cannot be reached, the error says what to start.
 """
 
 from __future__ import annotations
@@ -11,27 +12,19 @@ import http.client
 import json
 import os
 import socket
+import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from .errors import SparkError
-from .install import ADMIN_SOCKET, user_admin_socket
-from .settings import Settings, split_host_port
+from pydantic import ValidationError
+
+from sparkctl.api import DaemonStatus, ErrorEnvelope, ModelStatus, StateEvent
+from sparkctl.errors import ApiError, DaemonUnavailableError, ErrorCode
+from sparkctl.paths import ADMIN_SOCKET, user_admin_socket
+from sparkctl.settings import Settings, split_host_port
 
 ENV_KEY = "SPARKCTL_API_KEY"
 ENV_URL = "SPARKCTL_URL"
-
-
-class DaemonUnavailableError(SparkError):
-    code = "daemon_unavailable"
-
-
-class ApiError(SparkError):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -53,7 +46,7 @@ class Client:
         self.url = os.environ.get(ENV_URL)
         # The daemon this configuration describes: a user's own stack (install --user) has its
         # admin socket in the user's runtime directory.
-        local = user_admin_socket() if settings.systemd.bus == "user" else Path(ADMIN_SOCKET)
+        local = user_admin_socket() if settings.systemd.bus == "user" else ADMIN_SOCKET
         self.unix = str(local) if not self.key and local is not None and local.exists() else None
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -88,18 +81,23 @@ class Client:
             raise DaemonUnavailableError(f"cannot reach the sparkctl daemon: {e}") from None
         finally:
             conn.close()
-        data = json.loads(body) if body else None
         if response.status >= 400:
-            err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            message = err.get("message") or f"HTTP {response.status}"
-            if response.status == 401 and not self.key:
-                message += f" (set {ENV_KEY} to an admin key, or run as root)"
-            raise ApiError(response.status, err.get("code") or "api_error", message)
-        return data
+            raise self._error(response.status, body)
+        return json.loads(body) if body else None
 
-    def events(self) -> Iterator[tuple[str, str]]:
-        """(model, state) from the daemon's event stream: first every model's current state,
-        then each change as it happens."""
+    def _error(self, status: int, body: bytes) -> ApiError:
+        try:
+            detail = ErrorEnvelope.model_validate_json(body).error
+            code, message = detail.code, detail.message
+        except ValidationError:
+            code, message = ErrorCode.API_ERROR.value, f"HTTP {status}"
+        if status == 401 and not self.key:
+            message += f" (set {ENV_KEY} to an admin key, or run as root)"
+        return ApiError(status, code, message)
+
+    def events(self) -> Iterator[StateEvent]:
+        """The daemon's event stream: first every model's current state, then each change as it
+        happens."""
         conn = self._connection()
         headers = {"Accept": "text/event-stream"}
         if self.key:
@@ -114,21 +112,23 @@ class Client:
                 if not line:
                     return
                 if line.startswith(b"data: "):
-                    event = json.loads(line[6:])
-                    yield event["model"], event["state"]
+                    yield StateEvent.model_validate_json(line[6:])
         except OSError as e:
             raise DaemonUnavailableError(f"lost the daemon's event stream: {e}") from None
         finally:
             conn.close()
 
-    def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.request("GET", "/api/v1/status")
-        return data
+    def status(self) -> DaemonStatus:
+        return DaemonStatus.model_validate(self.request("GET", "/api/v1/status"))
 
-    def start(self, model: str) -> dict[str, Any]:
-        data: dict[str, Any] = self.request("POST", f"/api/v1/models/{model}/start")
-        return data
+    def start(self, model: str) -> ModelStatus:
+        return ModelStatus.model_validate(self.request("POST", f"/api/v1/models/{_segment(model)}/start"))
 
-    def stop(self, model: str, *, now: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = self.request("POST", f"/api/v1/models/{model}/stop{'?now=1' if now else ''}")
-        return data
+    def stop(self, model: str, *, now: bool = False) -> ModelStatus:
+        path = f"/api/v1/models/{_segment(model)}/stop{'?now=1' if now else ''}"
+        return ModelStatus.model_validate(self.request("POST", path))
+
+
+def _segment(model: str) -> str:
+    """A model name as one path segment: whatever an operator typed stays one argument."""
+    return urllib.parse.quote(model, safe=":")

@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from .errors import ConfigError
-from .paths import SHIPPED_CATALOG
-from .quantities import Duration, IdleTimeout, Size
-from .validation import StrictModel, issues_from_validation, read_toml
+from sparkctl.errors import ConfigError
+from sparkctl.paths import SHIPPED_CATALOG
+from sparkctl.quantities import Duration, IdleTimeout, Size
+from sparkctl.validation import StrictModel, issues_from_validation, read_toml
 
 DEFAULT_CONFIG = Path("/etc/sparkctl/sparkctl.toml")
 ENV_CONFIG = "SPARKCTL_CONFIG"

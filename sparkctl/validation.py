@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import Issue
+from sparkctl.errors import Issue
 
 
 class FieldError(ValueError):

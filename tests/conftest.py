@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from sparkctl.core.weights import write_placeholder
 from sparkctl.sandbox import box as sandbox
 from sparkctl.sandbox.box import Box
 from sparkctl.settings import Settings
-from sparkctl.weights import write_placeholder
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 INTEGRATION_DIR = Path(__file__).parent / "integration"

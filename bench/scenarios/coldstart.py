@@ -24,7 +24,7 @@ import random
 import time
 from typing import Any
 
-from sparkctl.render import service_name
+from sparkctl.units.names import service_name
 
 from ..loadgen import Timed, http_request, timed_request
 from ..stats import rotate, spread

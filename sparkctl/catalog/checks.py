@@ -9,9 +9,9 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-from ..errors import Issue
-from ..settings import Settings, split_host_port
-from .spec import ModelSpec
+from sparkctl.catalog.spec import ModelSpec
+from sparkctl.errors import Issue
+from sparkctl.settings import Settings, split_host_port
 
 Specs = dict[str, tuple[ModelSpec, Path]]
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..validation import FieldError
+from sparkctl.validation import FieldError
 
 if TYPE_CHECKING:
-    from .spec import Engine
+    from sparkctl.catalog.spec import Engine
 
 # Typed field → flag. A bool renders its flag when true; `negated` is rendered when false
 # (only where the engine's default is "on", so false has to be said).

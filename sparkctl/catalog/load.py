@@ -7,16 +7,22 @@ problem in every file is collected before failing, so one run shows them all.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..errors import CatalogError, Issue, UnknownModelError
-from ..settings import Settings
-from ..validation import issues_from_validation, read_toml
-from . import checks
-from .spec import ModelSpec
+from sparkctl.catalog import checks
+from sparkctl.catalog.spec import ModelSpec
+from sparkctl.errors import CatalogError, Issue, UnknownModelError
+from sparkctl.settings import Settings
+from sparkctl.validation import issues_from_validation, read_toml
+
+# The one catalog convention beyond source.hf_repo that names weights: the
+# fix-qwen3.5-chat-template entrypoint copies its chat template from this repo's snapshot in the
+# shared cache at start, so `pull` fetches it and the start-time preflight requires it.
+TEMPLATE_SOURCE_ENV = "QWEN35_CHAT_TEMPLATE_MODEL_ID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,7 @@ class Model:
     host_port: int
     direct_port: int | None  # None: no socket of its own (direct_port = 0, or disabled)
     idle_timeout: float  # seconds; math.inf = never
+    created: int  # the file's mtime when it was read: /v1/models' `created`, without a stat per request
 
     @property
     def id(self) -> str:
@@ -37,6 +44,12 @@ class Model:
     def chat_template_file(self) -> Path | None:
         name = self.spec.engine.chat_template
         return self.file.parent / name if name else None
+
+    @property
+    def extra_repos(self) -> list[str]:
+        """Repos besides the model's own that must be in the cache before it starts."""
+        repo = self.spec.engine.env.get(TEMPLATE_SOURCE_ENV)
+        return [repo] if repo and repo != self.spec.source.hf_repo else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,13 @@ def read_spec(path: Path) -> tuple[ModelSpec | None, list[Issue]]:
     return spec, []
 
 
+def _mtime(path: Path) -> int:
+    try:
+        return int(path.stat().st_mtime)
+    except OSError:  # gone since it was read: it was read now
+        return int(time.time())
+
+
 def load_catalog(settings: Settings, dirs: list[Path] | None = None) -> Catalog:
     """Load and cross-check the catalog; raise CatalogError listing every problem."""
     explicit = dirs is not None
@@ -136,6 +156,7 @@ def load_catalog(settings: Settings, dirs: list[Path] | None = None) -> Catalog:
                 if spec.serve.idle_timeout is not None
                 else settings.scheduler.idle_timeout
             ),
+            created=_mtime(path),
         )
         for mid, (spec, path) in specs.items()
     }

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from ..quantities import Duration, IdleTimeout, Size
-from ..validation import FieldError, StrictModel
-from . import flags
+from sparkctl.catalog import flags
+from sparkctl.quantities import Duration, IdleTimeout, Size
+from sparkctl.validation import FieldError, StrictModel
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)

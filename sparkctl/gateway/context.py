@@ -3,21 +3,44 @@ the API keys, metrics, and which model each of the daemon's sockets stands for."
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
 
-from ..catalog import Catalog
-from ..journal import AccessLog
-from ..settings import Settings
-from ..supervisor import Supervisor
+from sparkctl.catalog import Catalog
+from sparkctl.core.supervisor import Supervisor
+from sparkctl.settings import Settings
 
 if TYPE_CHECKING:
-    from ..apikeys import KeyFile
-    from .metrics import Metrics
+    from sparkctl.apikeys import KeyFile
+    from sparkctl.gateway.metrics import Metrics
+
+
+class AccessLog(Protocol):
+    """Where each request's one access line goes (the daemon gives the gateway journald's)."""
+
+    def request(
+        self, method: str, route: str, model: str, status: int, seconds: float, request_id: str
+    ) -> None: ...
+
+
+class ConsoleAccessLog:
+    """Access lines on stderr, when the logger `sparkctl.access` is enabled at INFO."""
+
+    def __init__(self) -> None:
+        self.enabled = logging.getLogger("sparkctl.access").isEnabledFor(logging.INFO)
+
+    def request(
+        self, method: str, route: str, model: str, status: int, seconds: float, request_id: str
+    ) -> None:
+        if self.enabled:
+            line = f"{method} {route} {model} {status} {seconds:.3f}s {request_id}"
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} INFO    {line}\n")
 
 
 @dataclass
@@ -30,7 +53,7 @@ class Gateway:
     # local port → model, for the models' own sockets (BRIEF §4.3)
     direct_ports: dict[int, str] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
-    access: AccessLog = field(default_factory=AccessLog)
+    access: AccessLog = field(default_factory=ConsoleAccessLog)
     started: float = field(default_factory=time.time)
 
     def direct_model(self, request: web.BaseRequest) -> str | None:

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..scheduler import ModelState
-from ..supervisor import Supervisor
+from sparkctl.core.states import ModelState
+from sparkctl.core.supervisor import Supervisor
 
 _USAGE = (
     ("prompt", re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')),
@@ -97,7 +97,7 @@ class Metrics:
         self._sup = supervisor
         self._queued_at: dict[str, float] = {}
         self._previous: dict[str, ModelState] = {}
-        supervisor.listeners.append(self._on_state)
+        supervisor.subscribe(self._on_state)
 
     def _on_state(self, model: str, state: ModelState) -> None:
         before = self._previous.get(model)

@@ -20,20 +20,25 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ..catalog import Model
-from ..errors import (
+from sparkctl.catalog import Model
+from sparkctl.core.lease import Lease
+from sparkctl.errors import (
     ModelStartTimeoutError,
     RequestTimeoutError,
     RequestTooLargeError,
     SparkError,
     UpstreamError,
 )
-from ..supervisor import Lease
-from .context import GATEWAY, Gateway
-from .errors import error_response, sse_error_event
-from .routing import MODEL_ROUTES, parse_body, resolve, split_path_form
-from .shaping import shape
-from .upstream import downstream_headers, engine_error, replace_multipart_field, upstream_headers
+from sparkctl.gateway.context import GATEWAY, Gateway
+from sparkctl.gateway.errors import error_response, sse_error_event
+from sparkctl.gateway.routing import MODEL_ROUTES, parse_body, resolve, split_path_form
+from sparkctl.gateway.shaping import shape
+from sparkctl.gateway.upstream import (
+    downstream_headers,
+    engine_error,
+    replace_multipart_field,
+    upstream_headers,
+)
 
 log = logging.getLogger("sparkctl.gateway")
 KEEPALIVE_AFTER = 0.25  # a streaming request that waits longer gets SSE comments …

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..catalog import Catalog, Model
-from ..errors import (
+from sparkctl.catalog import Catalog, Model
+from sparkctl.errors import (
     InvalidJSONError,
     InvalidModelNameError,
     MissingModelError,

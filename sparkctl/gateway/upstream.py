@@ -16,8 +16,8 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ..errors import BadRequestError, ContextLengthExceededError, SparkError, UpstreamError
-from .errors import error_body, status_of
+from sparkctl.errors import BadRequestError, ContextLengthExceededError, SparkError, UpstreamError
+from sparkctl.gateway.errors import error_body
 
 # Headers that describe one connection, not the message (RFC 9110 §7.6.1), and those sparkctl
 # replaces: the client's credentials never reach an engine, lengths are recomputed.
@@ -69,21 +69,9 @@ def engine_error(status: int, body: bytes) -> tuple[int, bytes, SparkError]:
         error = ContextLengthExceededError(message)
         return 400, error_body(error), error
     if 400 <= status < 500:
+        # The engine's own status stands (404 for a route it lacks, 422 …), in sparkctl's envelope.
         error = BadRequestError(message)
-        return (
-            status,
-            json.dumps(
-                {
-                    "error": {
-                        "message": message,
-                        "type": status_of("bad_request")[1],
-                        "param": None,
-                        "code": "bad_request",
-                    }
-                }
-            ).encode(),
-            error,
-        )
+        return status, error_body(error), error
     error = UpstreamError(f"The engine failed (HTTP {status}): {message}")
     return 502, error_body(error), error
 

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SandboxError
-from ..paths import SOURCE_ROOT
+from sparkctl.errors import SandboxError
+from sparkctl.paths import SOURCE_ROOT
 
 HERE = Path(__file__).resolve().parent
 PREFIX = Path(os.environ.get("SPARKCTL_SANDBOX_PREFIX", "/opt/sparkctl-sandbox"))

@@ -21,8 +21,8 @@ import sysconfig
 import tarfile
 from pathlib import Path
 
-from ..paths import PACKAGE_DIR
-from .box import PREFIX, Box
+from sparkctl.paths import PACKAGE_DIR
+from sparkctl.sandbox.box import PREFIX, Box
 
 IMAGE = "localhost/sparkctl-emulator:latest"
 SITE = "/opt/sparkctl/site"

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from sparkctl.catalog import load_catalog
-from sparkctl.render import render
+from sparkctl.core.states import ModelState
+from sparkctl.core.supervisor import Supervisor
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.image import IMAGE
-from sparkctl.scheduler import ModelState
 from sparkctl.settings import Settings
-from sparkctl.supervisor import Supervisor
-from sparkctl.units import sync
+from sparkctl.units.render import render
+from sparkctl.units.sync import sync
 from tests.helpers import write_model
 
 SPARKCTL = str(Path(sys.prefix) / "bin" / "sparkctl")
@@ -82,9 +82,9 @@ async def reach(sup: Supervisor, within: float = 10, **wanted: ModelState) -> No
         if all(sup.view(m.replace("_", "-")).state is st for m, st in wanted.items()):
             done.set()
 
-    sup.listeners.append(check)
+    sup.subscribe(check)
     try:
         check()
         await asyncio.wait_for(done.wait(), within)
     finally:
-        sup.listeners.remove(check)
+        sup.unsubscribe(check)

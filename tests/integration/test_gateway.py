@@ -23,10 +23,10 @@ from aiohttp import web
 
 from sparkctl.apikeys import KeyFile, KeyStore
 from sparkctl.catalog import load_catalog
-from sparkctl.gateway import build_app
+from sparkctl.core.states import ModelState
+from sparkctl.core.supervisor import Supervisor
+from sparkctl.gateway.app import build_app
 from sparkctl.sandbox.box import Box
-from sparkctl.scheduler import ModelState
-from sparkctl.supervisor import Supervisor
 from tests.conftest import box_settings
 from tests.helpers import write_model
 from tests.integration.conftest import emulated, reach

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,13 +19,7 @@ from tests.integration.conftest import SPARKCTL, emulated
 
 PORT = 28950
 COMMIT = "d" * 40
-# sparkctl with this module's commands registered (idempotent: the same once cli.py has them).
-BOOT = (
-    "import sys; from sparkctl.cli import cli; from sparkctl.cli_spark import COMMANDS\n"
-    "for c in COMMANDS:\n    cli.commands.get(c.name) or cli.add_command(c)\n"
-    "cli(sys.argv[1:], prog_name='sparkctl')"
-)
-SPARK = (sys.executable, "-c", BOOT)
+SPARK = (SPARKCTL,)
 
 
 @dataclass
@@ -269,14 +262,11 @@ def test_images_build_streams_the_log_and_builds_bases_first(installed: Installe
 def test_a_model_unit_with_the_preflight_fails_fast_and_names_the_pull(installed: Installed) -> None:
     """The start-time check as a model unit would run it (ExecStartPre=, before Podman starts the
     container): a start without weights fails in moments, and the journal says what to run."""
-    from sparkctl.unitfile import command_line
+    from sparkctl.units.quoting import command_line
 
-    shim = installed.base / "sparkctl-with-spark-tools"
-    shim.write_text(f"#!{sys.executable}\n{BOOT}\n")
-    shim.chmod(0o755)
     check = command_line(
         [
-            str(shim),
+            SPARKCTL,
             "preflight",
             "--model",
             "st-no-weights",

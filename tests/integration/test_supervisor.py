@@ -13,12 +13,14 @@ import aiohttp
 import pytest
 
 from sparkctl.catalog import Catalog, load_catalog
+from sparkctl.core.host import read_meminfo
+from sparkctl.core.lease import Lease
+from sparkctl.core.states import ModelState
+from sparkctl.core.supervisor import Supervisor
+from sparkctl.core.systemd import Event, Systemd, UnitChanged
 from sparkctl.errors import ModelBackoffError, ModelStartFailedError, ModelStartTimeoutError
 from sparkctl.sandbox.box import Box
-from sparkctl.scheduler import ModelState
 from sparkctl.settings import Settings
-from sparkctl.supervisor import Lease, Supervisor, read_meminfo
-from sparkctl.systemd import Event, Systemd, UnitChanged
 from tests.conftest import box_settings
 from tests.helpers import write_model
 from tests.integration.conftest import SPARKCTL, emulated, reach

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from sparkctl.sandbox.box import Box
-from sparkctl.systemd import (
+from sparkctl.core.systemd import (
     BusUnavailableError,
     Event,
     JobRemoved,
@@ -18,6 +17,7 @@ from sparkctl.systemd import (
     UnitChanged,
     UnitNotFoundError,
 )
+from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
 from tests.helpers import write_model
 from tests.integration.conftest import SPARKCTL, emulated, refused

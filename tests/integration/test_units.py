@@ -63,7 +63,7 @@ def test_render_check_runs_the_real_generator_and_verify(box: Box, tmp_path: Pat
         assert "systemd-analyze verify: 66 units OK" in proc.stderr
         # A unit Quadlet refuses, or that systemd-analyze finds wrong, fails the check.
         bad = (
-            "from pathlib import Path; from sparkctl import verify; from sparkctl.render import UnitFile; "
+            "from pathlib import Path; from sparkctl.units import verify; from sparkctl.units.render import UnitFile; "
             "from sparkctl.settings import Settings; "
             f"d = Path({str(out)!r}); "
             "(d / 'sparkctl-x.container').write_text('[Container]\\nImage=i\\nNoSuchKey=1\\n'); "

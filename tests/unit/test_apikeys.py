@@ -16,24 +16,10 @@ import pytest
 from click.testing import CliRunner
 from multidict import CIMultiDict
 
-from sparkctl import apikeys
-from sparkctl.apikeys import (
-    InvalidKeyNameError,
-    KeyEntry,
-    KeyExistsError,
-    KeyFile,
-    KeyFileError,
-    KeyNotFoundError,
-    KeyStore,
-    edit,
-    hash_key,
-    presented_key,
-)
+from sparkctl.apikeys import KeyEntry, KeyFile, KeyStore, edit, hash_key, presented_key
+from sparkctl.apikeys import store as key_store
 from sparkctl.cli import cli
-from sparkctl.cli_keys import keys
-
-# cli.py registers the group itself once it is wired up; until then (and harmlessly after) do it here.
-cli.add_command(keys)
+from sparkctl.errors import InvalidKeyNameError, KeyExistsError, KeyFileError, KeyNotFoundError
 
 KEY_RE = re.compile(r"^sk-spark-[A-Za-z0-9_-]{43}$")
 DIGEST = "0" * 64
@@ -336,7 +322,7 @@ def test_owner_and_group_preserved_and_new_file_goes_to_daemon_group(
     st = path.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (12345, 23456, 0o640)
 
-    monkeypatch.setattr(apikeys, "DAEMON_GROUP", "nogroup")
+    monkeypatch.setattr(key_store, "DAEMON_GROUP", "nogroup")
     import grp
 
     fresh = tmp_path / "fresh" / "api-keys"

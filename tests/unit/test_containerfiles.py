@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from sparkctl.catalog import read_specs
 from sparkctl.cli import cli
-from sparkctl.cli_spark import COMMANDS
-from sparkctl.images import (
+from sparkctl.paths import SHIPPED_CATALOG
+from sparkctl.tools.images import (
     SHIPPED_CONTAINERFILES,
     ImageIndexError,
     ImagesError,
@@ -28,11 +28,6 @@ from sparkctl.images import (
     instructions,
     load_index,
 )
-from sparkctl.paths import SHIPPED_CATALOG
-
-for _command in COMMANDS:
-    if _command.name not in cli.commands:
-        cli.add_command(_command)
 
 ROOT = Path(__file__).resolve().parents[2]
 CF = SHIPPED_CONTAINERFILES

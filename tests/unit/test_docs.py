@@ -22,12 +22,7 @@ from pydantic_core import PydanticUndefined
 
 from sparkctl.catalog.spec import ModelSpec, json_schema
 from sparkctl.cli import cli
-from sparkctl.cli_spark import COMMANDS
 from sparkctl.quantities import format_duration, format_size
-
-for _command in COMMANDS:
-    if _command.name not in cli.commands:
-        cli.add_command(_command)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

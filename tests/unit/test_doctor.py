@@ -12,18 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sparkctl import doctor
 from sparkctl.apikeys import edit
 from sparkctl.cli import cli
-from sparkctl.cli_spark import COMMANDS
-from sparkctl.doctor import CDI_FIX, GIB, Check, Disk, Host, Result, run_checks
 from sparkctl.paths import SHIPPED_UNITS
 from sparkctl.settings import Settings
+from sparkctl.tools import doctor
+from sparkctl.tools.doctor import CDI_FIX, GIB, Check, Disk, Host, Result, run_checks
 from tests.helpers import write_model
-
-for _command in COMMANDS:
-    if _command.name not in cli.commands:
-        cli.add_command(_command)
 
 # What `nvidia-ctk cdi generate` writes on a Spark (abridged), and the `systemctl show` of a socket.
 NVIDIA_CTK_SPEC = """---

@@ -19,14 +19,9 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from sparkctl.cli import cli
-from sparkctl.cli_spark import COMMANDS
-from sparkctl.pull import PullError, Token, find_token, pull_weights
-from sparkctl.weights import check_weights, repo_dir, weights_present
+from sparkctl.core.weights import check_weights, repo_dir, weights_present
+from sparkctl.tools.pull import PullError, Token, find_token, pull_weights
 from tests.helpers import write_model
-
-for _command in COMMANDS:
-    if _command.name not in cli.commands:
-        cli.add_command(_command)
 
 TOKEN = "hf_test_secret_token"
 COMMIT = "a" * 40

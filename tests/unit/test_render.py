@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sparkctl import unitfile
 from sparkctl.catalog import load_catalog
-from sparkctl.render import conflicting_pairs, render
 from sparkctl.settings import Settings, load_settings
-from sparkctl.units import sync
+from sparkctl.units import quoting as unitfile
+from sparkctl.units.render import conflicting_pairs, render
+from sparkctl.units.sync import sync
 from tests.helpers import write_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,8 +242,8 @@ def test_sync_writes_changes_and_removes_only_its_own_stale_files(tmp_path: Path
 
 def test_units_dir_holds_the_default_rendering_of_sparkctls_own_units() -> None:
     """units/sparkctl.{service,socket} are what `sparkctl install` writes with the defaults."""
-    from sparkctl.install import own_units
     from sparkctl.settings import DEFAULT_CONFIG
+    from sparkctl.tools.install import own_units
 
     for unit in own_units(Settings(), Path("/usr/local/bin/sparkctl"), DEFAULT_CONFIG):
         assert (ROOT / "units" / unit.name).read_text() == unit.text, f"re-render units/{unit.name}"

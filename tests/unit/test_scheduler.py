@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from sparkctl.core.scheduler import GRANTED, QUEUED, Scheduler
+from sparkctl.core.states import ActiveState, JobResult, ModelInfo, ModelState, TimerKey
 from sparkctl.errors import (
     ModelBackoffError,
     ModelLoadingError,
@@ -21,7 +23,7 @@ from sparkctl.errors import (
     SparkError,
     UpstreamError,
 )
-from sparkctl.scheduler import GRANTED, QUEUED, ModelInfo, ModelState, Scheduler, TimerKey
+from sparkctl.units.names import service_name
 
 GIB = 1024**3
 
@@ -104,11 +106,11 @@ class World:
         self.s.release(req, model, self.now)
 
     def ready(self, model: str) -> None:
-        self.s.start_finished(model, "done", "success", self.now)
+        self.s.start_finished(model, JobResult.DONE, "success", self.now)
 
     def fail(self, model: str, unit_result: str = "exit-code") -> None:
         self.fake.running.discard(model)
-        self.s.start_finished(model, "failed", unit_result, self.now)
+        self.s.start_finished(model, JobResult.FAILED, unit_result, self.now)
 
     def stopped(self, model: str) -> None:
         self.fake.running.discard(model)
@@ -132,7 +134,7 @@ class World:
 
 
 def m(name: str, fraction: float = 0.7, **kw: object) -> ModelInfo:
-    return ModelInfo(id=name, fraction=fraction, **kw)  # type: ignore[arg-type]
+    return ModelInfo(id=name, fraction=fraction, unit=service_name(name), **kw)  # type: ignore[arg-type]
 
 
 def test_ready_model_is_served_at_once_and_idles_from_the_end_of_the_last_response() -> None:
@@ -314,7 +316,7 @@ def test_a_model_that_dies_while_serving_ends_its_leases_at_once() -> None:
     w.acquire(2, "a")
     w.ready("a")
     w.fake.running.discard("a")
-    w.s.unit_state("a", "failed", w.now)
+    w.s.unit_state("a", ActiveState.FAILED, w.now)
     assert set(w.fake.aborted) == {1, 2} and isinstance(w.fake.aborted[1], UpstreamError)
     assert w.state("a") is ModelState.FAILED
     assert w.acquire(3, "a") is QUEUED and w.fake.starts() == ["a", "a"]
@@ -323,15 +325,15 @@ def test_a_model_that_dies_while_serving_ends_its_leases_at_once() -> None:
 def test_systemd_is_the_source_of_truth_for_changes_made_by_hand() -> None:
     w = World(m("a", exclusive=True), m("b", exclusive=True))
     w.fake.running.add("a")
-    w.s.unit_state("a", "activating", w.now)
+    w.s.unit_state("a", ActiveState.ACTIVATING, w.now)
     assert w.state("a") is ModelState.STARTING
-    w.s.unit_state("a", "active", w.now)
+    w.s.unit_state("a", ActiveState.ACTIVE, w.now)
     assert w.state("a") is ModelState.READY and ("idle", "a") in w.fake.timers  # adopted, idles out
     # `systemctl start b` by hand: Conflicts= stops a first
-    w.s.unit_state("a", "deactivating", w.now)
-    w.s.unit_state("a", "inactive", w.now)
+    w.s.unit_state("a", ActiveState.DEACTIVATING, w.now)
+    w.s.unit_state("a", ActiveState.INACTIVE, w.now)
     w.fake.running.discard("a")
-    w.s.unit_state("b", "active", w.now)
+    w.s.unit_state("b", ActiveState.ACTIVE, w.now)
     assert w.state("a") is ModelState.STOPPED and w.state("b") is ModelState.READY
     assert w.fake.starts() == [] and w.fake.stops() == []  # the scheduler did none of it
 
@@ -339,7 +341,7 @@ def test_systemd_is_the_source_of_truth_for_changes_made_by_hand() -> None:
 def test_adopting_running_units_restarts_nothing_and_arms_idle_timers() -> None:
     w = World(m("a", idle_timeout=60), m("p", 0.05, pinned=True, preload=True), m("q", 0.1, preload=True))
     w.fake.running |= {"a", "p"}
-    w.s.adopt({"a": "active", "p": "active", "q": "inactive"}, w.now)
+    w.s.adopt({"a": ActiveState.ACTIVE, "p": ActiveState.ACTIVE, "q": ActiveState.INACTIVE}, w.now)
     assert w.fake.starts() == [] and w.fake.stops() == []
     assert w.state("a") is ModelState.READY and w.fake.timers[("idle", "a")] == w.now + 60
     assert ("idle", "p") not in w.fake.timers  # pinned
@@ -495,7 +497,7 @@ def test_random_traffic_keeps_every_invariant() -> None:
                 name = rng.choice(sorted(w.fake.running))
                 if w.state(name) is ModelState.READY:
                     w.fake.running.discard(name)
-                    w.s.unit_state(name, "failed", w.now)
+                    w.s.unit_state(name, ActiveState.FAILED, w.now)
             else:
                 w.advance(rng.choice([1, 5, 30, 100]))
             for r in list(waiting):

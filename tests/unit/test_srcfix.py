@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkctl.images import SHIPPED_CONTAINERFILES as CF
+from sparkctl.tools.images import SHIPPED_CONTAINERFILES as CF
 
 sys.path.insert(0, str(CF / "scripts"))
 import srcfix

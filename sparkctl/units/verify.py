@@ -11,9 +11,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .install import own_units
-from .render import UnitFile
-from .settings import DEFAULT_CONFIG, Settings
+from sparkctl.settings import DEFAULT_CONFIG, Settings
+from sparkctl.units.own import own_units
+from sparkctl.units.render import UnitFile
 
 QUADLET_CANDIDATES = (
     "/usr/libexec/podman/quadlet",

@@ -18,7 +18,8 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from .errors import SparkError
+from sparkctl.core.states import ActiveState, JobResult
+from sparkctl.errors import AccessDeniedError, BusUnavailableError, SystemdError, UnitNotFoundError
 
 DEST = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -27,22 +28,6 @@ UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
-
-
-class SystemdError(SparkError):
-    code = "systemd_error"
-
-
-class UnitNotFoundError(SystemdError):
-    code = "unit_not_found"
-
-
-class AccessDeniedError(SystemdError):
-    code = "access_denied"
-
-
-class BusUnavailableError(SystemdError):
-    code = "bus_unavailable"
 
 
 _ERRORS: dict[str, type[SystemdError]] = {
@@ -55,18 +40,18 @@ _ERRORS: dict[str, type[SystemdError]] = {
 
 @dataclass(frozen=True, slots=True)
 class JobRemoved:
-    """A job ended: result is done, failed, timeout, canceled, dependency or skipped."""
+    """A job ended."""
 
     job_id: int
     job: str
     unit: str
-    result: str
+    result: JobResult
 
 
 @dataclass(frozen=True, slots=True)
 class UnitChanged:
     unit: str
-    active_state: str
+    active_state: ActiveState
     sub_state: str
 
 
@@ -125,8 +110,8 @@ class Systemd:
     def __init__(self, bus: MessageBus, on_event: Callable[[Event], None] | None = None) -> None:
         self._bus = bus
         self._on_event = on_event
-        self._jobs: dict[str, asyncio.Future[str]] = {}
-        self._finished: dict[str, str] = {}  # JobRemoved seen before its StartUnit reply
+        self._jobs: dict[str, asyncio.Future[JobResult]] = {}
+        self._finished: dict[str, JobResult] = {}  # JobRemoved seen before its StartUnit reply
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -263,7 +248,8 @@ class Systemd:
         if msg.message_type != MessageType.SIGNAL:
             return False
         if msg.member == "JobRemoved" and msg.interface == MANAGER:
-            job_id, job, unit, result = msg.body
+            job_id, job, unit, raw = msg.body
+            result = JobResult.parse(raw)
             fut = self._jobs.pop(job, None)
             if fut is not None:
                 if not fut.done():
@@ -275,9 +261,10 @@ class Systemd:
             self._emit(JobRemoved(job_id, job, unit, result))
         elif msg.member == "PropertiesChanged" and msg.path and msg.path.startswith(UNIT_PATH_PREFIX):
             interface, changed, _ = msg.body
-            if interface == UNIT and "ActiveState" in changed:
+            active = ActiveState.parse(changed["ActiveState"].value) if "ActiveState" in changed else None
+            if interface == UNIT and active is not None:  # (a state newer than this sparkctl: ignored)
                 sub = changed["SubState"].value if "SubState" in changed else ""
-                self._emit(UnitChanged(unit_name(msg.path), changed["ActiveState"].value, sub))
+                self._emit(UnitChanged(unit_name(msg.path), active, sub))
         return False
 
     def _emit(self, event: Event) -> None:
@@ -289,8 +276,8 @@ class Systemd:
 class Job:
     path: str
     unit: str
-    result: asyncio.Future[str]
+    result: asyncio.Future[JobResult]
 
-    async def wait(self) -> str:
-        """How the job ended: done, failed, timeout, canceled, dependency or skipped."""
+    async def wait(self) -> JobResult:
+        """How the job ended."""
         return await asyncio.shield(self.result)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .settings import Settings, split_host_port
+from sparkctl.settings import Settings, split_host_port
 
 Status = Literal["pass", "warn", "fail"]
 GIB = 1024**3
@@ -464,7 +464,8 @@ def check_api_key(host: Host, settings: Settings) -> Check:
         return Check(
             name, "pass", "not needed: gateway.auth = none (refused unless every listener is loopback)"
         )
-    from .apikeys import KeyFileError, KeyStore
+    from sparkctl.apikeys import KeyStore
+    from sparkctl.errors import KeyFileError
 
     path = settings.gateway.api_keys_file
     if not host.path(path).exists():
@@ -514,7 +515,7 @@ def check_polkit(host: Host, settings: Settings) -> Check:
             f"{POLKIT_RULE} is missing: the daemon may not start or stop model units",
             "sudo sparkctl install",
         )
-    from .paths import SHIPPED_UNITS
+    from sparkctl.paths import SHIPPED_UNITS
 
     shipped = (SHIPPED_UNITS / "sparkctl.polkit.rules").read_text()
     if installed != shipped:
@@ -545,9 +546,9 @@ def check_socket_unit(host: Host, settings: Settings) -> Check:
 
 def check_models(host: Host, settings: Settings) -> Check:
     name = "models"
-    from .catalog import load_catalog
-    from .errors import SparkError
-    from .weights import check_weights
+    from sparkctl.catalog import load_catalog
+    from sparkctl.core.weights import check_weights
+    from sparkctl.errors import SparkError
 
     try:
         catalog = load_catalog(settings)

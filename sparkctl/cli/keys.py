@@ -1,9 +1,7 @@
 """`sparkctl keys add|list|revoke` (BRIEF §4.4): edit the key file named by `gateway.api_keys_file`.
 
 They work on the file directly, not through the daemon, which notices the change within a second
-(apikeys.KeyFile). This module is imported by cli.py at startup, so it imports nothing from cli.py
-at module level (cli.py imports this module, a cycle either way round) and loads apikeys only when
-a keys command runs.
+(apikeys.KeyFile). apikeys is loaded only when a keys command runs.
 """
 
 from __future__ import annotations
@@ -12,13 +10,16 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sparkctl.cli.output import emit_json, print_table
+from sparkctl.errors import InvalidKeyNameError
+
 if TYPE_CHECKING:
-    from .clibase import Context
+    from sparkctl.cli.app import Context
 
 
 def _name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     # A malformed name is a usage error (exit 2), caught before anything is read or written.
-    from .apikeys import InvalidKeyNameError, check_name
+    from sparkctl.apikeys import check_name
 
     try:
         return check_name(value)
@@ -37,7 +38,7 @@ def keys() -> None:
 @click.pass_obj
 def keys_add(ctx: Context, name: str, admin: bool) -> None:
     """Create a key named NAME and print it: the only time it is shown."""
-    from .apikeys import edit
+    from sparkctl.apikeys import edit
 
     path = ctx.settings.gateway.api_keys_file
     with edit(path, create_dir=True) as store:
@@ -55,8 +56,7 @@ def keys_add(ctx: Context, name: str, admin: bool) -> None:
 @click.pass_obj
 def keys_list(ctx: Context, as_json: bool) -> None:
     """Every key's name, scope and creation time (the keys themselves are not stored)."""
-    from .apikeys import KeyStore
-    from .clibase import emit_json, print_table
+    from sparkctl.apikeys import KeyStore
 
     rows = [
         {"name": e.name, "scope": e.scope, "created": e.created}
@@ -73,9 +73,12 @@ def keys_list(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def keys_revoke(ctx: Context, name: str) -> None:
     """Delete the key named NAME (the daemon refuses it within a second)."""
-    from .apikeys import edit
+    from sparkctl.apikeys import edit
 
     path = ctx.settings.gateway.api_keys_file
     with edit(path) as store:
         store.revoke(name)
     click.echo(f"revoked key {name!r} in {path}", err=True)
+
+
+COMMANDS: list[click.Command] = [keys]

@@ -1,38 +1,30 @@
-"""The `sparkctl` command line (click + rich).
-
-Data goes to stdout (tables, or JSON with --json), messages and errors to stderr as `error: …`.
-Exit codes: 0 ok, 1 failure, 2 usage. SparkError → message and exit code happens here and only
-here; subcommands import their modules lazily so `sparkctl probe`, which every model unit runs
-at start, stays quick.
-"""
+"""`sparkctl models list|show|validate|schema` and `sparkctl render`: the catalog and the units it
+renders to. They work without the daemon; `models list` adds live states when it can ask it."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import InvalidFilesError, SparkError
+from sparkctl.cli.app import Context, fail, pass_ctx
+from sparkctl.cli.output import emit_json, print_table, tokens
+from sparkctl.errors import InvalidFilesError, SparkError
 
 if TYPE_CHECKING:
-    from .catalog import Model
-
-
-from .clibase import Context, cli, emit_json, fail, pass_ctx, print_table
+    from sparkctl.catalog import Model
 
 
 # ---------------------------------------------------------------------------------------- models
-@cli.group()
+@click.group()
 def models() -> None:
     """The model catalog (works without the daemon)."""
 
 
 def _model_row(model: Model) -> dict[str, Any]:
     spec = model.spec
-    from .render import service_name, socket_name
+    from sparkctl.units.names import service_name, socket_name
 
     return {
         "id": spec.id,
@@ -62,7 +54,7 @@ def _model_row(model: Model) -> dict[str, Any]:
 
 
 def _duration(seconds: float) -> str:
-    from .quantities import format_duration
+    from sparkctl.quantities import format_duration
 
     return format_duration(seconds)
 
@@ -86,7 +78,7 @@ def models_list(ctx: Context, as_json: bool) -> None:
             f"{r['gpu_memory_utilization']:.2f}"
             + (" exclusive" if r["gpu"] == "exclusive" else "")
             + (" pinned" if r["pinned"] else ""),
-            _tokens(r["context_length"]),
+            tokens(r["context_length"]),
             ",".join(r["capabilities"]),
             r["disabled_reason"] if r["status"] == "disabled" else r["description"],
         ]
@@ -97,29 +89,20 @@ def models_list(ctx: Context, as_json: bool) -> None:
         headers.insert(1, "STATE")
         for line, r in zip(table, rows, strict=True):
             line.insert(1, r["state"])
-    print_table(headers, table)
+    print_table(headers, table, wrap={"DESCRIPTION"})
 
 
 def _live_states(ctx: Context) -> dict[str, str] | None:
     """Model states from the daemon when it can be asked (root, or $SPARKCTL_API_KEY); else None."""
-    from .client import Client
+    from sparkctl.client import Client
 
     client = Client(ctx.settings, timeout=5)
     if client.unix is None and client.key is None:
         return None
     try:
-        return {m["id"]: m["state"] for m in client.status()["models"]}
+        return {m.id: m.state.value for m in client.status().models}
     except SparkError:
         return None
-
-
-def _tokens(n: int) -> str:
-    """Context sizes as people say them: 131072 → 128k, 128000 → 128k, 240000 → 240k."""
-    if n % 1000 == 0:
-        return f"{n // 1000}k"
-    if n % 1024 == 0:
-        return f"{n // 1024}k"
-    return str(n)
 
 
 @models.command("show")
@@ -163,13 +146,13 @@ def models_validate(ctx: Context, dirs: tuple[Path, ...]) -> None:
 @models.command("schema")
 def models_schema() -> None:
     """The JSON schema of a catalog file (docs/catalog.schema.json is this output)."""
-    from .catalog.spec import json_schema
+    from sparkctl.catalog.spec import json_schema
 
     emit_json(json_schema())
 
 
 # ---------------------------------------------------------------------------------------- render
-@cli.command()
+@click.command()
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -184,8 +167,8 @@ def models_schema() -> None:
 @pass_ctx
 def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
     """Render the units of every enabled model."""
-    from . import render as rendering
-    from . import units
+    from sparkctl.units import render as rendering
+    from sparkctl.units import sync
 
     settings = ctx.settings
     catalog = ctx.catalog()
@@ -195,7 +178,7 @@ def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
         if out
         else {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir}
     )
-    changes = units.sync(files, dirs)
+    changes = sync.sync(files, dirs)
     # A first render adds everything; what changed later is what an operator wants to see.
     shown = [("changed", changes.changed), ("removed", changes.removed)]
     if verbose:
@@ -208,7 +191,7 @@ def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
         f"({len(changes.added)} added, {len(changes.changed)} changed, {len(changes.removed)} removed)"
     )
     if check:
-        from . import verify
+        from sparkctl.units import verify
 
         report = verify.check(files, dirs, settings)
         for line in report.lines:
@@ -217,57 +200,4 @@ def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
             fail("the rendered units did not pass the checks")
 
 
-# ---------------------------------------------------------------------------------------- keys
-from .cli_keys import keys  # noqa: E402  (the groups live in their own modules)
-from .cli_ops import COMMANDS  # noqa: E402
-from .cli_spark import COMMANDS as SPARK_COMMANDS  # noqa: E402
-
-cli.add_command(keys)
-for command in [*COMMANDS, *SPARK_COMMANDS]:
-    cli.add_command(command)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-@cli.command()
-@click.argument("url")
-@click.option("--interval", default="10ms", show_default=True, help="Time between probes.")
-@click.option("--timeout", default=None, help="Give up after this long (default: never; systemd bounds it).")
-def probe(url: str, interval: str, timeout: str | None) -> None:
-    """Wait until URL answers 200 (the readiness step of every model unit)."""
-    from .probe import EngineExitedError, wait_ready
-    from .quantities import parse_duration
-
-    # systemd tells ExecStartPost= the unit's main process; without it (by hand) nothing is watched.
-    main_pid = os.environ.get("MAINPID")
-    try:
-        ok = wait_ready(
-            url,
-            interval=parse_duration(interval),
-            timeout=parse_duration(timeout) if timeout else None,
-            main_pid=int(main_pid) if main_pid and main_pid.isdigit() else None,
-        )
-    except ValueError as e:
-        fail(str(e), 2)
-    except EngineExitedError as e:
-        fail(str(e))
-    if not ok:
-        fail(f"{url} was not ready within {timeout}")
-    # Ready: every millisecond from here to systemd's "active" is a client waiting on a cold
-    # start, and an orderly interpreter shutdown costs ~20 of them. Nothing is left to clean up.
-    sys.stderr.flush()
-    os._exit(0)
-
-
-@cli.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def emulate(args: tuple[str, ...]) -> None:
-    """A vLLM stand-in: `sparkctl emulate [serve] MODEL [vLLM flags]` (see docs)."""
-    from . import emulator
-
-    sys.exit(emulator.main(list(args)))
-
-
-def main() -> None:
-    cli(standalone_mode=True)
+COMMANDS: list[click.Command] = [models, render]

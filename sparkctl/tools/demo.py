@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import SparkError
-from .sandbox import image
-from .sandbox.box import Box
-from .weights import write_placeholder
+from sparkctl.core.weights import write_placeholder
+from sparkctl.errors import DemoError
+from sparkctl.sandbox import image
+from sparkctl.sandbox.box import Box
 
 DEMO_MODELS = {
     "demo-chat": {
@@ -49,10 +49,6 @@ DEMO_MODELS = {
         "exclusive": True,
     },
 }
-
-
-class DemoError(SparkError):
-    code = "demo_failed"
 
 
 def _catalog_entry(model_id: str, spec: dict[str, object], port: int, sparkctl: str) -> str:

@@ -25,24 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import SparkError
-from .weights import check_weights, hub_dir
+from sparkctl.core.weights import check_weights, hub_dir
+from sparkctl.errors import ImageMissingError, PullError
 
 if TYPE_CHECKING:
-    from .catalog import Model
+    from sparkctl.catalog import Model
 
 TOKEN_FILE = Path("/etc/sparkctl/hf-token")
 CREDENTIAL = "hf-token"
 
 Say = Callable[[str], None]
-
-
-class PullError(SparkError):
-    code = "pull_failed"
-
-
-class ImageMissingError(SparkError):
-    code = "image_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +225,7 @@ def _write_ref(hub: Path, repo: str, revision: str, commit: str) -> None:
 # ------------------------------------------------------------------------------------------ image
 def ensure_image(image: str, *, say: Say, pull: bool = True, system: bool = True) -> str:
     """Make sure `image` is in Podman's store: "present", "pulled", or ImageMissingError."""
-    from .images import podman_client
+    from sparkctl.tools.images import podman_client
 
     with podman_client(system=system) as client:
         if client.images.exists(image):
@@ -275,17 +267,6 @@ def _pull_hint(image: str) -> str:
     return "check the network and the registry, then run the pull again"
 
 
-# The one catalog convention pull knows beyond source.hf_repo: the fix-qwen3.5-chat-template
-# entrypoint copies its chat template from this repo's snapshot in the shared cache at start.
-TEMPLATE_SOURCE_ENV = "QWEN35_CHAT_TEMPLATE_MODEL_ID"
-
-
-def extra_repos(model: Model) -> list[str]:
-    """Repos besides the model's own that must be in the cache before it starts."""
-    repo = model.spec.engine.env.get(TEMPLATE_SOURCE_ENV)
-    return [repo] if repo and repo != model.spec.source.hf_repo else []
-
-
 def pull_model(
     model: Model,
     hf_cache: Path,
@@ -318,7 +299,7 @@ def pull_model(
                 say=say,
             )
             say(f"{model.id}: weights ready in {result.snapshot}")
-            for repo in extra_repos(model):
+            for repo in model.extra_repos:
                 say(f"{model.id} takes its chat template from {repo}: fetching it too")
                 pull_weights(repo, "main", hf_cache, model_id=model.id, token=token, say=say)
     if image and spec.engine.runtime == "container" and spec.engine.image:

@@ -20,12 +20,13 @@ from typing import Literal
 
 import jinja2
 
-from . import unitfile
-from .catalog import Catalog, Model
-from .catalog.flags import engine_flags
-from .paths import TEMPLATES_DIR
-from .quantities import format_size, systemd_seconds
-from .settings import Settings
+from sparkctl.catalog import Catalog, Model
+from sparkctl.catalog.flags import engine_flags
+from sparkctl.paths import TEMPLATES_DIR
+from sparkctl.quantities import format_size, systemd_seconds
+from sparkctl.settings import Settings
+from sparkctl.units import quoting
+from sparkctl.units.names import container_name, service_name, socket_name
 
 Destination = Literal["quadlet", "unit"]
 
@@ -42,14 +43,6 @@ class UnitFile:
     destination: Destination  # quadlet dir or unit dir
     name: str
     text: str
-
-
-def service_name(model_id: str) -> str:
-    return f"sparkctl-{model_id}.service"
-
-
-def socket_name(model_id: str) -> str:
-    return f"sparkctl-{model_id}.socket"
 
 
 def conflicting_pairs(catalog: Catalog, settings: Settings) -> list[tuple[str, str]]:
@@ -82,7 +75,7 @@ def render(catalog: Catalog, settings: Settings) -> list[UnitFile]:
 
 
 @cache
-def _templates() -> jinja2.Environment:
+def templates() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
@@ -98,7 +91,7 @@ def _unit_section(model: Model, others: list[str]) -> dict[str, object]:
     # An ordering in one direction (the lower id is Before= the higher) makes systemd run the stop
     # job before the start job when one replaces the other, whichever is started.
     return {
-        "description": unitfile.plain(f"sparkctl model {model.id}: {model.spec.description}"),
+        "description": quoting.plain(f"sparkctl model {model.id}: {model.spec.description}"),
         "documentation": f"https://huggingface.co/{model.spec.source.hf_repo}"
         if "/" in model.spec.source.hf_repo and not model.spec.source.hf_repo.startswith("/")
         else None,
@@ -153,14 +146,12 @@ def _environment(model: Model, *, hf_home: str, compile_cache: str, quadlet: boo
         "DO_NOT_TRACK": "1",
     }
     env.update(model.spec.engine.env)
-    line = unitfile.quadlet_environment if quadlet else unitfile.environment
+    line = quoting.quadlet_environment if quadlet else quoting.environment
     return [line(k, v) for k, v in env.items()]
 
 
 def _preflight(model: Model, settings: Settings) -> str:
     """The start-time check that weights and image are here (a start never downloads)."""
-    from .pull import extra_repos
-
     spec = model.spec
     argv = [
         str(settings.runtime.sparkctl),
@@ -176,14 +167,14 @@ def _preflight(model: Model, settings: Settings) -> str:
     ]
     if spec.engine.image:
         argv += ["--image", spec.engine.image]
-    for repo in extra_repos(model):
+    for repo in model.extra_repos:
         argv += ["--require", repo]
-    return unitfile.command_line(argv)
+    return quoting.command_line(argv)
 
 
 def _probe(model: Model, settings: Settings) -> str:
     url = f"http://127.0.0.1:{model.host_port}{model.spec.engine.health_path}"
-    return unitfile.command_line([str(settings.runtime.sparkctl), "probe", "--interval", PROBE_INTERVAL, url])
+    return quoting.command_line([str(settings.runtime.sparkctl), "probe", "--interval", PROBE_INTERVAL, url])
 
 
 def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFile:
@@ -199,11 +190,11 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
     if engine.runtime == "process":
         argv = _argv(model, settings, str(template_file) if template_file else None)
         text = (
-            _templates()
+            templates()
             .get_template("model.service.j2")
             .render(
                 **common,
-                exec_start=unitfile.command_line(argv),
+                exec_start=quoting.command_line(argv),
                 environment=_environment(
                     model,
                     hf_home=str(settings.runtime.hf_cache),
@@ -238,19 +229,19 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
     network = settings.runtime.container_network
     health_url = f"http://127.0.0.1:{_listen(model, settings)[1]}{engine.health_path}"
     text = (
-        _templates()
+        templates()
         .get_template("model.container.j2")
         .render(
             **common,
             id=spec.id,
             image=engine.image,
-            exec=unitfile.command_line(argv),
+            exec=quoting.command_line(argv),
             network=network,
             publish=f"127.0.0.1:{model.host_port}:{engine.port}" if network == "bridge" else None,
             devices=["nvidia.com/gpu=all", *engine.devices],
             # Quadlet takes each Volume= line whole (no word splitting); the catalog's paths carry no
             # spaces or quotes, so only specifiers need escaping.
-            volumes=[unitfile.plain(v) for v in volumes],
+            volumes=[quoting.plain(v) for v in volumes],
             environment=_environment(
                 model,
                 hf_home=str(settings.runtime.container_hf_home),
@@ -258,25 +249,25 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
                 quadlet=True,
             ),
             ulimits=[f"{name}={v}:{v}" for name, v in sorted(engine.ulimits.items())],
-            podman_args=[unitfile.quote_word(a) for a in podman_args],
+            podman_args=[quoting.quote_word(a) for a in podman_args],
             # Run by Podman through `sh -c` inside the image: python3 is in every vLLM and SGLang
             # image, curl not always. Catches an engine that hangs after it was ready. (No double
             # quotes: Quadlet mangles them in HealthCmd=.)
-            health_cmd=unitfile.plain(
+            health_cmd=quoting.plain(
                 "python3 -c 'import sys,urllib.request as u; u.urlopen(sys.argv[1],timeout=10)' " + health_url
             ),
             health_interval=HEALTH_INTERVAL,
             preflight=_preflight(model, settings),
         )
     )
-    return UnitFile("quadlet", f"sparkctl-{spec.id}.container", text)
+    return UnitFile("quadlet", container_name(spec.id), text)
 
 
 def _socket_unit(model: Model, settings: Settings) -> UnitFile:
     assert model.direct_port is not None
     host = settings.gateway.direct_host
     text = (
-        _templates()
+        templates()
         .get_template("model.socket.j2")
         .render(
             header=HEADER.format(source=f"{model.id}.toml"),

@@ -18,26 +18,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import unitfile
-from .apikeys import KeyStore, edit
-from .catalog import load_catalog
-from .errors import SparkError
-from .paths import SHIPPED_CATALOG, SHIPPED_UNITS
-from .render import UnitFile, render, service_name, socket_name
-from .settings import DEFAULT_CONFIG, Settings, load_settings, split_host_port, user_config_path
-from .systemd import Systemd
-from .units import sync, write_atomic
+from sparkctl.apikeys import KeyStore, edit
+from sparkctl.catalog import load_catalog
+from sparkctl.core.systemd import Systemd
+from sparkctl.errors import InstallError
+from sparkctl.paths import SHIPPED_CATALOG, SHIPPED_UNITS, write_atomic
+from sparkctl.settings import DEFAULT_CONFIG, Settings, load_settings, split_host_port, user_config_path
+from sparkctl.units.names import ALL_UNITS_GLOBS, DAEMON_SOCKET, DAEMON_UNITS, service_name, socket_name
+from sparkctl.units.own import own_units
+from sparkctl.units.render import render
+from sparkctl.units.sync import sync
 
-ADMIN_SOCKET = "/run/sparkctl/sparkctl.sock"
-USER_ADMIN_SOCKET = "%t/sparkctl/sparkctl.sock"  # %t: the user's $XDG_RUNTIME_DIR
 SYSUSERS = Path("/etc/sysusers.d/sparkctl.conf")
 TMPFILES = Path("/etc/tmpfiles.d/sparkctl.conf")
 POLKIT = Path("/etc/polkit-1/rules.d/50-sparkctl.rules")
-OWN_UNITS = ("sparkctl.service", "sparkctl.socket")
-
-
-class InstallError(SparkError):
-    code = "install_failed"
 
 
 def sparkctl_executable() -> Path:
@@ -47,58 +41,6 @@ def sparkctl_executable() -> Path:
         return candidate.resolve()
     found = shutil.which("sparkctl") or str(Path(sys.executable).parent / "sparkctl")
     return Path(found).resolve()
-
-
-def user_admin_socket() -> Path | None:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "sparkctl" / "sparkctl.sock" if runtime else None
-
-
-def own_units(settings: Settings, executable: Path, config: Path, *, user: bool = False) -> list[UnitFile]:
-    """sparkctl.service and sparkctl.socket for this host (or this user)."""
-    from .render import _templates  # the same Jinja environment as the model units
-
-    listen = [_listen_stream(a) for a in settings.gateway.listen]
-    socket_text = (
-        _templates()
-        .get_template("sparkctl.socket.j2")
-        .render(listen=listen, admin_socket=USER_ADMIN_SOCKET if user else ADMIN_SOCKET, user=user)
-    )
-    argv = [str(executable)] + (["--config", str(config)] if config != DEFAULT_CONFIG else []) + ["serve"]
-    home = any(str(p).startswith(("/root/", "/home/")) for p in _runs_from(executable))
-    service_text = (
-        _templates()
-        .get_template("sparkctl.service.j2")
-        .render(
-            exec_start=unitfile.command_line(argv),
-            # A sparkctl installed under a home directory must stay readable to the daemon.
-            protect_home="read-only" if home else "yes",
-            user=user,
-        )
-    )
-    return [
-        UnitFile("unit", "sparkctl.service", service_text),
-        UnitFile("unit", "sparkctl.socket", socket_text),
-    ]
-
-
-def _runs_from(executable: Path) -> list[Path]:
-    """The files the daemon's ExecStart= needs: the script and the interpreter its #! names."""
-    paths = [executable.resolve()]
-    try:
-        with executable.open("rb") as f:
-            first = f.readline(512)
-    except OSError:
-        return paths
-    if first.startswith(b"#!"):
-        interpreter = first[2:].strip().split()[0].decode(errors="replace")
-        paths.append(Path(interpreter).resolve())
-    return paths
-
-
-def _listen_stream(address: str) -> str:
-    host, port = split_host_port(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass
@@ -177,7 +119,7 @@ async def install(
     systemd = await Systemd.connect(settings.systemd.bus)
     try:
         await systemd.reload()
-        sockets = ["sparkctl.socket"] + [socket_name(m.id) for m in catalog.enabled if m.direct_port]
+        sockets = [DAEMON_SOCKET] + [socket_name(m.id) for m in catalog.enabled if m.direct_port]
         await systemd.enable(sockets)
         for unit in sockets:
             await (await systemd.start(unit)).wait()
@@ -248,12 +190,12 @@ async def uninstall(config: Path | None = None, *, user: bool = False) -> Report
     settings = load_settings(path if path.exists() else None)
     systemd = await Systemd.connect(settings.systemd.bus)
     try:
-        units = [u for u, _, _ in await systemd.list_units(["sparkctl.*", "sparkctl-*"])]
+        units = [u for u, _, _ in await systemd.list_units(list(ALL_UNITS_GLOBS))]
         for unit in sorted(units, key=lambda u: u.endswith(".socket")):  # services first
             await (await systemd.stop(unit)).wait()
-        await systemd.disable(["sparkctl.socket", *[u for u in units if u.endswith(".socket")]])
+        await systemd.disable([DAEMON_SOCKET, *[u for u in units if u.endswith(".socket")]])
         removed = sync([], {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
-        for name in OWN_UNITS:
+        for name in DAEMON_UNITS:
             (settings.systemd.unit_dir / name).unlink(missing_ok=True)
         if not user:
             for extra in (POLKIT, SYSUSERS, TMPFILES):

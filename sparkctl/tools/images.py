@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, ValidationError
 
-from .errors import InvalidFilesError, Issue, SparkError
-from .paths import PACKAGE_DIR
-from .validation import StrictModel, issues_from_validation, read_toml
+from sparkctl.errors import ImageIndexError, ImagesError, Issue, PodmanUnavailableError
+from sparkctl.paths import PACKAGE_DIR
+from sparkctl.validation import StrictModel, issues_from_validation, read_toml
 
 if TYPE_CHECKING:
-    from .catalog import Catalog
+    from sparkctl.catalog import Catalog
 
 # A wheel carries containerfiles/ inside the package, like the catalog (see paths.py).
 _IN_WHEEL = PACKAGE_DIR / "_shipped" / "containerfiles"
@@ -43,21 +43,6 @@ _TAG_RE = re.compile(r"^localhost/[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9._-]+$")
 _ARG_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 Say = Callable[[str], None]
-
-
-class ImagesError(SparkError):
-    code = "images_failed"
-
-
-class PodmanUnavailableError(SparkError):
-    code = "podman_unavailable"
-
-
-class ImageIndexError(InvalidFilesError):
-    code = "image_index_invalid"
-
-    def __init__(self, issues: list[Issue]) -> None:
-        super().__init__(issues, what="invalid image index")
 
 
 def _tag(value: str) -> str:

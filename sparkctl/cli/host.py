@@ -14,8 +14,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sparkctl.cli.app import fail
+from sparkctl.cli.output import emit_json, print_table
+from sparkctl.errors import PodmanUnavailableError, SparkError
+
 if TYPE_CHECKING:
-    from .clibase import Context
+    from sparkctl.cli.app import Context
 
 
 def _say(line: str) -> None:
@@ -54,16 +58,14 @@ def images() -> None:
 @click.pass_obj
 def images_list(ctx: Context, as_json: bool, index_path: Path | None) -> None:
     """Every image the enabled catalog needs: built here or pinned, present or missing."""
-    from . import images as imaging
-    from .clibase import emit_json, print_table
-    from .errors import SparkError
+    from sparkctl.tools import images as imaging
 
     index = imaging.load_index(index_path)
     catalog = ctx.catalog()
     try:
         with imaging.podman_client(system=ctx.settings.systemd.bus == "system") as client:
             rows = imaging.image_rows(catalog, index, client)
-    except imaging.PodmanUnavailableError as e:
+    except PodmanUnavailableError as e:
         _say(f"note: states are unknown: {e.message}" + (f" ({e.hint})" if e.hint else ""))
         rows = imaging.image_rows(catalog, index, None)
     except SparkError:
@@ -95,7 +97,7 @@ def images_build(
 ) -> None:
     """Build images (tags or index names; default: every missing one the catalog needs), with
     the sparkctl images they are built on first. Needs Podman and its API socket (root)."""
-    from . import images as imaging
+    from sparkctl.tools import images as imaging
 
     index = imaging.load_index(index_path)
     imaging.check_can_build(_say)
@@ -123,7 +125,6 @@ def images_build(
         if blocked:
             for tag, missing in blocked.items():
                 _say(f"{tag} needs " + "; ".join(missing))
-            from .errors import SparkError
 
             raise SparkError(
                 f"{len(blocked)} image{'s' if len(blocked) != 1 else ''} cannot be built yet "
@@ -147,8 +148,7 @@ def pull(ctx: Context, model_ids: tuple[str, ...], no_image: bool, no_weights: b
     """Fetch models' weights into the shared HF cache (resumable, at the catalog's revision) and
     make sure their images are here. Gated models need a token: $HF_TOKEN_FILE, the systemd
     credential hf-token, /etc/sparkctl/hf-token or $HF_TOKEN."""
-    from .clibase import fail
-    from .pull import pull_model
+    from sparkctl.tools.pull import pull_model
 
     catalog = ctx.catalog()
     models = [catalog.resolve(m) for m in model_ids]  # every id is checked before anything is fetched
@@ -181,8 +181,7 @@ def doctor(ctx: Context, as_json: bool) -> None:
     memory, disk, the port, API keys, polkit and the socket; each failure with its fix."""
     import sys
 
-    from .clibase import emit_json
-    from .doctor import run_checks
+    from sparkctl.tools.doctor import run_checks
 
     checks = run_checks(ctx.settings)
     if as_json:
@@ -230,8 +229,7 @@ def preflight(
     """Exit 0 when a model's weights (and image) are here, else say what to run and exit 1:
     the check a model unit runs before it starts its engine, so a start fails in milliseconds
     instead of downloading or timing out."""
-    from .clibase import fail
-    from .weights import check_weights
+    from sparkctl.core.weights import check_weights
 
     for want_repo, want_rev in [(repo, revision), *map(_repo_rev, required)]:
         state = check_weights(hf_cache, want_repo, want_rev)

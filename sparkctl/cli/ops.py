@@ -5,48 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from .clibase import Context, emit_json, fail, pass_ctx, print_table
+from sparkctl.cli.app import Context, fail, pass_ctx
+from sparkctl.cli.output import ago, emit_json, print_table, until
+from sparkctl.core.states import ModelState
+
+if TYPE_CHECKING:
+    from sparkctl.client import Client
 
 
-def _client(ctx: Context) -> Any:
-    from .client import Client
+def _client(ctx: Context) -> Client:
+    from sparkctl.client import Client
 
     return Client(ctx.settings)
-
-
-def _ago(wall: float | None) -> str:
-    if not wall:
-        return "-"
-    seconds = time.time() - wall
-    return _human(abs(seconds)) + (" ago" if seconds >= 0 else "")
-
-
-def _until(wall: float | None) -> str:
-    if not wall:
-        return "-"
-    return "in " + _human(max(0.0, wall - time.time()))
-
-
-def _human(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 @click.command()
 @pass_ctx
 def serve(ctx: Context) -> None:
     """Run the daemon (the supervisor and the gateway); systemd starts it from sparkctl.socket."""
-    from . import daemon
+    from sparkctl.daemon import serve as daemon
 
     daemon.main(ctx.config)
 
@@ -58,20 +39,12 @@ def serve(ctx: Context) -> None:
 def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
     """Models the daemon runs: state, since when, requests, when the idle stop comes."""
     status = _client(ctx).status()
-    models = [m for m in status["models"] if show_all or m["state"] != "stopped"]
+    models = [m for m in status.models if show_all or m.state is not ModelState.STOPPED]
     if as_json:
-        emit_json(models)
+        emit_json([m.model_dump(mode="json") for m in models])
         return
     rows = [
-        [
-            m["id"],
-            m["state"],
-            _ago(m["since"]),
-            str(m["in_flight"]),
-            str(m["waiting"]),
-            _until(m["idle_stop_at"]),
-            m["unit"],
-        ]
+        [m.id, m.state.value, ago(m.since), str(m.in_flight), str(m.waiting), until(m.idle_stop_at), m.unit]
         for m in models
     ]
     print_table(["MODEL", "STATE", "SINCE", "IN-FLIGHT", "WAITING", "IDLE STOP", "UNIT"], rows)
@@ -88,12 +61,14 @@ def start(ctx: Context, model_id: str, no_wait: bool) -> None:
     client = _client(ctx)
     model = client.start(model_id)
     if no_wait:
-        click.echo(f"{model['id']}: {model['state']}")
+        click.echo(f"{model.id}: {model.state.value}")
         return
-    state = _wait(client, model["id"], ("ready",), ("failed", "backoff", "stopped"))
-    if state != "ready":
-        fail(f"{model['id']} is {state}: see `sparkctl logs {model['id']}`")
-    click.echo(f"{model['id']}: ready")
+    state = _wait(
+        client, model.id, {ModelState.READY}, {ModelState.FAILED, ModelState.BACKOFF, ModelState.STOPPED}
+    )
+    if state is not ModelState.READY:
+        fail(f"{model.id} is {state}: see `sparkctl logs {model.id}`")
+    click.echo(f"{model.id}: ready")
 
 
 @click.command()
@@ -106,29 +81,26 @@ def stop(ctx: Context, model_id: str | None, stop_all: bool, now: bool) -> None:
     if bool(model_id) == stop_all:
         raise click.UsageError("give a MODEL_ID or --all")
     client = _client(ctx)
-    targets = (
-        [model_id]
-        if model_id
-        else [m["id"] for m in client.status()["models"] if m["state"] not in ("stopped", "failed")]
-    )
+    down = (ModelState.STOPPED, ModelState.FAILED)
+    targets = [model_id] if model_id else [m.id for m in client.status().models if m.state not in down]
     for target in targets:
         assert target is not None
         client.stop(target, now=now)
-        state = _wait(client, target, ("stopped", "failed"), ())
-        click.echo(f"{target}: {state}")
+        state = _wait(client, target, set(down), set())
+        click.echo(f"{target}: {state or ''}")
 
 
-def _wait(client: Any, model: str, done: tuple[str, ...], failed: tuple[str, ...]) -> str:
+def _wait(client: Client, model: str, done: set[ModelState], failed: set[ModelState]) -> ModelState | None:
     """Follow the model's state on the daemon's event stream until it reaches `done` or `failed`,
     printing each change on stderr."""
-    last = ""
-    for name, state in client.events():
-        if name != model:
+    last: ModelState | None = None
+    for event in client.events():
+        if event.model != model:
             continue
-        if state != last:
-            click.echo(f"{model}: {state}", err=True)
-            last = state
-        if state in done or state in failed:
+        if event.state is not last:
+            click.echo(f"{model}: {event.state}", err=True)
+            last = event.state
+        if event.state in done | failed:
             break
     return last
 
@@ -140,6 +112,8 @@ def _wait(client: Any, model: str, done: tuple[str, ...], failed: tuple[str, ...
 @pass_ctx
 def logs(ctx: Context, model_id: str, follow: bool, lines: int) -> None:
     """The model's own output: its unit's journal (journalctl -u sparkctl-ID.service)."""
+    from sparkctl.units.names import service_name
+
     model = ctx.catalog().resolve(model_id)
     argv = [
         "journalctl",
@@ -149,7 +123,7 @@ def logs(ctx: Context, model_id: str, follow: bool, lines: int) -> None:
         "-n",
         str(lines),
         "-u",
-        f"sparkctl-{model.id}.service",
+        service_name(model.id),
     ]
     if ctx.settings.systemd.bus == "user":
         argv.insert(1, "--user")
@@ -166,8 +140,8 @@ def logs(ctx: Context, model_id: str, follow: bool, lines: int) -> None:
 @pass_ctx
 def install(ctx: Context, user: bool) -> None:
     """Install sparkctl as a service (root): units, user, polkit rule, a key, sockets."""
-    from . import install as installer
-    from .settings import DEFAULT_CONFIG, load_settings, user_config_path
+    from sparkctl.settings import DEFAULT_CONFIG, load_settings, user_config_path
+    from sparkctl.tools import install as installer
 
     report = asyncio.run(installer.install(ctx.config, user=user))
     for line in report.lines:
@@ -194,7 +168,7 @@ def install(ctx: Context, user: bool) -> None:
 @pass_ctx
 def uninstall(ctx: Context, user: bool) -> None:
     """Stop sparkctl and remove its units (configuration, keys and caches stay)."""
-    from . import install as installer
+    from sparkctl.tools import install as installer
 
     report = asyncio.run(installer.uninstall(ctx.config, user=user))
     for line in report.lines:
@@ -206,7 +180,7 @@ def uninstall(ctx: Context, user: bool) -> None:
 @click.option("--once", is_flag=True, help="Serve the first request, then tear down (for scripts).")
 def demo(port: int, once: bool) -> None:
     """Serve emulated models through the real stack, in a sandbox (root; no Spark needed)."""
-    from . import demo as demo_module
+    from sparkctl.tools import demo as demo_module
 
     raise SystemExit(demo_module.run(port, once=once, say=lambda line: click.echo(line, err=True)))
 

@@ -16,94 +16,24 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from . import journal
-from .apikeys import KeyFile
-from .catalog import Catalog, load_catalog
-from .errors import ConfigError, Issue, SparkError
-from .gateway import build_app
-from .scheduler import ModelState
-from .sdnotify import notify, watchdog_interval
-from .settings import Settings, is_loopback, split_host_port
-from .supervisor import Supervisor
+from sparkctl.apikeys import KeyFile
+from sparkctl.catalog import Catalog, load_catalog
+from sparkctl.core.states import ModelState
+from sparkctl.core.supervisor import Supervisor
+from sparkctl.daemon import journal
+from sparkctl.daemon.sd_notify import notify, watchdog_interval
+from sparkctl.daemon.sockets import bound_sockets, check_exposure, systemd_sockets
+from sparkctl.errors import SparkError
+from sparkctl.gateway.app import build_app
+from sparkctl.settings import Settings, load_settings
 
 log = logging.getLogger("sparkctl.daemon")
-SD_LISTEN_FDS_START = 3
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 SHUTDOWN_GRACE = 60.0  # seconds in-flight responses get to finish when the daemon stops
-
-
-@dataclass
-class Listener:
-    name: str  # "gateway", or a model id
-    sock: socket.socket
-
-    @property
-    def port(self) -> int | None:
-        if self.sock.family in (socket.AF_INET, socket.AF_INET6):
-            return int(self.sock.getsockname()[1])
-        return None
-
-    def describe(self) -> str:
-        address = self.sock.getsockname()
-        if isinstance(address, tuple):
-            return f"{address[0]}:{address[1]}"
-        return str(address)
-
-
-def systemd_sockets() -> list[Listener]:
-    """The sockets systemd passed (sd_listen_fds_with_names), or none."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return []
-    count = int(os.environ.get("LISTEN_FDS", "0"))
-    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
-    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(var, None)  # not for our children
-    out = []
-    for i in range(count):
-        fd = SD_LISTEN_FDS_START + i
-        os.set_inheritable(fd, False)
-        out.append(Listener(names[i] if i < len(names) and names[i] else "gateway", socket.socket(fileno=fd)))
-    return out
-
-
-def bound_sockets(settings: Settings) -> list[Listener]:
-    out = []
-    for address in settings.gateway.listen:
-        host, port = split_host_port(address)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        out.append(Listener("gateway", sock))
-    return out
-
-
-def check_exposure(settings: Settings, listeners: list[Listener]) -> None:
-    """auth = "none" is refused unless every socket is loopback (or a local unix socket)."""
-    if settings.gateway.auth != "none":
-        return
-    exposed = [
-        ln.describe()
-        for ln in listeners
-        if ln.port is not None and not is_loopback(str(ln.sock.getsockname()[0]))
-    ]
-    if exposed:
-        raise ConfigError(
-            [
-                Issue(
-                    "gateway.auth",
-                    "",
-                    'auth = "none" is refused on a non-loopback socket: ' + ", ".join(exposed),
-                )
-            ]
-        )
 
 
 def first_start_since_boot(state_dir: Path | None) -> bool:
@@ -133,10 +63,14 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
         Path(os.environ["STATE_DIRECTORY"].split(":")[0]) if os.environ.get("STATE_DIRECTORY") else None
     )
     supervisor = Supervisor(catalog, settings)
-    await supervisor.start(preload=first_start_since_boot(state_dir))
-    keys = KeyFile(settings.gateway.api_keys_file) if settings.gateway.auth == "required" else None
+    await supervisor.start(preload=await asyncio.to_thread(first_start_since_boot, state_dir))
+    keys = None
+    if settings.gateway.auth == "required":
+        keys = await asyncio.to_thread(KeyFile, settings.gateway.api_keys_file)
     direct = {ln.port: ln.name for ln in listeners if ln.name != "gateway" and ln.port is not None}
-    app = build_app(settings, catalog, supervisor, keys=keys, direct_ports=direct)
+    app = build_app(
+        settings, catalog, supervisor, keys=keys, direct_ports=direct, access=journal.access_log()
+    )
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -153,7 +87,7 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    supervisor.listeners.append(lambda model, state: _status(supervisor))
+    supervisor.subscribe(lambda model, state: _status(supervisor))
     notify("READY=1", _status_line(supervisor))
     log.info(
         "sparkctl serving %d models on %d sockets%s",
@@ -205,8 +139,6 @@ async def _watchdog(supervisor: Supervisor) -> None:
 
 
 def main(config: Path | None) -> None:
-    from .settings import load_settings
-
     journal.setup()
     try:
         settings = load_settings(config)

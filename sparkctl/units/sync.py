@@ -4,12 +4,12 @@ rendered earlier for models that are gone or disabled (files it did not render a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .render import UnitFile
+from sparkctl.paths import write_atomic
+from sparkctl.units.names import MODEL_UNITS_GLOB
+from sparkctl.units.render import UnitFile
 
 RENDERED_MARK = "# Rendered by sparkctl from "
 
@@ -24,22 +24,6 @@ class Changes:
     @property
     def any(self) -> bool:
         return bool(self.added or self.changed or self.removed)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` in one rename, so systemd never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_rendered(path: Path) -> bool:
@@ -67,7 +51,7 @@ def sync(files: list[UnitFile], dirs: dict[str, Path]) -> Changes:
     for d in sorted(set(dirs.values())):
         if not d.is_dir():
             continue
-        for path in sorted(d.glob("sparkctl-*")):
+        for path in sorted(d.glob(MODEL_UNITS_GLOB)):
             if path not in wanted and path.is_file() and is_rendered(path):
                 path.unlink()
                 changes.removed.append(path)

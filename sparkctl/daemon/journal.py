@@ -14,8 +14,9 @@ import logging
 import os
 import socket
 import sys
-import time
 import traceback
+
+from sparkctl.gateway.context import AccessLog, ConsoleAccessLog
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 FIELDS = {
@@ -116,15 +117,13 @@ def setup(level: int = logging.INFO) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-class AccessLog:
-    """One line per request, on the hot path: straight to journald as a native datagram when
-    systemd runs the daemon (no LogRecord, no formatter: a few µs), else a plain line on stderr.
-    `journalctl -u sparkctl MODEL=… STATUS=…` filters on its fields."""
+class JournalAccessLog:
+    """One access line per request, on the hot path: straight to journald as a native datagram
+    (no LogRecord, no formatter: a few µs). `journalctl -u sparkctl MODEL=… STATUS=…` filters on
+    its fields."""
 
     def __init__(self, identifier: str = "sparkctl") -> None:
-        self._sock: socket.socket | None = None
-        if under_journald():
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._prefix = f"PRIORITY=6\nSYSLOG_IDENTIFIER={identifier}\nLOGGER=sparkctl.access\n".encode()
         self.enabled = logging.getLogger("sparkctl.access").isEnabledFor(logging.INFO)
 
@@ -133,18 +132,20 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
-        line = f"{method} {route} {model} {status} {seconds:.3f}s {request_id}"
-        if self._sock is not None:
-            fields = (
-                f"MESSAGE={line}\nMODEL={model}\nREQUEST_ID={request_id}\nSTATUS={status}\n"
-                f"DURATION={seconds:.6f}\nROUTE={route}\n"
-            )
-            # journald restarting: a lost access line, never a failed request
-            with contextlib.suppress(OSError):
-                self._sock.sendto(self._prefix + fields.encode("utf-8", "replace"), JOURNAL_SOCKET)
-        else:
-            sys.stderr.write(f"{time.strftime('%H:%M:%S')} INFO    {line}\n")
+        fields = (
+            f"MESSAGE={method} {route} {model} {status} {seconds:.3f}s {request_id}\n"
+            f"MODEL={model}\nREQUEST_ID={request_id}\nSTATUS={status}\n"
+            f"DURATION={seconds:.6f}\nROUTE={route}\n"
+        )
+        # journald restarting: a lost access line, never a failed request
+        with contextlib.suppress(OSError):
+            self._sock.sendto(self._prefix + fields.encode("utf-8", "replace"), JOURNAL_SOCKET)
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
+        self._sock.close()
+
+
+def access_log() -> AccessLog:
+    """The daemon's access log: journald's native protocol when systemd runs it, else lines on
+    stderr."""
+    return JournalAccessLog() if under_journald() else ConsoleAccessLog()

@@ -1,0 +1,66 @@
+"""The admin API's records (BRIEF §4.5, `/api/v1/…`): built by the gateway (gateway/admin.py),
+read by the operator commands' client (client.py). One definition, so the two cannot drift.
+
+Records ignore fields they do not know: a newer daemon may say more than this client reads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from sparkctl.core.states import ModelState
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ModelStatus(Record):
+    """One model as the daemon sees it now. Times are seconds since the epoch."""
+
+    id: str
+    state: ModelState
+    since: float
+    in_flight: int
+    waiting: int
+    idle_stop_at: float | None
+    failures: int
+    backoff_until: float | None
+    last_load_seconds: float | None
+    unit: str
+    gpu_memory_utilization: float
+    gpu: Literal["exclusive", "shared"]
+    pinned: bool
+
+
+class DaemonStatus(Record):
+    """`GET /api/v1/status`."""
+
+    version: str
+    started: float
+    queue_depth: int
+    memory_budget: float
+    models: list[ModelStatus]
+
+
+class StateEvent(Record):
+    """One `state` event of `GET /api/v1/events`."""
+
+    model: str
+    state: ModelState
+    time: float
+
+
+class ErrorDetail(Record):
+    message: str
+    type: str
+    param: str | None = None
+    code: str
+
+
+class ErrorEnvelope(Record):
+    """Every error the gateway answers (BRIEF §4.5)."""
+
+    error: ErrorDetail

@@ -1,0 +1,186 @@
+"""The supervisor's hands: performs what the scheduler decides (internal to core).
+
+Systemd jobs run as child tasks that post their results back to the supervisor's inbox; timers are
+`loop.call_at` handles that post too; the memory gate reads MemAvailable only while it is open.
+Nothing here decides anything: every outcome goes back to the owner task as a message. File and
+journal reads happen off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from sparkctl.catalog import Catalog
+from sparkctl.core import messages as msg
+from sparkctl.core.host import last_log_line, read_meminfo
+from sparkctl.core.lease import Lease
+from sparkctl.core.states import JobResult, ModelState, TimerKey
+from sparkctl.core.systemd import Systemd
+from sparkctl.core.weights import check_weights
+from sparkctl.errors import SparkError, SystemdError, UpstreamError
+from sparkctl.settings import Settings
+from sparkctl.units.names import service_name
+
+log = logging.getLogger("sparkctl.supervisor")
+MEMORY_POLL = 0.1  # seconds between MemAvailable readings while a start waits for memory
+
+
+class SupervisorEffects:
+    """The scheduler's `Effects`, performed for real. Owns the waiting requests' futures, the
+    granted leases, the child tasks and the timers; the supervisor owns everything else."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        *,
+        post: Callable[[msg.Message], None],
+        on_state: Callable[[str, ModelState], None],
+        meminfo: Path,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._catalog = catalog
+        self._settings = settings
+        self._post = post
+        self._on_state = on_state
+        self._meminfo = meminfo
+        self.systemd: Systemd | None = None  # connected by the supervisor's start()
+        self.waiters: dict[int, msg.Acquire] = {}
+        self._leases: dict[int, Lease] = {}
+        self._timers: dict[TimerKey, asyncio.TimerHandle] = {}
+        self._memory_watch: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        tasks = [*self._tasks, *self._memory_watch.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for waiter in self.waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(UpstreamError("sparkctl is shutting down."))
+
+    def lease_ended(self, request: int) -> None:
+        self._leases.pop(request, None)
+
+    # ------------------------------------------------------------------------------ systemd jobs
+    def start_unit(self, model: str) -> None:
+        self._spawn(self._run_start(model), f"start {model}")
+
+    def stop_unit(self, model: str) -> None:
+        self._spawn(self._run_stop(model), f"stop {model}")
+
+    async def _run_start(self, model: str) -> None:
+        assert self.systemd is not None
+        unit = service_name(model)
+        spec = self._catalog.models[model].spec
+        # Weights first (a few stat calls, in a thread): a model that was never pulled fails now,
+        # saying what to run, instead of downloading for minutes inside a start job.
+        weights = await asyncio.to_thread(
+            check_weights, self._settings.runtime.hf_cache, spec.source.hf_repo, spec.source.revision
+        )
+        if not weights.present:
+            log.error("%s: weights missing (%s)", model, weights.reason, extra={"model": model, "unit": unit})
+            said = f"its weights are not on this host ({weights.reason}); run `sparkctl pull {model}`"
+            self._post(msg.StartFinished(model, JobResult.FAILED, "missing-weights", said))
+            return
+        log.info("starting %s", unit, extra={"model": model, "unit": unit})
+        detail = ""
+        try:
+            job = await self.systemd.start(unit)
+            result = await job.wait()
+            unit_result = "success"
+            if result is not JobResult.DONE:
+                unit_result = (await self.systemd.status(unit)).result or result.value
+                detail = await last_log_line(unit, self._settings.systemd.bus == "user")
+        except SystemdError as e:
+            log.error("cannot start %s: %s", unit, e, extra={"model": model, "unit": unit})
+            result, unit_result = JobResult.FAILED, e.message
+        self._post(msg.StartFinished(model, result, unit_result, detail))
+
+    async def _run_stop(self, model: str) -> None:
+        assert self.systemd is not None
+        unit = service_name(model)
+        log.info("stopping %s", unit, extra={"model": model, "unit": unit})
+        try:
+            await (await self.systemd.stop(unit)).wait()
+        except SystemdError as e:
+            log.error("cannot stop %s: %s", unit, e, extra={"model": model, "unit": unit})
+        self._post(msg.StopFinished(model))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------------------ requests
+    def grant(self, request: int) -> None:
+        waiter = self.waiters.pop(request, None)
+        if waiter is None:
+            return
+        if waiter.future.done():  # cancelled meanwhile: give the lease straight back
+            self._post(msg.Release(request, waiter.model))
+            return
+        lease = Lease(request, waiter.model, release=self._release)
+        self._leases[request] = lease
+        waiter.future.set_result(lease)
+
+    def _release(self, lease: Lease) -> None:
+        self._post(msg.Release(lease.request, lease.model))
+
+    def reject(self, request: int, error: SparkError) -> None:
+        waiter = self.waiters.pop(request, None)
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(error)
+
+    def abort_leases(self, model: str, leases: list[int], error: SparkError) -> None:
+        for request in leases:
+            lease = self._leases.pop(request, None)
+            if lease is not None:
+                lease.abort(error)
+
+    # ------------------------------------------------------------------------------ time, memory
+    def set_timer(self, key: TimerKey, at: float) -> None:
+        self.cancel_timer(key)
+        self._timers[key] = self._loop.call_at(at, self._fire, key)
+
+    def _fire(self, key: TimerKey) -> None:
+        self._timers.pop(key, None)
+        self._post(msg.Timer(key))
+
+    def cancel_timer(self, key: TimerKey) -> None:
+        handle = self._timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def watch_memory(self, model: str, need_bytes: int) -> None:
+        self.unwatch_memory(model)
+        log.info(
+            "waiting for %.1f GiB of memory before starting", need_bytes / 1024**3, extra={"model": model}
+        )
+        self._memory_watch[model] = asyncio.create_task(self._poll_memory(model), name=f"memory {model}")
+
+    async def _poll_memory(self, model: str) -> None:
+        while True:
+            info = await asyncio.to_thread(read_meminfo, self._meminfo)
+            self._post(msg.Memory(model, info.get("MemAvailable", 0)))
+            await asyncio.sleep(MEMORY_POLL)
+
+    def unwatch_memory(self, model: str) -> None:
+        task = self._memory_watch.pop(model, None)
+        if task is not None:
+            task.cancel()
+
+    # ------------------------------------------------------------------------------ reporting
+    def state_changed(self, model: str, state: ModelState) -> None:
+        log.info("%s is %s", model, state.value, extra={"model": model, "state": state.value})
+        self._on_state(model, state)
+
+    def warn(self, message: str, model: str) -> None:
+        log.warning("%s: %s", model, message, extra={"model": model})

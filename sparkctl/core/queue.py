@@ -1,0 +1,80 @@
+"""The scheduler's one FIFO queue: requests waiting for a lease, and starts nobody waits on.
+
+Both kinds keep their place in line — an operator's start queues behind the requests that came
+before it — but only a `Waiter` is ever granted a lease; a `Wanted` start is satisfied by its model
+becoming ready.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """A request waiting for a lease on `model`."""
+
+    request: int
+    model: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A start no request waits on: an operator's, a preload, or a `Prefer: wait=0` request's."""
+
+    model: str
+    since: float
+
+
+Entry = Waiter | Wanted
+
+
+class WaitQueue:
+    def __init__(self) -> None:
+        self._entries: deque[Entry] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(list(self._entries))  # a copy: callers may change the queue as they go
+
+    def append(self, entry: Entry) -> None:
+        self._entries.append(entry)
+
+    @property
+    def requests(self) -> int:
+        """Requests waiting, all models."""
+        return sum(1 for e in self._entries if isinstance(e, Waiter))
+
+    def waiting_for(self, model: str) -> int:
+        return sum(1 for e in self._entries if isinstance(e, Waiter) and e.model == model)
+
+    def wants(self, model: str) -> bool:
+        """Anything, request or start, is queued for `model`."""
+        return any(e.model == model for e in self._entries)
+
+    def retain(self, keep: Callable[[Entry], bool]) -> None:
+        """Keep the entries `keep` says yes to, in order."""
+        self._entries = deque(e for e in self._entries if keep(e))
+
+    def cancel(self, request: int) -> bool:
+        """Withdraw a waiting request; False if it was not waiting."""
+        before = len(self._entries)
+        self.retain(lambda e: not (isinstance(e, Waiter) and e.request == request))
+        return len(self._entries) != before
+
+    def drop_wanted(self, model: str) -> None:
+        self.retain(lambda e: not (isinstance(e, Wanted) and e.model == model))
+
+    def take(self, model: str) -> list[Waiter]:
+        """Remove everything queued for `model`; the requests among it, to answer."""
+        taken = [e for e in self._entries if isinstance(e, Waiter) and e.model == model]
+        self.retain(lambda e: e.model != model)
+        return taken

@@ -1,0 +1,456 @@
+"""Who runs on the GPU, and when: the pure decision core of the supervisor (BRIEF §2, §3).
+
+Synchronous and free of I/O: every input is a method call carrying the current time, every
+output is a call on the `Effects` it was given (start or stop a unit, grant or reject a waiting
+request, arm a timer, watch memory). The supervisor feeds it systemd's events and performs its
+effects; tests drive it event by event with a recording fake and a hand-moved clock.
+
+Policy, in short:
+- a request for a ready model gets a lease now; for a starting one it joins the waiters;
+- waiters are served in arrival order (FIFO). The oldest waiter whose model is not running
+  decides the next start: if the model fits beside the running set it starts at once, otherwise
+  it becomes the swap target — the models in its way are drained (they finish their in-flight
+  requests, bounded by drain_timeout, while new requests for them queue behind the target, so the
+  target cannot starve), stopped, and once the stop jobs are done *and* the memory they held is
+  available again (bounded by memory_wait) the target starts;
+- idle means no lease: the idle deadline runs from the end of the last response, a new lease
+  cancels it, and an explicit stop is the same path with a deadline of zero;
+- a failed start fails every waiter with the unit's result; repeated failures mean back-off
+  (an immediate 503 with Retry-After) instead of a restart loop; a unit that dies while serving
+  ends its leases with an error at once;
+- pinned models stay loaded and are never evicted while they fit; whatever systemd reports that
+  sparkctl did not ask for (a manual start, a crash) becomes the scheduler's view.
+
+The primitive transitions of one model live in `slots.py`, the queue in `queue.py`; this module
+is the policy that chooses between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_never
+
+from sparkctl.core.queue import Waiter, WaitQueue, Wanted
+from sparkctl.core.slots import Slot, Transitions, backoff_error, estimate, fits, idle_stop_wanted, in_the_way
+from sparkctl.core.slots import start_error as _start_error
+from sparkctl.core.states import ActiveState, Effects, JobResult, ModelInfo, ModelState, ModelView, TimerKey
+from sparkctl.errors import ModelLoadingError, QueueFullError, UnknownModelError, UpstreamError
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """The request holds a lease on a ready model now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The request waits; effects.grant or effects.reject will settle it."""
+
+
+GRANTED = Granted()
+QUEUED = Queued()
+_SERVING = (ModelState.READY, ModelState.DRAINING)
+_DOWN = (ModelState.STOPPED, ModelState.FAILED)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        models: list[ModelInfo],
+        effects: Effects,
+        *,
+        memory_budget: float = 0.94,
+        drain_timeout: float = 600.0,
+        memory_wait: float = 60.0,
+        queue_limit: int = 256,
+        total_memory: int = 0,  # bytes; 0 = unknown, no memory gate
+    ) -> None:
+        self._slots = {m.id: Slot(m) for m in models}
+        self._fx = effects
+        self._t = Transitions(effects)
+        self._budget = memory_budget
+        self._drain_timeout = drain_timeout
+        self._memory_wait = memory_wait
+        self._queue_limit = queue_limit
+        self._total_memory = total_memory
+        self._queue = WaitQueue()
+        self._target: str | None = None  # the swap in progress, if any
+        self._freed_for_target = False  # a stop happened for it: gate on memory before starting
+        self._gate_open: str | None = None  # model whose start waits for memory
+
+    # ------------------------------------------------------------------------------ requests
+    def acquire(self, request: int, model: str, now: float, *, wait: bool = True) -> Granted | Queued:
+        """Ask for a lease on `model`. Raises a SparkError when the request cannot be served."""
+        slot = self._slot(model)
+        if slot.state is ModelState.BACKOFF:
+            if now < slot.backoff_until:
+                raise backoff_error(slot, now)
+            self._t.set_state(slot, ModelState.FAILED, now)
+        if slot.can_serve and not self._queue.wants(model):
+            self._t.lease(slot, request)
+            return GRANTED
+        if not wait:
+            self._want(model, now)  # not waiting, but the model should come: a retry finds it
+            self._schedule(now)
+            raise ModelLoadingError(
+                f"The model '{model}' is {slot.state.value}; not waiting because the request said so.",
+                retry_after=estimate(slot, now),
+            )
+        if len(self._queue) >= self._queue_limit:
+            raise QueueFullError(
+                f"Too many requests are waiting ({self._queue_limit}); try again shortly.",
+                retry_after=estimate(slot, now),
+            )
+        self._queue.append(Waiter(request, model, now))
+        self._schedule(now)
+        return QUEUED
+
+    def release(self, request: int, model: str, now: float) -> None:
+        """The lease's response ended (completely, with an error, or by client disconnect)."""
+        slot = self._slot(model)
+        if request in slot.leases:
+            slot.leases.discard(request)
+            self._schedule(now)
+
+    def cancel(self, request: int, now: float) -> None:
+        """A waiter gave up (its client went away, or it timed out) before being granted."""
+        if self._queue.cancel(request):
+            self._schedule(now)
+
+    # ------------------------------------------------------------------------------ systemd
+    def start_finished(
+        self, model: str, result: JobResult, unit_result: str, now: float, detail: str = ""
+    ) -> None:
+        """Our start job ended: DONE means ready (the unit probes health). On failure
+        `unit_result` is the unit's Result (exit-code, timeout, …) and `detail` what the unit
+        said last (its final log line), which waiters see."""
+        slot = self._slot(model)
+        if slot.pending == "start":
+            slot.pending = None
+        if result is JobResult.DONE:
+            if slot.state in (ModelState.STARTING, ModelState.QUEUED, ModelState.STOPPED):
+                self._t.became_ready(slot, now)
+        elif result is JobResult.CANCELED:
+            # Someone else's job replaced ours (a conflicting manual start): not the model's fault.
+            if slot.state is ModelState.STARTING:
+                self._t.set_state(slot, ModelState.STOPPED, now)
+        else:
+            self._start_failed(slot, unit_result, detail, now)
+        self._schedule(now)
+
+    def stop_finished(self, model: str, now: float) -> None:
+        slot = self._slot(model)
+        if slot.pending == "stop":
+            slot.pending = None
+        if slot.state is ModelState.STOPPING:
+            self._stopped(slot, now)
+        self._schedule(now)
+
+    def unit_state(self, model: str, active: ActiveState, now: float) -> None:
+        """systemd's view changed (PropertiesChanged): follow it, whoever caused the change."""
+        slot = self._slot(model)
+        s = slot.state
+        if active is ActiveState.ACTIVE:
+            if s not in (*_SERVING, ModelState.STOPPING) and slot.pending != "stop":
+                self._t.became_ready(slot, now)  # ours, or started by hand: either way it serves
+        elif active is ActiveState.ACTIVATING:
+            if s in (*_DOWN, ModelState.BACKOFF, ModelState.QUEUED) and slot.pending is None:
+                self._t.set_state(slot, ModelState.STARTING, now)
+                slot.load_started = now
+        elif active in (ActiveState.INACTIVE, ActiveState.FAILED):
+            self._went_down(slot, failed=active is ActiveState.FAILED, now=now)
+        elif active is ActiveState.DEACTIVATING and s in _SERVING and slot.pending is None:
+            self._t.abort(slot, UpstreamError(f"The model '{model}' is being stopped."))
+            self._t.set_state(slot, ModelState.STOPPING, now)
+        self._schedule(now)
+
+    def _went_down(self, slot: Slot, *, failed: bool, now: float) -> None:
+        s = slot.state
+        if s in _SERVING:
+            # It died (or was stopped behind our back) while serving.
+            self._t.abort(slot, UpstreamError(f"The model '{slot.id}' stopped while serving this request."))
+            if failed:
+                slot.failures += 1
+                slot.last_error = UpstreamError(f"The model '{slot.id}' crashed.")
+                self._t.set_state(slot, ModelState.FAILED, now)
+            else:
+                self._stopped(slot, now)
+        elif s is ModelState.STOPPING and slot.pending is None:
+            self._stopped(slot, now)
+        elif s is ModelState.STARTING and slot.pending is None:
+            # A start we did not issue failed (a manual start, or a Conflicts= stop).
+            self._t.set_state(slot, ModelState.FAILED if failed else ModelState.STOPPED, now)
+
+    def adopt(self, states: dict[str, ActiveState], now: float) -> None:
+        """At start-up: take over whatever systemd runs, as it is: nothing is (re)started, and
+        idle deadlines are armed for models that now hold no lease."""
+        for model, active in states.items():
+            slot = self._slots.get(model)
+            if slot is None:
+                continue
+            match active:
+                case ActiveState.ACTIVE | ActiveState.RELOADING:
+                    self._t.set_state(slot, ModelState.READY, now)
+                case ActiveState.ACTIVATING:
+                    self._t.set_state(slot, ModelState.STARTING, now)
+                    slot.load_started = now
+                case ActiveState.DEACTIVATING:
+                    self._t.set_state(slot, ModelState.STOPPING, now)
+                case ActiveState.FAILED:
+                    self._t.set_state(slot, ModelState.FAILED, now)
+                case _:
+                    pass
+        self._schedule(now)
+
+    def preload(self, now: float) -> None:
+        """At boot: start the preload models that are not running (as an operator's start)."""
+        for slot in self._slots.values():
+            if slot.info.preload and slot.state in _DOWN:
+                self._want(slot.id, now)
+        self._schedule(now)
+
+    # ------------------------------------------------------------------------------ timers
+    def timer(self, key: TimerKey, now: float) -> None:
+        kind, model = key
+        slot = self._slot(model)
+        match kind:
+            case "idle":
+                if slot.idle_at is not None and now >= slot.idle_at:
+                    slot.idle_at = None
+                    if slot.state is ModelState.READY and not slot.leases:
+                        self._t.stop(slot, now)
+            case "drain":
+                deadline = slot.drain_deadline
+                if slot.state is ModelState.DRAINING and deadline is not None and now >= deadline:
+                    self._drain_expired(slot, now)
+            case "memory":
+                if self._gate_open == model:
+                    self._fx.warn(
+                        "memory_wait expired before enough memory was available; starting anyway", model
+                    )
+                    self._close_gate()
+                    self._t.start(slot, now)
+            case "backoff":
+                if slot.state is ModelState.BACKOFF and now >= slot.backoff_until:
+                    self._t.set_state(slot, ModelState.FAILED, now)
+            case _:
+                assert_never(kind)
+        self._schedule(now)
+
+    def _drain_expired(self, slot: Slot, now: float) -> None:
+        self._fx.warn(f"drain_timeout reached with {len(slot.leases)} requests in flight; stopping", slot.id)
+        self._t.abort(
+            slot,
+            UpstreamError(f"The model '{slot.id}' was stopped to make room for another after drain_timeout."),
+        )
+        self._t.stop(slot, now)
+
+    def memory(self, model: str, available: int, now: float) -> None:
+        """A MemAvailable reading while the gate for `model` is open."""
+        if self._gate_open != model:
+            return
+        if available >= self._need_bytes(self._slot(model).info):
+            self._close_gate()
+            self._t.start(self._slot(model), now)
+        self._schedule(now)
+
+    # ------------------------------------------------------------------------------ operators
+    def admin_start(self, model: str, now: float) -> None:
+        """Start a model as a request would, without holding a lease (it idles afterwards).
+        Clears back-off and the hold an operator's stop put on a pinned model."""
+        slot = self._slot(model)
+        slot.held_down = False
+        slot.failures = 0
+        if slot.state is ModelState.BACKOFF:
+            self._t.clear_backoff(slot, now, to=ModelState.FAILED)
+        self._want(model, now)
+        self._schedule(now)
+
+    def admin_stop(self, model: str, now: float, *, force: bool = False) -> None:
+        """Unload: after in-flight requests end (the idle path with a zero deadline), or at once."""
+        slot = self._slot(model)
+        slot.held_down = slot.info.pinned
+        self._queue.drop_wanted(model)
+        if self._target == model and not self._queue.wants(model):
+            self._abandon_target(now)
+        if slot.state in (*_SERVING, ModelState.STARTING):
+            if force:
+                self._t.abort(slot, UpstreamError(f"The model '{model}' was stopped by an operator."))
+            if not slot.leases:
+                self._t.stop(slot, now)
+            else:
+                self._t.drain(slot, now, deadline=None)
+        elif slot.state in (ModelState.FAILED, ModelState.BACKOFF):
+            self._t.clear_backoff(slot, now, to=ModelState.STOPPED)
+        self._schedule(now)
+
+    def _want(self, model: str, now: float) -> None:
+        """Queue a start that no request waits for (an operator, a preload, `Prefer: wait=0`)."""
+        if self._slots[model].state in _DOWN and not self._queue.wants(model):
+            self._queue.append(Wanted(model, now))
+
+    # ------------------------------------------------------------------------------ views
+    def view(self, model: str) -> ModelView:
+        slot = self._slot(model)
+        return ModelView(
+            id=model,
+            state=slot.state,
+            since=slot.since,
+            leases=len(slot.leases),
+            waiting=self._queue.waiting_for(model),
+            idle_stop_at=slot.idle_at,
+            failures=slot.failures,
+            backoff_until=slot.backoff_until if slot.state is ModelState.BACKOFF else None,
+            last_load_seconds=slot.last_load,
+        )
+
+    def views(self) -> list[ModelView]:
+        return [self.view(m) for m in self._slots]
+
+    @property
+    def queue_length(self) -> int:
+        return self._queue.requests
+
+    def state(self, model: str) -> ModelState:
+        return self._slot(model).state
+
+    def retry_after(self, model: str, now: float) -> float:
+        return estimate(self._slot(model), now)
+
+    # ------------------------------------------------------------------------------ the core
+    def _schedule(self, now: float) -> None:
+        """Settle what can be settled after any event. Idempotent."""
+        self._grant_ready()
+        self._progress_target(now)
+        if self._target is None:
+            self._pick_next(now)
+        for slot in self._slots.values():
+            if slot.state is ModelState.DRAINING and not slot.leases:
+                self._t.stop(slot, now)
+        self._arm_idle(now)
+        self._restore_pinned(now)
+
+    def _grant_ready(self) -> None:
+        def still_waiting(entry: Waiter | Wanted) -> bool:
+            slot = self._slots[entry.model]
+            if not slot.can_serve:
+                return True
+            if isinstance(entry, Waiter):
+                self._t.lease(slot, entry.request)
+                self._fx.grant(entry.request)
+            return False  # an operator's start is satisfied by readiness
+
+        self._queue.retain(still_waiting)
+
+    def _pick_next(self, now: float) -> None:
+        """Start what the oldest waiters need, in order; the first that does not fit becomes
+        the swap target and nothing behind it starts until it has."""
+        for entry in self._queue:
+            slot = self._slots[entry.model]
+            if slot.state not in _DOWN:
+                continue  # starting, ready (maybe at max_concurrent), or on its way somewhere
+            if fits(slot.info, self._active(), self._budget):
+                self._t.start(slot, now)
+                continue
+            self._target = entry.model
+            self._freed_for_target = False
+            self._t.set_state(slot, ModelState.QUEUED, now)
+            self._progress_target(now)
+            return
+
+    def _progress_target(self, now: float) -> None:
+        target = self._target
+        if target is None:
+            return
+        slot = self._slots[target]
+        if slot.state not in (ModelState.QUEUED, *_DOWN):
+            self._target = None  # it started (or was taken over): the swap is over
+            return
+        if not self._queue.wants(target):
+            self._abandon_target(now)
+            return
+        if self._gate_open == target:
+            return
+        victims = in_the_way(slot.info, self._active(), self._budget)
+        for victim in victims:
+            if victim.state is ModelState.READY:
+                self._t.drain(victim, now, deadline=now + self._drain_timeout)
+        if victims:
+            return
+        if self._freed_for_target and self._total_memory:
+            self._gate_open = target
+            self._fx.watch_memory(target, self._need_bytes(slot.info))
+            self._fx.set_timer(("memory", target), now + self._memory_wait)
+            return
+        self._t.start(slot, now)
+
+    def _abandon_target(self, now: float) -> None:
+        """Nobody waits for the swap target any more: let its victims serve again."""
+        target = self._target
+        self._target = None
+        if target is None:
+            return
+        if self._gate_open == target:
+            self._close_gate()
+        slot = self._slots[target]
+        if slot.state is ModelState.QUEUED:
+            self._t.set_state(slot, ModelState.STOPPED, now)
+        for victim in self._slots.values():
+            if victim.state is ModelState.DRAINING and victim.drain_deadline is not None:
+                self._t.undrain(victim, now)
+
+    def _arm_idle(self, now: float) -> None:
+        for slot in self._slots.values():
+            wanted = idle_stop_wanted(slot, self._queue.wants(slot.id))
+            if wanted and slot.idle_at is None:
+                if slot.info.idle_timeout <= 0:
+                    self._t.stop(slot, now)
+                else:
+                    self._t.arm_idle(slot, now)
+            elif not wanted:
+                self._t.disarm_idle(slot)
+
+    def _restore_pinned(self, now: float) -> None:
+        """A pinned model that was evicted comes back when it fits again and nobody waits."""
+        if self._queue or self._target is not None:
+            return
+        for slot in self._slots.values():
+            if (
+                slot.info.pinned
+                and slot.state is ModelState.STOPPED
+                and not slot.held_down
+                and fits(slot.info, self._active(), self._budget)
+            ):
+                self._t.start(slot, now)
+
+    def _stopped(self, slot: Slot, now: float) -> None:
+        if self._target is not None and slot.id != self._target:
+            self._freed_for_target = True  # its memory comes back over the next moments
+        self._t.set_state(slot, ModelState.STOPPED, now)
+
+    def _start_failed(self, slot: Slot, unit_result: str, detail: str, now: float) -> None:
+        error = _start_error(slot, unit_result, detail)
+        for waiter in self._queue.take(slot.id):
+            self._fx.reject(waiter.request, error)
+        if self._target == slot.id:
+            self._target = None
+        self._t.failed(slot, error, now)
+
+    def _close_gate(self) -> None:
+        if self._gate_open is not None:
+            self._fx.unwatch_memory(self._gate_open)
+            self._fx.cancel_timer(("memory", self._gate_open))
+            self._gate_open = None
+
+    # ------------------------------------------------------------------------------ helpers
+    def _slot(self, model: str) -> Slot:
+        try:
+            return self._slots[model]
+        except KeyError:
+            raise UnknownModelError(f"The model '{model}' does not exist.") from None
+
+    def _active(self) -> list[Slot]:
+        return [s for s in self._slots.values() if s.holds_memory]
+
+    def _need_bytes(self, info: ModelInfo) -> int:
+        return int(info.fraction * self._total_memory)

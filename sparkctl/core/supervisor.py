@@ -1,0 +1,252 @@
+"""The supervisor: the one task that owns model state.
+
+Everything that changes it — requests wanting a lease, leases ending, systemd's job results and
+unit changes, timers, memory readings, operators' commands — is a message in one inbox
+(`messages.py`), and the owner task applies each to the synchronous `Scheduler` in turn. The
+scheduler's effects are performed by `SupervisorEffects` (`effects.py`), whose outcomes come back
+as messages. Callers never read state to decide anything themselves; they ask and await
+(STYLE.md §1–2). Views are snapshots for display, and state changes reach subscribers as they
+happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparkctl.catalog import Catalog, Model
+from sparkctl.core import messages as msg
+from sparkctl.core.effects import SupervisorEffects
+from sparkctl.core.host import MEMINFO, read_meminfo
+from sparkctl.core.lease import Lease
+from sparkctl.core.messages import AdminAction
+from sparkctl.core.scheduler import GRANTED, Scheduler
+from sparkctl.core.states import ActiveState, ModelInfo, ModelState, ModelView
+from sparkctl.core.systemd import Event, Systemd, UnitChanged
+from sparkctl.errors import SparkError
+from sparkctl.settings import Settings
+from sparkctl.units.names import service_name
+
+log = logging.getLogger("sparkctl.supervisor")
+StateListener = Callable[[str, ModelState], object]
+
+__all__ = ["Lease", "StateListener", "Supervisor", "model_info"]
+
+
+def model_info(model: Model) -> ModelInfo:
+    spec = model.spec
+    return ModelInfo(
+        id=spec.id,
+        fraction=spec.engine.gpu_memory_utilization,
+        exclusive=spec.serve.gpu == "exclusive",
+        pinned=spec.serve.pinned,
+        preload=spec.serve.preload,
+        idle_timeout=model.idle_timeout,
+        max_concurrent=spec.serve.max_concurrent,
+        start_timeout=spec.serve.start_timeout,
+        unit=service_name(spec.id),
+    )
+
+
+@dataclass
+class Supervisor:
+    catalog: Catalog
+    settings: Settings
+    meminfo: Path = MEMINFO
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox: asyncio.Queue[msg.Message] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._listeners: list[StateListener] = []
+        self._units = {service_name(m.id): m.id for m in self.catalog.enabled}
+        self._fx = SupervisorEffects(
+            self.catalog, self.settings, post=self._post, on_state=self._notify, meminfo=self.meminfo
+        )
+        self._scheduler: Scheduler | None = None
+        self._owner: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------------ lifecycle
+    async def start(self, *, preload: bool = False) -> None:
+        """Connect to systemd, adopt what runs (restarting nothing), then serve the inbox."""
+        total = (await asyncio.to_thread(read_meminfo, self.meminfo)).get("MemTotal", 0)
+        sched = self.settings.scheduler
+        self._scheduler = Scheduler(
+            [model_info(m) for m in self.catalog.enabled],
+            self._fx,
+            memory_budget=sched.memory_budget,
+            drain_timeout=sched.drain_timeout,
+            memory_wait=sched.memory_wait,
+            queue_limit=self.settings.gateway.queue_limit,
+            total_memory=total,
+        )
+        systemd = await Systemd.connect(self.settings.systemd.bus, on_event=self._on_systemd)
+        self._fx.systemd = systemd
+        states = dict.fromkeys(self._units.values(), ActiveState.INACTIVE)
+        for unit, active, _sub in await systemd.list_units(list(self._units)):
+            parsed = ActiveState.parse(active)
+            if unit in self._units and parsed is not None:
+                states[self._units[unit]] = parsed
+        now = self._loop.time()
+        self._scheduler.adopt(states, now)
+        if preload:
+            self._scheduler.preload(now)
+        self._owner = asyncio.create_task(self._run(), name="sparkctl-supervisor")
+        running = sorted(m for m, s in states.items() if s is ActiveState.ACTIVE)
+        log.info("supervisor ready; adopted running models: %s", ", ".join(running) or "none")
+
+    async def close(self) -> None:
+        if self._owner is not None:
+            self._owner.cancel()
+            await asyncio.gather(self._owner, return_exceptions=True)
+        await self._fx.close()
+        if self._fx.systemd is not None:
+            await self._fx.systemd.close()
+
+    @property
+    def _sched(self) -> Scheduler:
+        if self._scheduler is None:
+            raise RuntimeError("the supervisor has not been started")
+        return self._scheduler
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            try:
+                self._handle(message)
+            except SparkError as e:
+                future = getattr(message, "future", None)
+                if future is not None and not future.done():
+                    future.set_exception(e)
+                else:
+                    log.warning("%s", e)
+            except Exception:
+                log.exception("supervisor: failed to handle %r", message)
+
+    def _post(self, message: msg.Message) -> None:
+        self._inbox.put_nowait(message)
+
+    def _handle(self, message: msg.Message) -> None:
+        now = self._loop.time()
+        s = self._sched
+        match message:
+            case msg.Acquire(request, model, wait, future):
+                if future.done():  # the caller gave up before we got here
+                    return
+                self._fx.waiters[request] = message
+                try:
+                    granted = s.acquire(request, model, now, wait=wait) is GRANTED
+                except SparkError:
+                    self._fx.waiters.pop(request, None)
+                    raise
+                if granted:
+                    self._fx.grant(request)
+            case msg.Release(request, model):
+                self._fx.lease_ended(request)
+                s.release(request, model, now)
+            case msg.Cancel(request):
+                if self._fx.waiters.pop(request, None) is not None:
+                    s.cancel(request, now)
+            case msg.StartFinished(model, result, unit_result, detail):
+                s.start_finished(model, result, unit_result, now, detail)
+            case msg.StopFinished(model):
+                s.stop_finished(model, now)
+            case msg.Timer(key):
+                s.timer(key, now)
+            case msg.Memory(model, available):
+                s.memory(model, available, now)
+            case msg.Admin(action, model, future):
+                self._admin_now(action, model, now)
+                if not future.done():
+                    future.set_result(None)
+            case msg.UnitState(model, active):
+                s.unit_state(model, active, now)
+
+    def _admin_now(self, action: AdminAction, model: str, now: float) -> None:
+        match action:
+            case AdminAction.START:
+                self._sched.admin_start(model, now)
+            case AdminAction.STOP:
+                self._sched.admin_stop(model, now)
+            case AdminAction.STOP_NOW:
+                self._sched.admin_stop(model, now, force=True)
+
+    def _on_systemd(self, event: Event) -> None:
+        # JobRemoved needs nothing here: our own jobs report through their futures.
+        if isinstance(event, UnitChanged) and (model := self._units.get(event.unit)) is not None:
+            self._post(msg.UnitState(model, event.active_state))
+
+    # ------------------------------------------------------------------------------ API
+    async def acquire(self, model: str, *, wait: bool = True) -> Lease:
+        """A lease on `model`, once it is ready (or a SparkError saying why not)."""
+        request = next(self._ids)
+        future: asyncio.Future[Lease] = self._loop.create_future()
+        self._post(msg.Acquire(request, model, wait, future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().release()  # granted just as the caller went away
+            else:
+                self._post(msg.Cancel(request))
+            raise
+
+    async def start_model(self, model: str) -> None:
+        await self._admin(AdminAction.START, model)
+
+    async def stop_model(self, model: str, *, now: bool = False) -> None:
+        await self._admin(AdminAction.STOP_NOW if now else AdminAction.STOP, model)
+
+    async def stop_all(self, *, now: bool = False) -> None:
+        for view in self.views():
+            if view.state not in (ModelState.STOPPED, ModelState.FAILED):
+                await self.stop_model(view.id, now=now)
+
+    async def _admin(self, action: AdminAction, model: str) -> None:
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._post(msg.Admin(action, model, future))
+        await future
+
+    def subscribe(self, listener: StateListener) -> None:
+        """Call `listener(model, state)` on every state change, from the owner task: it must
+        not block, and what it raises is logged, not propagated."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: StateListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, model: str, state: ModelState) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(model, state)
+            except Exception:
+                log.exception("state listener failed")
+
+    def views(self) -> list[ModelView]:
+        """A snapshot for status pages (reading is fine; deciding on it is not)."""
+        return self._sched.views()
+
+    def view(self, model: str) -> ModelView:
+        return self._sched.view(model)
+
+    @property
+    def healthy(self) -> bool:
+        """The owner task runs and the bus connection is up (the watchdog pings only then)."""
+        systemd = self._fx.systemd
+        return (
+            self._owner is not None and not self._owner.done() and systemd is not None and systemd.connected
+        )
+
+    @property
+    def queue_length(self) -> int:
+        return self._sched.queue_length
+
+    def loop_to_wall(self, t: float) -> float:
+        """A loop-clock instant as seconds since the epoch (for displays)."""
+        return time.time() + (t - self._loop.time())

@@ -1,0 +1,67 @@
+"""The OpenAI listing routes (`/v1/models`, `/v1/models/{id}`), `/health` and `/metrics`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from sparkctl.catalog import Model
+from sparkctl.core.states import ModelState
+from sparkctl.gateway.context import GATEWAY, Gateway
+
+
+def model_object(gw: Gateway, model: Model) -> dict[str, Any]:
+    """A model as `/v1/models` lists it (BRIEF §4.5)."""
+    spec = model.spec
+    state = gw.supervisor.view(model.id).state.value if spec.enabled else ModelState.STOPPED.value
+    obj: dict[str, Any] = {
+        "id": model.id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "sparkctl",
+        "state": state,
+        "capabilities": list(spec.capabilities),
+        "context_length": spec.advertised_context,
+        "status": spec.status.value,
+        "description": spec.description,
+    }
+    if spec.aliases:
+        obj["aliases"] = list(spec.aliases)
+    if not spec.enabled:
+        obj["disabled_reason"] = spec.disabled_reason
+    return obj
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    fixed = gw.direct_model(request)
+    models = [gw.catalog.models[fixed]] if fixed else list(gw.catalog)
+    return web.json_response({"object": "list", "data": [model_object(gw, m) for m in models]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    model = gw.catalog.resolve(request.match_info["model"])
+    return web.json_response(model_object(gw, model))
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    return web.Response(
+        body=gw.metrics.exposition(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)

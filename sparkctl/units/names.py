@@ -1,0 +1,56 @@
+"""The names of sparkctl's units (BRIEF §4.3): the only place one is spelled.
+
+Model `ID` runs as `sparkctl-ID.service` (rendered from `sparkctl-ID.container` for a container)
+with its own port `sparkctl-ID.socket`; the daemon is `sparkctl.service` with `sparkctl.socket`.
+A model id becomes a unit name only after it passed the catalog's id rule, checked again here:
+a unit name is also a path under the unit directories and an argument to systemctl.
+"""
+
+from __future__ import annotations
+
+from sparkctl.catalog.spec import check_id
+
+PREFIX = "sparkctl-"
+DAEMON_SERVICE = "sparkctl.service"
+DAEMON_SOCKET = "sparkctl.socket"
+DAEMON_UNITS = (DAEMON_SERVICE, DAEMON_SOCKET)
+# Globs for systemd's ListUnitsByPatterns and for the unit directories.
+MODEL_UNITS_GLOB = f"{PREFIX}*"
+ALL_UNITS_GLOBS = ("sparkctl.*", MODEL_UNITS_GLOB)
+
+
+def _checked(model_id: str) -> str:
+    try:
+        return check_id(model_id)
+    except ValueError as e:
+        raise ValueError(f"not a model id, so not a unit name: {e}") from None
+
+
+def service_name(model_id: str) -> str:
+    return f"{PREFIX}{_checked(model_id)}.service"
+
+
+def socket_name(model_id: str) -> str:
+    return f"{PREFIX}{_checked(model_id)}.socket"
+
+
+def container_name(model_id: str) -> str:
+    """The Quadlet file Quadlet turns into `service_name(model_id)`."""
+    return f"{PREFIX}{_checked(model_id)}.container"
+
+
+def model_of(unit: str) -> str | None:
+    """The model id a model unit's name carries, or None for any other unit."""
+    stem, dot, kind = unit.rpartition(".")
+    if not dot or kind not in ("service", "socket", "container") or not stem.startswith(PREFIX):
+        return None
+    model_id = stem.removeprefix(PREFIX)
+    try:
+        return check_id(model_id)
+    except ValueError:
+        return None
+
+
+def journal_hint(model_id: str) -> str:
+    """The command that shows what a model's engine said."""
+    return f"journalctl -u {service_name(model_id)}"

@@ -1,0 +1,62 @@
+"""sparkctl's own units: `sparkctl.service` and `sparkctl.socket` for this host (or a user), from
+the same templates as the model units. `install` writes them; `render --check` verifies the model
+units beside them, because every model socket hands its connections to `sparkctl.service`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparkctl.paths import ADMIN_SOCKET, USER_ADMIN_SOCKET_SPECIFIER
+from sparkctl.settings import DEFAULT_CONFIG, Settings, split_host_port
+from sparkctl.units import quoting
+from sparkctl.units.names import DAEMON_SERVICE, DAEMON_SOCKET
+from sparkctl.units.render import UnitFile, templates
+
+
+def own_units(settings: Settings, executable: Path, config: Path, *, user: bool = False) -> list[UnitFile]:
+    """sparkctl.service and sparkctl.socket for this host (or this user)."""
+    listen = [_listen_stream(a) for a in settings.gateway.listen]
+    socket_text = (
+        templates()
+        .get_template("sparkctl.socket.j2")
+        .render(
+            listen=listen,
+            admin_socket=USER_ADMIN_SOCKET_SPECIFIER if user else str(ADMIN_SOCKET),
+            user=user,
+        )
+    )
+    argv = [str(executable)] + (["--config", str(config)] if config != DEFAULT_CONFIG else []) + ["serve"]
+    home = any(str(p).startswith(("/root/", "/home/")) for p in _runs_from(executable))
+    service_text = (
+        templates()
+        .get_template("sparkctl.service.j2")
+        .render(
+            exec_start=quoting.command_line(argv),
+            # A sparkctl installed under a home directory must stay readable to the daemon.
+            protect_home="read-only" if home else "yes",
+            user=user,
+        )
+    )
+    return [
+        UnitFile("unit", DAEMON_SERVICE, service_text),
+        UnitFile("unit", DAEMON_SOCKET, socket_text),
+    ]
+
+
+def _runs_from(executable: Path) -> list[Path]:
+    """The files the daemon's ExecStart= needs: the script and the interpreter its #! names."""
+    paths = [executable.resolve()]
+    try:
+        with executable.open("rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return paths
+    if first.startswith(b"#!"):
+        interpreter = first[2:].strip().split()[0].decode(errors="replace")
+        paths.append(Path(interpreter).resolve())
+    return paths
+
+
+def _listen_stream(address: str) -> str:
+    host, port = split_host_port(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
