@@ -75,8 +75,7 @@ def _terminate(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.report_only:
-        results = json.loads((args.out / "results.json").read_text())
-        _write(results, args.out.resolve())
+        _write(json.loads((args.out / "results.json").read_text()), args.out.resolve())
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     prof = QUICK if args.quick else FULL

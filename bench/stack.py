@@ -22,9 +22,9 @@ from typing import Any
 
 from sparkctl.apikeys import KeyStore
 from sparkctl.catalog import load_catalog
-from sparkctl.core.weights import write_placeholder
 from sparkctl.sandbox import image
 from sparkctl.sandbox.box import Box
+from sparkctl.sandbox.weights import write_placeholder
 from sparkctl.settings import Settings, load_settings
 from sparkctl.units.names import service_name
 from sparkctl.units.render import render

@@ -79,15 +79,12 @@ def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         )
     )
     levels = sorted({r["streams_concurrent"] for r in st})
-    pairs = [
-        (
-            lv,
-            _row(st, "sparkctl", "streams_concurrent", lv),
-            _row(st, "naive-aiohttp", "streams_concurrent", lv),
-        )
-        for lv in levels
-    ]
-    pairs = [(lv, s, n) for lv, s, n in pairs if s and n and n["chunks_per_s"]]
+    pairs: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    for lv in levels:
+        s = _row(st, "sparkctl", "streams_concurrent", lv)
+        n = _row(st, "naive-aiohttp", "streams_concurrent", lv)
+        if s and n and n["chunks_per_s"]:
+            pairs.append((lv, s, n))
     worst = min((s["chunks_per_s"] / n["chunks_per_s"] for _, s, n in pairs), default=None)
     out.append(
         _verdict(
@@ -100,8 +97,8 @@ def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         )
     )
     cold = scenarios.get("cold_start", {}).get("summary") or {}
-    proc = cold.get("sparkctl (process unit)")
-    v = proc["overhead_ms"]["median"] if proc and proc["overhead_ms"]["n"] else None
+    overhead = (cold.get("sparkctl (process unit)") or {}).get("overhead_ms") or {}
+    v = overhead["median"] if overhead.get("n") else None
     out.append(
         _verdict(
             "cold-start overhead (median, process units)",
@@ -109,8 +106,7 @@ def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             v,
             "{:.1f} ms",
             v is not None and v <= 50,
-            f"p10 … p90 {proc['overhead_ms']['p10']:.1f} … {proc['overhead_ms']['p90']:.1f} ms over "
-            f"{proc['overhead_ms']['n']} runs"
+            f"p10 … p90 {overhead['p10']:.1f} … {overhead['p90']:.1f} ms over {overhead['n']} runs"
             if v is not None
             else "",
         )

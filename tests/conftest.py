@@ -5,7 +5,8 @@ bus, Podman 5 and Quadlet, booted in namespaces by sparkctl.sandbox (one box per
 where the machine cannot boot it (not root, substrate not installed) they are skipped with the
 reason, and under CI=true that skip is a failure. A failing integration test gets the box's
 journal attached to its report; every test is checked for leaked child processes, and every
-integration test for units it left running.
+integration test for units it left running. Every test also runs under the guards of
+tests/guards.py: no asyncio task outlives an async test, no blocking call runs on an event loop.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sparkctl.core.weights import write_placeholder
 from sparkctl.sandbox import box as sandbox
 from sparkctl.sandbox.box import Box
+from sparkctl.sandbox.weights import write_placeholder
 from sparkctl.settings import Settings
+from tests.guards import _no_blocking_calls, _no_leaked_tasks, _task_guard
 
+__all__ = ["_no_blocking_calls", "_no_leaked_tasks", "_task_guard"]  # fixtures, used by name
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 _skip_reason: str | None = None
@@ -90,14 +93,16 @@ def box_settings(box: Box, **sections: dict[str, Any]) -> Settings:
     return Settings.model_validate(data)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
     started = getattr(item, "_box_started", None)
-    the_box = item.funcargs.get("box") if hasattr(item, "funcargs") else None  # type: ignore[attr-defined]
+    the_box = getattr(item, "funcargs", {}).get("box")
     if report.failed and started is not None and isinstance(the_box, Box) and the_box.init_pid:
         report.sections.append(("sandbox journal", the_box.journal(since=started - 1, lines=300)))
+    return report
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +134,7 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 def _children() -> set[tuple[int, str]]:
     """Live descendants of this process (pid, command), except a sandbox and what runs in it."""
     me = os.getpid()
-    boxes = {int(p.read_text()) for d in sandbox.boxes() if (p := d / "launcher.pid").exists()}
+    boxes = {int(f.read_text()) for d in sandbox.boxes() if (f := d / "launcher.pid").exists()}
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
     for d in Path("/proc").iterdir():

@@ -8,14 +8,29 @@ is how the reference stack's context lengths drifted apart.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from sparkctl.validation import FieldError
 
-if TYPE_CHECKING:
-    from sparkctl.catalog.spec import Engine
+
+class Engine(Protocol):
+    """What this module reads of a catalog `[engine]` (spec.Engine, which validates itself with
+    the checks below: a protocol, so the two modules do not import each other). The typed fields
+    named in the tables are read with getattr."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def args(self) -> list[str]: ...
+    @property
+    def json_args(self) -> Mapping[str, Mapping[str, Any]]: ...
+    @property
+    def max_model_len(self) -> int: ...
+    @property
+    def gpu_memory_utilization(self) -> float: ...
+
 
 # Typed field → flag. A bool renders its flag when true; `negated` is rendered when false
 # (only where the engine's default is "on", so false has to be said).

@@ -79,7 +79,7 @@ def models_list(ctx: Context, as_json: bool) -> None:
             + (" exclusive" if r["gpu"] == "exclusive" else "")
             + (" pinned" if r["pinned"] else ""),
             tokens(r["context_length"]),
-            ",".join(r["capabilities"]),
+            ", ".join(r["capabilities"]),
             r["disabled_reason"] if r["status"] == "disabled" else r["description"],
         ]
         for r in rows
@@ -89,7 +89,7 @@ def models_list(ctx: Context, as_json: bool) -> None:
         headers.insert(1, "STATE")
         for line, r in zip(table, rows, strict=True):
             line.insert(1, r["state"])
-    print_table(headers, table, wrap={"DESCRIPTION"})
+    print_table(headers, table, wrap={"CAPABILITIES", "DESCRIPTION"})
 
 
 def _live_states(ctx: Context) -> dict[str, str] | None:

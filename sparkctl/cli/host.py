@@ -76,6 +76,7 @@ def images_list(ctx: Context, as_json: bool, index_path: Path | None) -> None:
     print_table(
         ["IMAGE", "SOURCE", "STATE", "MODELS", "NOTE"],
         [[r.image, r.source, r.state, str(len(r.models)), r.note] for r in rows],
+        wrap={"NOTE"},
     )
 
 

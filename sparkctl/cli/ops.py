@@ -47,7 +47,7 @@ def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
         [m.id, m.state.value, ago(m.since), str(m.in_flight), str(m.waiting), until(m.idle_stop_at), m.unit]
         for m in models
     ]
-    print_table(["MODEL", "STATE", "SINCE", "IN-FLIGHT", "WAITING", "IDLE STOP", "UNIT"], rows)
+    print_table(["MODEL", "STATE", "SINCE", "IN-FLIGHT", "WAITING", "IDLE STOP", "UNIT"], rows, wrap={"UNIT"})
     if not models:
         click.echo("no model is running (sparkctl ps -a lists them all)", err=True)
 

@@ -21,8 +21,8 @@ Policy, in short:
 - pinned models stay loaded and are never evicted while they fit; whatever systemd reports that
   sparkctl did not ask for (a manual start, a crash) becomes the scheduler's view.
 
-The primitive transitions of one model live in `slots.py`, the queue in `queue.py`; this module
-is the policy that chooses between them.
+The primitive transitions of one model live in `slots.py`, the queue in `queue.py`, the swap in
+progress in `swap.py`; this module is the policy that chooses between them.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from sparkctl.core.queue import Waiter, WaitQueue, Wanted
-from sparkctl.core.slots import Slot, Transitions, backoff_error, estimate, fits, idle_stop_wanted, in_the_way
+from sparkctl.core.slots import Slot, Transitions, backoff_error, estimate, fits, idle_stop_wanted
 from sparkctl.core.slots import start_error as _start_error
 from sparkctl.core.states import ActiveState, Effects, JobResult, ModelInfo, ModelState, ModelView, TimerKey
+from sparkctl.core.swap import Swap
 from sparkctl.errors import ModelLoadingError, QueueFullError, UnknownModelError, UpstreamError
 
 
@@ -69,14 +70,17 @@ class Scheduler:
         self._fx = effects
         self._t = Transitions(effects)
         self._budget = memory_budget
-        self._drain_timeout = drain_timeout
-        self._memory_wait = memory_wait
         self._queue_limit = queue_limit
-        self._total_memory = total_memory
         self._queue = WaitQueue()
-        self._target: str | None = None  # the swap in progress, if any
-        self._freed_for_target = False  # a stop happened for it: gate on memory before starting
-        self._gate_open: str | None = None  # model whose start waits for memory
+        self._swap = Swap(
+            self._slots,
+            self._queue,
+            self._t,
+            budget=memory_budget,
+            drain_timeout=drain_timeout,
+            memory_wait=memory_wait,
+            total_memory=total_memory,
+        )
 
     # ------------------------------------------------------------------------------ requests
     def acquire(self, request: int, model: str, now: float, *, wait: bool = True) -> Granted | Queued:
@@ -224,12 +228,7 @@ class Scheduler:
                 if slot.state is ModelState.DRAINING and deadline is not None and now >= deadline:
                     self._drain_expired(slot, now)
             case "memory":
-                if self._gate_open == model:
-                    self._fx.warn(
-                        "memory_wait expired before enough memory was available; starting anyway", model
-                    )
-                    self._close_gate()
-                    self._t.start(slot, now)
+                self._swap.memory_expired(model, now)
             case "backoff":
                 if slot.state is ModelState.BACKOFF and now >= slot.backoff_until:
                     self._t.set_state(slot, ModelState.FAILED, now)
@@ -247,12 +246,9 @@ class Scheduler:
 
     def memory(self, model: str, available: int, now: float) -> None:
         """A MemAvailable reading while the gate for `model` is open."""
-        if self._gate_open != model:
-            return
-        if available >= self._need_bytes(self._slot(model).info):
-            self._close_gate()
-            self._t.start(self._slot(model), now)
-        self._schedule(now)
+        if self._swap.waits_for_memory(model):
+            self._swap.memory(model, available, now)
+            self._schedule(now)
 
     # ------------------------------------------------------------------------------ operators
     def admin_start(self, model: str, now: float) -> None:
@@ -271,8 +267,8 @@ class Scheduler:
         slot = self._slot(model)
         slot.held_down = slot.info.pinned
         self._queue.drop_wanted(model)
-        if self._target == model and not self._queue.wants(model):
-            self._abandon_target(now)
+        if self._swap.target == model and not self._queue.wants(model):
+            self._swap.abandon(now)
         if slot.state in (*_SERVING, ModelState.STARTING):
             if force:
                 self._t.abort(slot, UpstreamError(f"The model '{model}' was stopped by an operator."))
@@ -321,8 +317,8 @@ class Scheduler:
     def _schedule(self, now: float) -> None:
         """Settle what can be settled after any event. Idempotent."""
         self._grant_ready()
-        self._progress_target(now)
-        if self._target is None:
+        self._swap.progress(now)
+        if self._swap.target is None:
             self._pick_next(now)
         for slot in self._slots.values():
             if slot.state is ModelState.DRAINING and not slot.leases:
@@ -349,55 +345,11 @@ class Scheduler:
             slot = self._slots[entry.model]
             if slot.state not in _DOWN:
                 continue  # starting, ready (maybe at max_concurrent), or on its way somewhere
-            if fits(slot.info, self._active(), self._budget):
+            if fits(slot.info, self._swap.active(), self._budget):
                 self._t.start(slot, now)
                 continue
-            self._target = entry.model
-            self._freed_for_target = False
-            self._t.set_state(slot, ModelState.QUEUED, now)
-            self._progress_target(now)
+            self._swap.begin(slot, now)
             return
-
-    def _progress_target(self, now: float) -> None:
-        target = self._target
-        if target is None:
-            return
-        slot = self._slots[target]
-        if slot.state not in (ModelState.QUEUED, *_DOWN):
-            self._target = None  # it started (or was taken over): the swap is over
-            return
-        if not self._queue.wants(target):
-            self._abandon_target(now)
-            return
-        if self._gate_open == target:
-            return
-        victims = in_the_way(slot.info, self._active(), self._budget)
-        for victim in victims:
-            if victim.state is ModelState.READY:
-                self._t.drain(victim, now, deadline=now + self._drain_timeout)
-        if victims:
-            return
-        if self._freed_for_target and self._total_memory:
-            self._gate_open = target
-            self._fx.watch_memory(target, self._need_bytes(slot.info))
-            self._fx.set_timer(("memory", target), now + self._memory_wait)
-            return
-        self._t.start(slot, now)
-
-    def _abandon_target(self, now: float) -> None:
-        """Nobody waits for the swap target any more: let its victims serve again."""
-        target = self._target
-        self._target = None
-        if target is None:
-            return
-        if self._gate_open == target:
-            self._close_gate()
-        slot = self._slots[target]
-        if slot.state is ModelState.QUEUED:
-            self._t.set_state(slot, ModelState.STOPPED, now)
-        for victim in self._slots.values():
-            if victim.state is ModelState.DRAINING and victim.drain_deadline is not None:
-                self._t.undrain(victim, now)
 
     def _arm_idle(self, now: float) -> None:
         for slot in self._slots.values():
@@ -412,35 +364,27 @@ class Scheduler:
 
     def _restore_pinned(self, now: float) -> None:
         """A pinned model that was evicted comes back when it fits again and nobody waits."""
-        if self._queue or self._target is not None:
+        if self._queue or self._swap.target is not None:
             return
         for slot in self._slots.values():
             if (
                 slot.info.pinned
                 and slot.state is ModelState.STOPPED
                 and not slot.held_down
-                and fits(slot.info, self._active(), self._budget)
+                and fits(slot.info, self._swap.active(), self._budget)
             ):
                 self._t.start(slot, now)
 
     def _stopped(self, slot: Slot, now: float) -> None:
-        if self._target is not None and slot.id != self._target:
-            self._freed_for_target = True  # its memory comes back over the next moments
+        self._swap.stopped(slot)
         self._t.set_state(slot, ModelState.STOPPED, now)
 
     def _start_failed(self, slot: Slot, unit_result: str, detail: str, now: float) -> None:
         error = _start_error(slot, unit_result, detail)
         for waiter in self._queue.take(slot.id):
             self._fx.reject(waiter.request, error)
-        if self._target == slot.id:
-            self._target = None
+        self._swap.failed(slot.id)
         self._t.failed(slot, error, now)
-
-    def _close_gate(self) -> None:
-        if self._gate_open is not None:
-            self._fx.unwatch_memory(self._gate_open)
-            self._fx.cancel_timer(("memory", self._gate_open))
-            self._gate_open = None
 
     # ------------------------------------------------------------------------------ helpers
     def _slot(self, model: str) -> Slot:
@@ -448,9 +392,3 @@ class Scheduler:
             return self._slots[model]
         except KeyError:
             raise UnknownModelError(f"The model '{model}' does not exist.") from None
-
-    def _active(self) -> list[Slot]:
-        return [s for s in self._slots.values() if s.holds_memory]
-
-    def _need_bytes(self, info: ModelInfo) -> int:
-        return int(info.fraction * self._total_memory)

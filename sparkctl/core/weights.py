@@ -126,17 +126,3 @@ def _check_without_listing(base: Path, snapshot: Path) -> WeightsState:
             if not (snapshot / str(shard)).exists():
                 return WeightsState(False, f"shard {shard} named by {index.name} is missing", snapshot)
     return WeightsState(True, f"{len(files)} files (no file listing; checked shards)", snapshot)
-
-
-PLACEHOLDER_COMMIT = "0" * 39 + "1"
-
-
-def write_placeholder(hf_cache: Path, repo: str, revision: str = "main") -> None:
-    """A snapshot holding one note instead of weights, laid out as huggingface_hub would: for
-    emulated models (the demo, the tests), whose engine needs none but whose start is checked."""
-    base = repo_dir(hf_cache, repo)
-    (base / "refs").mkdir(parents=True, exist_ok=True)
-    (base / "refs" / revision).write_text(PLACEHOLDER_COMMIT)
-    snapshot = base / "snapshots" / PLACEHOLDER_COMMIT
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (snapshot / "README.sparkctl").write_text("An emulated model: `sparkctl emulate` needs no weights.\n")

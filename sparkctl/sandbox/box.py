@@ -6,6 +6,10 @@ root (stage2.sh); the host reaches it through DIR/run (the box's /run: the syste
 Podman's API socket) and runs commands inside with nsenter. Everything is torn down by `down()`,
 and a box left behind by a crashed run is found and removed by the next `up()` (`reap_stale`).
 Needs root, and the substrate from install.sh.
+
+This module holds the Box, and finding and reaping boxes; what it needs of the host is in host.py
+(locations, checks, shares), procs.py (processes, cgroups, the launcher) and mounts.py. The names
+callers import from here (ROOT, PREFIX, INSTALL_HINT, unavailable_reason, …) are re-exported.
 """
 
 from __future__ import annotations
@@ -24,61 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkctl.errors import SandboxError
-from sparkctl.paths import SOURCE_ROOT
+from sparkctl.sandbox.host import HERE, INSTALL_HINT, PREFIX, ROOT, default_shares, unavailable_reason
+from sparkctl.sandbox.host import cgroup2_root as _cgroup2_root
+from sparkctl.sandbox.mounts import mount_run, unmount_all
+from sparkctl.sandbox.procs import kill_cgroup, proc_start, running, stop_launcher
 
-HERE = Path(__file__).resolve().parent
-PREFIX = Path(os.environ.get("SPARKCTL_SANDBOX_PREFIX", "/opt/sparkctl-sandbox"))
-ROOT = Path(os.environ.get("SPARKCTL_SANDBOX_ROOT", "/var/lib/sparkctl-sandbox"))
+# Re-exported: tests, bench and `sparkctl demo` reach the host names through this module
+# (test_sandbox.py reads _cgroup2_root to look for leftover box cgroups).
+__all__ = [
+    "HERE",
+    "INSTALL_HINT",
+    "MARKER",
+    "PREFIX",
+    "ROOT",
+    "Box",
+    "_cgroup2_root",
+    "boxes",
+    "reap_stale",
+    "unavailable_reason",
+]
+
 MARKER = ".sparkctl-box"
-INSTALL_HINT = f"run `{HERE / 'install.sh'}` as root (or ./scripts/setup)"
-
-
-def unavailable_reason() -> str | None:
-    """Why a sandbox cannot boot on this machine, or None if it can."""
-    if os.geteuid() != 0:
-        return "the sandbox needs root (namespaces, mounts, cgroups)"
-    if not (PREFIX / ".installed").is_file() or not (PREFIX / "podman5/usr/bin/podman").is_file():
-        return f"the sandbox substrate is not installed: {INSTALL_HINT}"
-    for tool in ("unshare", "nsenter", "busctl", "findmnt"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed: {INSTALL_HINT}"
-    if not Path("/lib/systemd/systemd").exists():
-        return f"systemd is not installed: {INSTALL_HINT}"
-    try:
-        _cgroup2_root()
-    except SandboxError as e:
-        return e.message
-    return None
-
-
-def _cgroup2_root() -> Path:
-    for candidate in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-        with contextlib.suppress(OSError):
-            if os.statvfs(candidate) and _fstype(candidate) == "cgroup2":
-                return candidate
-    raise SandboxError("no cgroup2 hierarchy is mounted (needed for the box's own cgroup)")
-
-
-def _fstype(path: Path) -> str:
-    best, kind = "", ""
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            target = parts[1]
-            if (str(path) == target or str(path).startswith(target.rstrip("/") + "/")) and len(target) >= len(
-                best
-            ):
-                best, kind = target, parts[2]
-    return kind
-
-
-def _proc_start(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (guards against pid reuse)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 @dataclass
@@ -133,21 +103,36 @@ class Box:
         path = root / (name or f"b{os.getpid()}")
         if len(str(path)) > 60:  # unix socket paths under DIR/run must stay below 108 bytes
             raise SandboxError(f"box path too long for unix sockets: {path}")
-        box = cls(path=path, net=net, shares=_default_shares(shares))
+        box = cls(path=path, net=net, shares=default_shares(shares))
         box._boot()
         return box
 
     def _boot(self) -> None:
         if self.path.exists():
             self.down()
-        t0 = time.monotonic()
+        deadline = time.monotonic() + self.boot_timeout
+        self._prepare()
+        state = self._await_system(self._launch(), deadline)
+        self._write_wrappers()
+        sock = self.path / "run/podman/podman.sock"
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if state == "degraded":
+            failed = self.run("systemctl", "--failed", "--plain", "--no-legend", check=False).stdout
+            raise SandboxError(f"the box booted degraded; failed units:\n{failed}")
+
+    def _prepare(self) -> None:
+        """DIR's layout, the marker naming its owner (for reap_stale), its /run, its cgroup."""
         for sub in ("run", ".ovl", "storage", "quadlet", "bin"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         (self.path / MARKER).write_text(
-            json.dumps({"owner": os.getpid(), "owner_start": _proc_start(os.getpid())})
+            json.dumps({"owner": os.getpid(), "owner_start": proc_start(os.getpid())})
         )
-        self._mount_run()
+        mount_run(self.path)
         self.cgroup.mkdir(exist_ok=True)
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """Start launcher.py, detached, which makes stage2.sh (then systemd) the box's PID 1."""
         env = dict(
             os.environ, SPARKCTL_BOX_NET=self.net, SPARKCTL_BOX_SHARES=":".join(str(s) for s in self.shares)
         )
@@ -168,45 +153,24 @@ class Box:
                 start_new_session=True,
             )
         (self.path / "launcher.pid").write_text(f"{launcher.pid}\n")
-        deadline = t0 + self.boot_timeout
+        return launcher
+
+    def _await_system(self, launcher: subprocess.Popen[bytes], deadline: float) -> str:
+        """systemd's state once it is up ("running" or "degraded"); if it never gets there, the
+        box is torn down and SandboxError carries the tail of its console."""
         state = ""
         while time.monotonic() < deadline:
             state = self._system_state()
             if state in ("running", "degraded"):
-                break
+                return state
             if launcher.poll() is not None:
                 tail = self.console_tail()
                 self.down()
                 raise SandboxError(f"the box failed to boot:\n{tail}")
             time.sleep(0.05)
-        else:
-            tail = self.console_tail()
-            self.down()
-            raise SandboxError(
-                f"the box did not boot within {self.boot_timeout:.0f}s (state {state!r}):\n{tail}"
-            )
-        self._write_wrappers()
-        sock = self.path / "run/podman/podman.sock"
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if state == "degraded":
-            failed = self.run("systemctl", "--failed", "--plain", "--no-legend", check=False).stdout
-            raise SandboxError(f"the box booted degraded; failed units:\n{failed}")
-
-    def _mount_run(self) -> None:
-        subprocess.run(
-            [
-                "mount",
-                "-t",
-                "tmpfs",
-                "-o",
-                "mode=0755,nosuid,nodev,size=2g",
-                "sparkctl-box-run",
-                str(self.path / "run"),
-            ],
-            check=True,
-            env=dict(os.environ, LIBMOUNT_UTAB=str(self.path / ".utab")),
-        )
+        tail = self.console_tail()
+        self.down()
+        raise SandboxError(f"the box did not boot within {self.boot_timeout:.0f}s (state {state!r}):\n{tail}")
 
     def _system_state(self) -> str:
         if not (self.path / "run/dbus/system_bus_socket").exists():
@@ -270,11 +234,11 @@ class Box:
             # hand) would hold it for its stop timeout. The box is throwaway: after a grace
             # period its cgroup is killed outright.
             deadline = time.monotonic() + self.poweroff_grace
-            while unshare and _running(unshare) and time.monotonic() < deadline:
+            while unshare and running(unshare) and time.monotonic() < deadline:
                 time.sleep(0.02)
         self._kill_cgroup()
-        self._stop_launcher()
-        self._unmount_all()
+        stop_launcher(self.path)
+        unmount_all(self.path)
         if keep_logs is not None and (self.path / "console.log").exists():
             shutil.copy(self.path / "console.log", keep_logs / "console.log")
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.path)], check=False)
@@ -284,49 +248,7 @@ class Box:
             cg = self.cgroup
         except SandboxError:
             return
-        if not cg.exists():
-            return
-        if _cgroup_procs(cg):
-            with contextlib.suppress(OSError):
-                (cg / "cgroup.kill").write_text("1")
-            deadline = time.monotonic() + 5
-            while _cgroup_procs(cg) and time.monotonic() < deadline:
-                time.sleep(0.02)
-        for d in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        with contextlib.suppress(OSError):
-            cg.rmdir()
-
-    def _stop_launcher(self) -> None:
-        try:
-            pid = int((self.path / "launcher.pid").read_text())
-        except (OSError, ValueError):
-            return
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return
-        if b"launcher.py" not in cmdline or str(self.path).encode() not in cmdline:
-            return
-        deadline = time.monotonic() + 5
-        while _running(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)  # it is our child when this process booted the box
-
-    def _unmount_all(self) -> None:
-        out = subprocess.run(
-            ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False
-        ).stdout
-        prefix = str(self.path)
-        mounts = [m for m in out.splitlines() if m == prefix or m.startswith(prefix + "/")]
-        env = dict(os.environ, LIBMOUNT_UTAB=str(self.path / ".utab"))
-        for m in sorted(mounts, key=len, reverse=True):
-            if subprocess.run(["umount", m], env=env, capture_output=True, check=False).returncode:
-                subprocess.run(["umount", "-l", m], env=env, capture_output=True, check=False)
+        kill_cgroup(cg)
 
     # ---------------------------------------------------------------------------------- inside
     def run(
@@ -396,36 +318,6 @@ class Box:
         (self.path / "init.pid").write_text(f"{self.init_pid}\n")
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie; reaps it when it is our own exited child."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _cgroup_procs(cg: Path) -> list[str]:
-    procs = []
-    for f in cg.rglob("cgroup.procs"):
-        with contextlib.suppress(OSError):
-            procs += f.read_text().split()
-    return procs
-
-
-def _default_shares(extra: Iterable[Path]) -> list[Path]:
-    """Host paths the box must see as they are: this interpreter, its base, the source tree."""
-    wanted = [Path(sys.prefix), Path(sys.base_prefix), *(p for p in [SOURCE_ROOT] if p), *extra]
-    out: list[Path] = []
-    for p in sorted({w.resolve() for w in wanted}, key=lambda p: len(p.parts)):
-        if p != Path("/") and not any(p.is_relative_to(o) for o in out):
-            out.append(p)
-    return out
-
-
 def reap_stale(root: Path = ROOT) -> list[Path]:
     """Remove boxes whose owning process is gone (a crashed or killed test run)."""
     reaped: list[Path] = []
@@ -440,7 +332,7 @@ def reap_stale(root: Path = ROOT) -> list[Path]:
             owner, start = int(info["owner"]), info.get("owner_start")
         except (OSError, ValueError, KeyError, TypeError):
             owner, start = -1, None
-        if owner > 0 and _proc_start(owner) is not None and _proc_start(owner) == start:
+        if owner > 0 and proc_start(owner) is not None and proc_start(owner) == start:
             continue
         Box(path=d).down()
         reaped.append(d)

@@ -101,8 +101,12 @@ def _site_files() -> list[tuple[Path, str]]:
                 and ".dist-info" not in str(f)
             ):
                 out.append((src, f"{SITE}/{f}"))
-    for name in ("__init__.py", "emulator.py"):
-        out.append((PACKAGE_DIR / name, f"{SITE}/sparkctl/{name}"))
+    # The emulator package whole (sources only: the image never writes bytecode), and the
+    # package marker above it; nothing else of sparkctl's, which needs more than aiohttp.
+    emulator = sorted((PACKAGE_DIR / "emulator").glob("*.py"))
+    for src in [PACKAGE_DIR / "__init__.py", *emulator]:
+        rel = src.relative_to(PACKAGE_DIR).as_posix()
+        out.append((src, f"{SITE}/sparkctl/{rel}"))
     return out
 
 

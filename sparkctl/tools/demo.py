@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sparkctl.core.weights import write_placeholder
 from sparkctl.errors import DemoError
 from sparkctl.sandbox import image
 from sparkctl.sandbox.box import Box
+from sparkctl.sandbox.weights import write_placeholder
 
 DEMO_MODELS = {
     "demo-chat": {

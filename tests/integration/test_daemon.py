@@ -15,8 +15,8 @@ import aiohttp
 import openai
 import pytest
 
-from sparkctl.core.weights import write_placeholder
 from sparkctl.sandbox.box import Box
+from sparkctl.sandbox.weights import write_placeholder
 from tests.integration.conftest import SPARKCTL, emulated
 
 PORT = 28900

@@ -20,6 +20,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from openai.types.chat import ChatCompletionToolParam
 
 from sparkctl.apikeys import KeyFile, KeyStore
 from sparkctl.catalog import load_catalog
@@ -125,9 +126,8 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
     sup = Supervisor(catalog, settings)
     await sup.start()
     direct = free_port()
-    app = build_app(
-        settings, catalog, sup, keys=KeyFile(tmp_path / "api-keys"), direct_ports={direct: "chat"}
-    )
+    keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys")  # reads the file: off the loop
+    app = build_app(settings, catalog, sup, keys=keys, direct_ports={direct: "chat"})
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     port = free_port()
@@ -162,7 +162,7 @@ async def test_openai_client_chat_stream_tools_embeddings_with_a_cold_start(env:
     ]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 5 and chunks[-1].usage and chunks[-1].usage.completion_tokens == 5
-    tools = [
+    tools: list[ChatCompletionToolParam] = [
         {
             "type": "function",
             "function": {
@@ -177,21 +177,26 @@ async def test_openai_client_chat_stream_tools_embeddings_with_a_cold_start(env:
     ]
     call = await client.chat.completions.create(
         model="chat",
-        tools=tools,  # type: ignore[arg-type]
+        tools=tools,
         messages=[{"role": "user", "content": "weather?"}],
     )
     assert call.choices[0].finish_reason == "tool_calls"
-    assert json.loads(call.choices[0].message.tool_calls[0].function.arguments) == {"city": "x"}  # type: ignore[index,union-attr]
+    tool_calls = call.choices[0].message.tool_calls
+    assert tool_calls and tool_calls[0].type == "function"
+    assert json.loads(tool_calls[0].function.arguments) == {"city": "x"}
     stream = await client.chat.completions.create(
         model="chat",
         tools=tools,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
         messages=[{"role": "user", "content": "weather?"}],
     )
     names = [
-        c.choices[0].delta.tool_calls[0].function.name
-        async for c in stream  # type: ignore[index,union-attr]
-        if c.choices and c.choices[0].delta.tool_calls and c.choices[0].delta.tool_calls[0].function.name
+        function.name
+        async for c in stream
+        if c.choices
+        and c.choices[0].delta.tool_calls
+        and (function := c.choices[0].delta.tool_calls[0].function) is not None
+        and function.name
     ]
     assert names == ["get_weather"]
     emb = await client.embeddings.create(model="chat", input=["one", "two words"])
@@ -201,10 +206,9 @@ async def test_openai_client_chat_stream_tools_embeddings_with_a_cold_start(env:
     # the sync client too
     sync = openai.OpenAI(base_url=f"{env.url}/v1", api_key=env.user, max_retries=0)
     reply2 = await asyncio.to_thread(
-        sync.chat.completions.create,
-        model="chat",
-        messages=[{"role": "user", "content": "sync"}],
-        max_tokens=2,
+        lambda: sync.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "sync"}], max_tokens=2
+        )
     )
     assert reply2.usage and reply2.usage.completion_tokens == 2
 
@@ -273,7 +277,7 @@ async def test_models_listing_and_admin_api(env: Env) -> None:
             assert r.status == 200
 
 
-ERROR_CASES = [
+ERROR_CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     # (description, path, body bytes, headers, expected status, code)
     ("malformed json", "/v1/chat/completions", b'{"model": "chat",', {}, 400, "invalid_json"),
     ("not an object", "/v1/chat/completions", b'["chat"]', {}, 400, "invalid_json"),

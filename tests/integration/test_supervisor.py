@@ -253,7 +253,7 @@ async def test_the_memory_gate_waits_for_memory_held_after_a_stop(
 ) -> None:
     """An engine's memory can outlive its unit (vLLM's orphaned workers do): the next start
     waits until MemAvailable covers its share, observed on real memory held by an emulator."""
-    mem = read_meminfo()
+    mem = await asyncio.to_thread(read_meminfo)
     total, available = mem["MemTotal"], mem["MemAvailable"]
     hold_mb = 3000
     # the next model's share is just below what is free now: it fits once the holder is gone
@@ -294,7 +294,7 @@ async def test_the_memory_gate_waits_for_memory_held_after_a_stop(
     try:
         deadline = time.monotonic() + 20
         while (  # noqa: ASYNC110 (MemAvailable has no event to wait on)
-            read_meminfo()["MemAvailable"] > available - hold_mb * 1024**2 * 0.9
+            (await asyncio.to_thread(read_meminfo))["MemAvailable"] > available - hold_mb * 1024**2 * 0.9
             and time.monotonic() < deadline
         ):
             await asyncio.sleep(0.05)

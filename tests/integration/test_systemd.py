@@ -9,14 +9,8 @@ from typing import Any
 
 import pytest
 
-from sparkctl.core.systemd import (
-    BusUnavailableError,
-    Event,
-    JobRemoved,
-    Systemd,
-    UnitChanged,
-    UnitNotFoundError,
-)
+from sparkctl.core.systemd import Event, JobRemoved, Systemd, UnitChanged
+from sparkctl.errors import BusUnavailableError, UnitNotFoundError
 from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
 from tests.helpers import write_model

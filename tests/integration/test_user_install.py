@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from sparkctl.core.weights import write_placeholder
 from sparkctl.sandbox.box import Box
+from sparkctl.sandbox.weights import write_placeholder
 from tests.integration.conftest import SPARKCTL, emulated
 
 PORT = 28930

@@ -366,12 +366,13 @@ def test_direct_port_zero_means_no_socket(tmp_path: Path) -> None:
 @pytest.mark.parametrize("field", ["id", "alias", "env", "quantization"])
 def test_a_trailing_newline_never_slips_through_a_pattern(tmp_path: Path, field: str) -> None:
     # Python's `$` matches before a final newline: every pattern must match the whole string.
-    over: dict[str, object] = {
+    cases: dict[str, dict[str, object]] = {
         "alias": {"aliases": ["ok\n"]},
         "env": {"engine": {"env": {"OK\n": "v"}}},
         "quantization": {"engine": {"quantization": "fp8\n"}},
         "id": {},
-    }[field]
+    }
+    over = cases[field]
     if field == "id":
         (tmp_path / "m.toml").write_text(
             'id = "m\\n"\ndescription = "d"\nstatus = "validated"\n'

@@ -19,15 +19,9 @@ from click.testing import CliRunner
 
 from sparkctl.catalog import read_specs
 from sparkctl.cli import cli
+from sparkctl.errors import ImageIndexError, ImagesError
 from sparkctl.paths import SHIPPED_CATALOG
-from sparkctl.tools.images import (
-    SHIPPED_CONTAINERFILES,
-    ImageIndexError,
-    ImagesError,
-    copied_files,
-    instructions,
-    load_index,
-)
+from sparkctl.tools.images import SHIPPED_CONTAINERFILES, copied_files, instructions, load_index
 
 ROOT = Path(__file__).resolve().parents[2]
 CF = SHIPPED_CONTAINERFILES

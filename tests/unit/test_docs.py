@@ -180,7 +180,10 @@ def test_the_catalog_key_table_is_the_schema() -> None:
 # ------------------------------------------------------------------------------------ snippets
 def _blocks(page: Path) -> list[tuple[str, str, int]]:
     """(language, code, line) of every fenced block."""
-    out, lang, start, buf = [], None, 0, []
+    out: list[tuple[str, str, int]] = []
+    lang: str | None = None
+    start = 0
+    buf: list[str] = []
     for n, line in enumerate(page.read_text().splitlines(), 1):
         if line.startswith("```"):
             if lang is None:

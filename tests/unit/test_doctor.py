@@ -117,8 +117,8 @@ class Spark:
                 path = path.parent
                 path.rmdir()  # an emptied directory goes too (/run/systemd/system is the signal)
         self._written = set(self.files)
-        for path, text in self.files.items():
-            target = self.root / path.lstrip("/")
+        for name, text in self.files.items():
+            target = self.root / name.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         return Host(

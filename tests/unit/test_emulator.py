@@ -22,7 +22,8 @@ import aiohttp
 import openai
 import pytest
 
-from sparkctl import emulator
+from sparkctl.emulator.config import parse_args
+from sparkctl.emulator.responses import EMBEDDING_DIM
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "some/model"
@@ -166,13 +167,13 @@ async def get_metrics(session: aiohttp.ClientSession, emu: Emu) -> str:
 
 
 def test_parse_args_takes_what_vllm_serve_takes() -> None:
-    cfg = emulator.parse_args(
+    cfg = parse_args(
         ["serve", "org/m", "--mxfp4-layers", "moe,qkv", "--port", "9001", "--served-model-name", "a", "b",
          "--enforce-eager", "--speculative-config", '{"a":1}', "--max-model-len", "128", "--load-time", "1.5"]
     )  # fmt: skip
     assert (cfg.model, cfg.port, cfg.served_names) == ("org/m", 9001, ("a", "b"))
     assert (cfg.max_model_len, cfg.load_time, cfg.exit_code) == (128, 1.5, 1)
-    assert emulator.parse_args(["--model", "x", "--some-flag", "v"]).served_names == ("x",)
+    assert parse_args(["--model", "x", "--some-flag", "v"]).served_names == ("x",)
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,7 +281,7 @@ def test_embeddings_base64_and_float(emu: Emu) -> None:
     assert packed.usage.prompt_tokens == 4 and packed.model == "m"
     assert [d.index for d in packed.data] == [0, 1]
     for a, b in zip(packed.data, floats.data, strict=True):
-        assert len(a.embedding) == len(b.embedding) == emulator.EMBEDDING_DIM
+        assert len(a.embedding) == len(b.embedding) == EMBEDDING_DIM
         assert math.isclose(math.fsum(x * x for x in b.embedding), 1.0, rel_tol=1e-6)
         assert all(math.isclose(x, y, abs_tol=1e-6) for x, y in zip(a.embedding, b.embedding, strict=True))
     assert floats.data[0].embedding != floats.data[1].embedding

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from sparkctl.cli import cli
 from sparkctl.core.weights import check_weights, repo_dir, weights_present
-from sparkctl.tools.pull import PullError, Token, find_token, pull_weights
+from sparkctl.errors import PullError
+from sparkctl.tools.pull import Token, find_token, pull_weights
 from tests.helpers import write_model
 
 TOKEN = "hf_test_secret_token"

@@ -243,7 +243,7 @@ def test_sync_writes_changes_and_removes_only_its_own_stale_files(tmp_path: Path
 def test_units_dir_holds_the_default_rendering_of_sparkctls_own_units() -> None:
     """units/sparkctl.{service,socket} are what `sparkctl install` writes with the defaults."""
     from sparkctl.settings import DEFAULT_CONFIG
-    from sparkctl.tools.install import own_units
+    from sparkctl.units.own import own_units
 
     for unit in own_units(Settings(), Path("/usr/local/bin/sparkctl"), DEFAULT_CONFIG):
         assert (ROOT / "units" / unit.name).read_text() == unit.text, f"re-render units/{unit.name}"

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -393,13 +394,13 @@ def test_triton_mla_splits_fix(tmp_path: Path, max_seq_len: int, splits: int) ->
     root = tree(tmp_path, {rel: TRITON_MLA})
     assert srcfix_run(FIXES / "vllm-triton-mla-splits.py", root).returncode == 0
     code = "\n".join(line.strip() for line in (root / rel).read_text().splitlines())
-    scope = {
+    scope: dict[str, Any] = {
         "envs": type("envs", (), {"VLLM_BATCH_INVARIANT": False}),
         "attn_metadata": type("m", (), {"max_seq_len": max_seq_len}),
     }
     exec(code, scope)
     assert scope["num_kv_splits"] == splits
-    scope["envs"].VLLM_BATCH_INVARIANT = True  # type: ignore[attr-defined]
+    scope["envs"].VLLM_BATCH_INVARIANT = True
     exec(code, scope)
     assert scope["num_kv_splits"] == 1
     upstream = tree(

@@ -1,0 +1,105 @@
+"""`sparkctl doctor`: is this host ready to run sparkctl, and if not, what to do about it.
+
+Every check is a function of a `Host` (where files are, how commands run, disk space, whether a
+port is free) and the settings, returning one pass/warn/fail `Check` with the fix. The real host
+is `Host()`; tests build hosts in states that are hard to reach for real (no CDI spec, Podman 4.3,
+a full disk, cgroup v1). A failure means sparkctl cannot work as configured; a warning means it
+works, with a limit worth knowing.
+
+The checks live by subject (runtime: systemd, cgroups, Podman, Quadlet; hardware: GPU, memory,
+swap, disk; service: port, API key, polkit, socket unit, models); `CHECKS` is their order in the
+report, and `run_checks` reads it from this module at call time, so a test may replace it.
+"""
+
+from __future__ import annotations
+
+from sparkctl.settings import Settings
+from sparkctl.tools.doctor.check import Check, CheckFn, Status
+from sparkctl.tools.doctor.hardware import (
+    CDI_FIX,
+    GIB,
+    check_cdi,
+    check_disk,
+    check_driver,
+    check_memory,
+    check_swap,
+)
+from sparkctl.tools.doctor.host import Disk, Host, Result, disk_of, port_is_free, run_command
+from sparkctl.tools.doctor.runtime import (
+    check_cgroup2,
+    check_notify_healthy,
+    check_podman,
+    check_podman_api,
+    check_quadlet,
+    check_systemd,
+)
+from sparkctl.tools.doctor.service import (
+    check_api_key,
+    check_models,
+    check_polkit,
+    check_port,
+    check_socket_unit,
+)
+
+__all__ = [
+    "CDI_FIX",
+    "CHECKS",
+    "GIB",
+    "Check",
+    "CheckFn",
+    "Disk",
+    "Host",
+    "Result",
+    "Status",
+    "check_api_key",
+    "check_cdi",
+    "check_cgroup2",
+    "check_disk",
+    "check_driver",
+    "check_memory",
+    "check_models",
+    "check_notify_healthy",
+    "check_podman",
+    "check_podman_api",
+    "check_polkit",
+    "check_port",
+    "check_quadlet",
+    "check_socket_unit",
+    "check_swap",
+    "check_systemd",
+    "disk_of",
+    "port_is_free",
+    "run_checks",
+    "run_command",
+]
+
+CHECKS: tuple[CheckFn, ...] = (
+    check_systemd,
+    check_cgroup2,
+    check_podman,
+    check_quadlet,
+    check_notify_healthy,
+    check_podman_api,
+    check_cdi,
+    check_driver,
+    check_memory,
+    check_swap,
+    check_disk,
+    check_port,
+    check_api_key,
+    check_polkit,
+    check_socket_unit,
+    check_models,
+)
+
+
+def run_checks(settings: Settings, host: Host | None = None) -> list[Check]:
+    host = host or Host()
+    results = []
+    for check in CHECKS:
+        try:
+            results.append(check(host, settings))
+        except Exception as e:  # one broken check must not hide the others
+            name = check.__name__.removeprefix("check_")
+            results.append(Check(name, "fail", f"the check itself failed: {type(e).__name__}: {e}", None))
+    return results
