@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -67,6 +67,21 @@ class KeyEntry:
 
 
 def entries_from(data: Any, source: str) -> list[KeyEntry]:
+    """The file's entries; a KeyFileError naming every problem, top level first, then each entry's."""
+    raw, issues = _keys_list(data, source)
+    reader = _EntryReader(source, issues)
+    entries: list[KeyEntry] = []
+    for i, item in enumerate(raw):
+        entry = reader.entry(i, item)
+        if entry is not None:
+            entries.append(entry)
+    if issues:
+        raise KeyFileError(issues)
+    return entries
+
+
+def _keys_list(data: Any, source: str) -> tuple[list[Any], list[Issue]]:
+    """The "keys" list and the top level's issues so far; raises where the entries cannot be read."""
     if not isinstance(data, dict):
         raise KeyFileError([Issue(source, "", 'must be a JSON object with "version" and "keys"')])
     issues: list[Issue] = [
@@ -85,51 +100,68 @@ def entries_from(data: Any, source: str) -> list[KeyEntry]:
     if not isinstance(raw, list):
         got = "missing" if "keys" not in data else f"got {_json_type(raw)}"
         raise KeyFileError([*issues, Issue(source, "keys", f"must be a list ({got})")])
-    entries: list[KeyEntry] = []
-    names: dict[str, int] = {}
-    digests: dict[str, int] = {}
+    return raw, issues
 
-    def bad(field: str, message: str) -> None:
-        issues.append(Issue(source, field, message))
 
-    for i, item in enumerate(raw):
+@dataclass(slots=True)
+class _EntryReader:
+    """Reads the entries of "keys" in order, adding each problem to `issues`; it remembers the
+    names and digests seen so far, which must be unique."""
+
+    source: str
+    issues: list[Issue]
+    names: dict[str, int] = field(default_factory=dict)  # name → index of the entry that has it
+    digests: dict[str, int] = field(default_factory=dict)  # sha256 → index of the entry that has it
+
+    def bad(self, at: str, message: str) -> None:
+        self.issues.append(Issue(self.source, at, message))
+
+    def entry(self, i: int, item: Any) -> KeyEntry | None:
+        """keys[i] as an entry, or None (and its issues added) if anything in it is wrong."""
         at = f"keys[{i}]"
         if not isinstance(item, dict):
-            bad(at, f"must be an object (got {_json_type(item)})")
-            continue
-        n = len(issues)
-        for k in item:
-            if k not in _ENTRY_FIELDS:
-                bad(f"{at}.{k}", f"unknown key (allowed: {', '.join(_ENTRY_FIELDS)})")
-        for k in _ENTRY_FIELDS:
-            if k not in item:
-                bad(f"{at}.{k}", "missing")
+            self.bad(at, f"must be an object (got {_json_type(item)})")
+            return None
+        before = len(self.issues)
+        self._check_fields(at, item)
         name, scope, digest, created = (item.get(k) for k in _ENTRY_FIELDS)
         if "name" in item:
-            if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-                bad(f"{at}.name", f"invalid name {json.dumps(name)} (A-Z a-z 0-9 . _ -, ≤ 64)")
-            elif name in names:
-                bad(f"{at}.name", f"duplicate name {name!r} (also keys[{names[name]}])")
-            else:
-                names[name] = i
+            self._check_name(at, i, name)
         if "scope" in item and scope not in SCOPES:
-            bad(f"{at}.scope", f'must be "admin" or "user" (got {json.dumps(scope)})')
+            self.bad(f"{at}.scope", f'must be "admin" or "user" (got {json.dumps(scope)})')
         if "sha256" in item:
-            if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
-                bad(f"{at}.sha256", "must be 64 lowercase hex digits")
-            elif digest in digests:
-                # One key, two entries: which name and scope it carries would be ambiguous.
-                bad(f"{at}.sha256", f"same digest as keys[{digests[digest]}] (one key twice)")
-            else:
-                digests[digest] = i
+            self._check_digest(at, i, digest)
         if "created" in item and not _is_iso_time(created):
-            bad(f"{at}.created", f"must be an ISO-8601 time (got {json.dumps(created)})")
-        if len(issues) == n:
-            assert isinstance(name, str) and isinstance(digest, str) and isinstance(created, str)
-            entries.append(KeyEntry(name, "admin" if scope == "admin" else "user", digest, created))
-    if issues:
-        raise KeyFileError(issues)
-    return entries
+            self.bad(f"{at}.created", f"must be an ISO-8601 time (got {json.dumps(created)})")
+        if len(self.issues) > before:
+            return None
+        assert isinstance(name, str) and isinstance(digest, str) and isinstance(created, str)
+        return KeyEntry(name, "admin" if scope == "admin" else "user", digest, created)
+
+    def _check_fields(self, at: str, item: dict[str, Any]) -> None:
+        for k in item:
+            if k not in _ENTRY_FIELDS:
+                self.bad(f"{at}.{k}", f"unknown key (allowed: {', '.join(_ENTRY_FIELDS)})")
+        for k in _ENTRY_FIELDS:
+            if k not in item:
+                self.bad(f"{at}.{k}", "missing")
+
+    def _check_name(self, at: str, i: int, name: object) -> None:
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            self.bad(f"{at}.name", f"invalid name {json.dumps(name)} (A-Z a-z 0-9 . _ -, ≤ 64)")
+        elif name in self.names:
+            self.bad(f"{at}.name", f"duplicate name {name!r} (also keys[{self.names[name]}])")
+        else:
+            self.names[name] = i
+
+    def _check_digest(self, at: str, i: int, digest: object) -> None:
+        if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+            self.bad(f"{at}.sha256", "must be 64 lowercase hex digits")
+        elif digest in self.digests:
+            # One key, two entries: which name and scope it carries would be ambiguous.
+            self.bad(f"{at}.sha256", f"same digest as keys[{self.digests[digest]}] (one key twice)")
+        else:
+            self.digests[digest] = i
 
 
 def _is_iso_time(value: object) -> bool:

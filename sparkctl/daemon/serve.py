@@ -26,7 +26,7 @@ from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.daemon import journal
 from sparkctl.daemon.sd_notify import notify, watchdog_interval
-from sparkctl.daemon.sockets import bound_sockets, check_exposure, systemd_sockets
+from sparkctl.daemon.sockets import Listener, bound_sockets, check_exposure, systemd_sockets
 from sparkctl.errors import SparkError
 from sparkctl.gateway.app import build_app
 from sparkctl.settings import Settings, load_settings
@@ -59,11 +59,28 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
     if not activated:
         listeners = bound_sockets(settings)
     check_exposure(settings, listeners)
-    state_dir = (
-        Path(os.environ["STATE_DIRECTORY"].split(":")[0]) if os.environ.get("STATE_DIRECTORY") else None
-    )
     supervisor = Supervisor(catalog, settings)
-    await supervisor.start(preload=await asyncio.to_thread(first_start_since_boot, state_dir))
+    await supervisor.start(preload=await asyncio.to_thread(first_start_since_boot, _state_dir()))
+    runner = await _start_gateway(settings, catalog, supervisor, listeners)
+    stop = _stop_on_signals()
+    _announce_ready(supervisor, catalog, listeners, activated)
+    watchdog = asyncio.create_task(_watchdog(supervisor)) if watchdog_interval() else None
+    try:
+        await stop.wait()
+    finally:
+        await _shut_down(runner, supervisor, watchdog)
+
+
+def _state_dir() -> Path | None:
+    """systemd's StateDirectory= (the first, if several); None when run by hand."""
+    value = os.environ.get("STATE_DIRECTORY")
+    return Path(value.split(":")[0]) if value else None
+
+
+async def _start_gateway(
+    settings: Settings, catalog: Catalog, supervisor: Supervisor, listeners: list[Listener]
+) -> web.AppRunner:
+    """The gateway, serving on every listening socket."""
     keys = None
     if settings.gateway.auth == "required":
         keys = await asyncio.to_thread(KeyFile, settings.gateway.api_keys_file)
@@ -83,10 +100,22 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
     for listener in listeners:
         await web.SockSite(runner, listener.sock).start()
         log.info("listening on %s (%s)", listener.describe(), listener.name)
+    return runner
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM (systemd's stop) and SIGINT set."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _announce_ready(
+    supervisor: Supervisor, catalog: Catalog, listeners: list[Listener], activated: bool
+) -> None:
+    """READY to systemd, with a STATUS line kept current from here on."""
     supervisor.subscribe(lambda model, state: _status(supervisor))
     notify("READY=1", _status_line(supervisor))
     log.info(
@@ -95,17 +124,19 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
         len(listeners),
         " (socket-activated)" if activated else "",
     )
-    watchdog = asyncio.create_task(_watchdog(supervisor)) if watchdog_interval() else None
-    try:
-        await stop.wait()
-    finally:
-        notify("STOPPING=1", "STATUS=stopping: finishing in-flight requests")
-        log.info("stopping: no new connections; in-flight requests get up to %.0fs", SHUTDOWN_GRACE)
-        if watchdog is not None:
-            watchdog.cancel()
-        await runner.cleanup()
-        await supervisor.close()
-        log.info("stopped")
+
+
+async def _shut_down(
+    runner: web.AppRunner, supervisor: Supervisor, watchdog: asyncio.Task[None] | None
+) -> None:
+    """STOPPING to systemd; in-flight responses finish (within the grace), then the bus closes."""
+    notify("STOPPING=1", "STATUS=stopping: finishing in-flight requests")
+    log.info("stopping: no new connections; in-flight requests get up to %.0fs", SHUTDOWN_GRACE)
+    if watchdog is not None:
+        watchdog.cancel()
+    await runner.cleanup()
+    await supervisor.close()
+    log.info("stopped")
 
 
 def _status_line(supervisor: Supervisor) -> str:

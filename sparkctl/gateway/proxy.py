@@ -249,8 +249,7 @@ async def _forward(
     request_id: str,
 ) -> web.StreamResponse:
     url = f"http://127.0.0.1:{model.host_port}{route}{_query(request)}"
-    peer = request.remote
-    headers = upstream_headers(request.headers, request_id, peer)
+    headers = upstream_headers(request.headers, request_id, request.remote)
     try:
         upstream = await gw.client.request(request.method, url, data=body, headers=headers)
     except aiohttp.ClientError as e:
@@ -261,37 +260,66 @@ async def _forward(
     # short: the relay below then ends the client's response with the lease's error.
     lease.on_abort(upstream.close)
     try:
-        if upstream.status >= 400:
-            raw = await upstream.read()
-            status, err_body, error = engine_error(upstream.status, raw)
-            if sse is not None:
-                return await _fail(request, sse, error, request_id)
-            return web.Response(
-                status=status,
-                body=err_body,
-                content_type="application/json",
-                headers={"X-Request-Id": request_id},
-            )
-        is_sse = upstream.headers.get("Content-Type", "").startswith(SSE)
-        length = upstream.content_length
-        if sse is None and not is_sse and length is not None and length <= BUFFER_LIMIT:
-            data = await upstream.read()
-            gw.metrics.usage(model.id, data)
-            out = web.Response(
-                status=upstream.status, body=data, headers=downstream_headers(upstream.headers)
-            )
-            out.headers["X-Request-Id"] = request_id
-            return out
-        return await _relay(request, gw, model, upstream, lease, sse, is_sse, request_id)
+        return await _respond(request, gw, model, upstream, lease, sse, request_id)
     except (TimeoutError, aiohttp.ClientError) as e:
         error = lease.error or UpstreamError(f"The engine of '{model.id}' failed: {e or type(e).__name__}")
         return await _fail(request, sse, error, request_id)
     finally:
-        # A fully read answer leaves its connection to the pool; one cut short cannot be reused.
-        if upstream.content.at_eof():
-            upstream.release()
-        else:
-            upstream.close()
+        _release_or_close(upstream)
+
+
+async def _respond(
+    request: web.Request,
+    gw: Gateway,
+    model: Model,
+    upstream: aiohttp.ClientResponse,
+    lease: Lease,
+    sse: web.StreamResponse | None,
+    request_id: str,
+) -> web.StreamResponse:
+    """The client's side of the engine's answer: its error, the answer in one piece, or a relay."""
+    if upstream.status >= 400:
+        return await _engine_failed(request, upstream, sse, request_id)
+    is_sse = upstream.headers.get("Content-Type", "").startswith(SSE)
+    length = upstream.content_length
+    if sse is None and not is_sse and length is not None and length <= BUFFER_LIMIT:
+        return await _buffered(gw, model, upstream, request_id)
+    return await _relay(request, gw, model, upstream, lease, sse, is_sse, request_id)
+
+
+async def _engine_failed(
+    request: web.Request, upstream: aiohttp.ClientResponse, sse: web.StreamResponse | None, request_id: str
+) -> web.StreamResponse:
+    """The engine's error answer in sparkctl's envelope (an error event once the stream has begun)."""
+    raw = await upstream.read()
+    status, err_body, error = engine_error(upstream.status, raw)
+    if sse is not None:
+        return await _fail(request, sse, error, request_id)
+    return web.Response(
+        status=status,
+        body=err_body,
+        content_type="application/json",
+        headers={"X-Request-Id": request_id},
+    )
+
+
+async def _buffered(
+    gw: Gateway, model: Model, upstream: aiohttp.ClientResponse, request_id: str
+) -> web.Response:
+    """A small answer of known length, read whole and relayed in one piece."""
+    data = await upstream.read()
+    gw.metrics.usage(model.id, data)
+    out = web.Response(status=upstream.status, body=data, headers=downstream_headers(upstream.headers))
+    out.headers["X-Request-Id"] = request_id
+    return out
+
+
+def _release_or_close(upstream: aiohttp.ClientResponse) -> None:
+    # A fully read answer leaves its connection to the pool; one cut short cannot be reused.
+    if upstream.content.at_eof():
+        upstream.release()
+    else:
+        upstream.close()
 
 
 async def _relay(

@@ -155,11 +155,7 @@ def _inputs() -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
 def build(cache: Path = PREFIX / "images") -> Path:
     """The image tarball, built now if its inputs changed."""
     files, links = _inputs()
-    digest = hashlib.sha256(Path(__file__).read_bytes())  # a change to this builder, too
-    for src, dst in files:
-        st = src.stat()
-        digest.update(f"{dst}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    tar_path = cache / f"sparkctl-emulator-{digest.hexdigest()[:16]}.tar"
+    tar_path = cache / f"sparkctl-emulator-{_digest(files)}.tar"
     if tar_path.exists():
         return tar_path
     cache.mkdir(parents=True, exist_ok=True)
@@ -167,42 +163,71 @@ def build(cache: Path = PREFIX / "images") -> Path:
         old.unlink()
     tmp = tar_path.with_suffix(".tmp")
     with tarfile.open(tmp, "w") as tar:
-        for d in ("tmp", "var/tmp", "proc", "sys", "dev", "run", "root", "etc", "usr/local/bin"):
-            _add_dir(tar, d, 0o1777 if d.endswith("tmp") else 0o755)
-        for link, target in (
-            ("bin", "usr/bin"),
-            ("lib", "usr/lib"),
-            ("lib64", "usr/lib64"),
-            ("sbin", "usr/sbin"),
-        ):
-            _add_link(tar, link, target)
-        added: set[str] = set()
-        for src, dst in files:
-            dst = dst.lstrip("/")
-            if dst.startswith(("lib/", "lib64/", "bin/", "sbin/")):
-                dst = "usr/" + dst  # merged /usr: the top-level names are links
-            if dst not in added:
-                tar.add(src.resolve(), arcname=dst, recursive=False)  # the file, not a link to it
-                added.add(dst)
-        for link, target in links:
-            name = link.lstrip("/")
-            name = "usr/" + name if name.startswith(("lib/", "lib64/")) else name
-            if name not in added:
-                _add_link(tar, name, target)
-                added.add(name)
-        python = str(_interpreter())
-        _add_link(tar, "usr/bin/python3", python)
-        _add_link(tar, "usr/local/bin/python3", python)
-        for tool in BUSYBOX_TOOLS:
-            _add_link(tar, f"usr/bin/{tool}", "busybox")
-        _add_text(tar, ENTRYPOINT[1:], f'#!/bin/sh\nexec {python} -m sparkctl.emulator "$@"\n', 0o755)
-        _add_link(tar, "usr/local/bin/vllm", "sparkctl-emulate")
+        _add_skeleton(tar)
+        added = _add_files(tar, files)
+        _add_library_links(tar, links, added)
+        _add_commands(tar)
         _add_text(
             tar, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
         )
         _add_text(tar, "etc/group", "root:x:0:\nnogroup:x:65534:\n")
     tmp.rename(tar_path)
     return tar_path
+
+
+def _digest(files: list[tuple[Path, str]]) -> str:
+    """A name for the inputs: each file's place in the image, size and mtime."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())  # a change to this builder, too
+    for src, dst in files:
+        st = src.stat()
+        digest.update(f"{dst}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _add_skeleton(tar: tarfile.TarFile) -> None:
+    """The top-level directories, and the merged-/usr links."""
+    for d in ("tmp", "var/tmp", "proc", "sys", "dev", "run", "root", "etc", "usr/local/bin"):
+        _add_dir(tar, d, 0o1777 if d.endswith("tmp") else 0o755)
+    for link, target in (
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/sbin"),
+    ):
+        _add_link(tar, link, target)
+
+
+def _add_files(tar: tarfile.TarFile, files: list[tuple[Path, str]]) -> set[str]:
+    """Each file once, at its path in the image; the names added."""
+    added: set[str] = set()
+    for src, dst in files:
+        dst = dst.lstrip("/")
+        if dst.startswith(("lib/", "lib64/", "bin/", "sbin/")):
+            dst = "usr/" + dst  # merged /usr: the top-level names are links
+        if dst not in added:
+            tar.add(src.resolve(), arcname=dst, recursive=False)  # the file, not a link to it
+            added.add(dst)
+    return added
+
+
+def _add_library_links(tar: tarfile.TarFile, links: list[tuple[str, str]], added: set[str]) -> None:
+    for link, target in links:
+        name = link.lstrip("/")
+        name = "usr/" + name if name.startswith(("lib/", "lib64/")) else name
+        if name not in added:
+            _add_link(tar, name, target)
+            added.add(name)
+
+
+def _add_commands(tar: tarfile.TarFile) -> None:
+    """python3, the busybox tools, and the entrypoint with its `vllm` alias."""
+    python = str(_interpreter())
+    _add_link(tar, "usr/bin/python3", python)
+    _add_link(tar, "usr/local/bin/python3", python)
+    for tool in BUSYBOX_TOOLS:
+        _add_link(tar, f"usr/bin/{tool}", "busybox")
+    _add_text(tar, ENTRYPOINT[1:], f'#!/bin/sh\nexec {python} -m sparkctl.emulator "$@"\n', 0o755)
+    _add_link(tar, "usr/local/bin/vllm", "sparkctl-emulate")
 
 
 def _add_dir(tar: tarfile.TarFile, name: str, mode: int) -> None:

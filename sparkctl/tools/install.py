@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkctl.apikeys import KeyStore, edit
-from sparkctl.catalog import load_catalog
+from sparkctl.catalog import Catalog, load_catalog
 from sparkctl.core.systemd import Systemd
 from sparkctl.errors import InstallError
 from sparkctl.paths import SHIPPED_CATALOG, SHIPPED_UNITS, write_atomic
@@ -79,14 +79,35 @@ def default_config_text(executable: Path, *, user: bool, home: Path) -> str:
 async def install(
     config: Path | None = None, *, user: bool = False, executable: Path | None = None
 ) -> Report:
-    if user and os.geteuid() == 0 and not os.environ.get("XDG_RUNTIME_DIR"):
-        raise InstallError("--user installs into your own systemd manager: run it as that user (no sudo).")
-    if not user and os.geteuid() != 0:
-        raise InstallError("sparkctl install writes system units: run it as root (sudo), or use --user.")
+    _check_caller(user)
     report = Report(user=user)
     exe = executable or sparkctl_executable()
     home = Path.home()
     config = config or (user_config_path(home) if user else DEFAULT_CONFIG)
+    settings, catalog = _load(config, exe, user=user, home=home, report=report)
+    if user:
+        for d in (settings.runtime.hf_cache, settings.runtime.compile_cache, config.parent / "models"):
+            d.mkdir(parents=True, exist_ok=True)
+    else:
+        _system_files(report)
+    _write_units(settings, catalog, exe, config, user=user, report=report)
+    _ensure_admin_key(settings, user=user, report=report)
+    await _enable_and_start(settings, catalog, report)
+    if user:
+        report.add(f"to start at boot without a login: sudo loginctl enable-linger {_username()}")
+    return report
+
+
+def _check_caller(user: bool) -> None:
+    """A system install needs root; a user install needs the user's own session, not sudo's."""
+    if user and os.geteuid() == 0 and not os.environ.get("XDG_RUNTIME_DIR"):
+        raise InstallError("--user installs into your own systemd manager: run it as that user (no sudo).")
+    if not user and os.geteuid() != 0:
+        raise InstallError("sparkctl install writes system units: run it as root (sudo), or use --user.")
+
+
+def _load(config: Path, exe: Path, *, user: bool, home: Path, report: Report) -> tuple[Settings, Catalog]:
+    """The settings (a default file written first if there is none) and the catalog they name."""
     if not config.exists():
         write_atomic(config, default_config_text(exe, user=user, home=home), 0o644)
         report.add(f"wrote {config}")
@@ -96,13 +117,12 @@ async def install(
             f"note: {config} names {settings.runtime.sparkctl} as the sparkctl units call; this is {exe}"
         )
     catalog = load_catalog(settings)  # an invalid catalog stops here, before anything is written
+    return settings, catalog
 
-    if user:
-        for d in (settings.runtime.hf_cache, settings.runtime.compile_cache, config.parent / "models"):
-            d.mkdir(parents=True, exist_ok=True)
-    else:
-        _system_files(report)
 
+def _write_units(
+    settings: Settings, catalog: Catalog, exe: Path, config: Path, *, user: bool, report: Report
+) -> None:
     files = own_units(settings, exe, config, user=user) + render(catalog, settings)
     changes = sync(files, {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
     report.add(
@@ -110,12 +130,18 @@ async def install(
         f"{len(changes.removed)} removed ({len(catalog.enabled)} models)"
     )
 
+
+def _ensure_admin_key(settings: Settings, *, user: bool, report: Report) -> None:
+    """An admin key if the key file has none: created here, shown once through the report."""
     with edit(settings.gateway.api_keys_file, create_dir=True) as store:
         if not any(e.admin for e in store.entries()):
             report.new_key = store.add(_free_name(store, "admin"), admin=True)
     if not user:
         _give_group(settings.gateway.api_keys_file)
 
+
+async def _enable_and_start(settings: Settings, catalog: Catalog, report: Report) -> None:
+    """Reload systemd, enable and start the daemon's and the models' sockets, start the preloads."""
     systemd = await Systemd.connect(settings.systemd.bus)
     try:
         await systemd.reload()
@@ -130,9 +156,6 @@ async def install(
                 report.add(f"preload {model.id}: {result}")
     finally:
         await systemd.close()
-    if user:
-        report.add(f"to start at boot without a login: sudo loginctl enable-linger {_username()}")
-    return report
 
 
 def _system_files(report: Report) -> None:

@@ -92,6 +92,30 @@ class WeightsResult:
     downloaded: int  # bytes that were missing before this pull
 
 
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """One repository at one revision, and where and how to fetch it."""
+
+    repo: str
+    revision: str
+    hub: Path
+    endpoint: str | None
+    token: Token | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.repo}@{self.revision}"
+
+    @property
+    def server(self) -> str:
+        return self.endpoint or "the Hugging Face Hub"
+
+    @property
+    def secret(self) -> str | bool:
+        # False, not None: without a sparkctl token no token at all is sent (see the module docstring).
+        return self.token.value if self.token else False
+
+
 def pull_weights(
     repo: str,
     revision: str,
@@ -103,95 +127,123 @@ def pull_weights(
     say: Say = lambda _line: None,
 ) -> WeightsResult:
     """Download `repo`@`revision` into `hf_cache`/hub (what is already there is kept)."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
     # The Hub client reads HF_ENDPOINT once, at import; read it here so it can change per call.
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     hub = hub_dir(hf_cache)
     _writable(hub)
-    # False, not None: without a sparkctl token no token at all is sent (see the module docstring).
-    secret: str | bool = token.value if token else False
-    where = f"{repo}@{revision}"
+    fetch = _Fetch(repo, revision, hub, endpoint, token)
     try:
-        info = HfApi(endpoint=endpoint, token=secret).model_info(repo, revision=revision, files_metadata=True)
-        commit = str(info.sha)
-        sizes = {s.rfilename: (s.lfs.size if s.lfs else s.size) or 0 for s in info.siblings or []}
-        total = sum(sizes.values())
-        missing = _missing_bytes(hub, repo, commit, sizes)
-        free = shutil.disk_usage(hub).free
-        say(
-            f"{where} is commit {commit[:12]}: {len(sizes)} files, {human_bytes(total)}; "
-            f"{human_bytes(missing)} to download, {human_bytes(free)} free in {hub}"
-        )
-        if missing > free:
-            raise PullError(
-                f"{where} needs {human_bytes(missing)} more but {hub} has {human_bytes(free)} free",
-                hint="free space (`sparkctl doctor` shows the cache's disk) or move runtime.hf_cache",
-            )
-        # A branch or tag resolves to this commit from now on (preflight reads it), as
-        # huggingface_hub records it; the download is then pinned to the commit itself.
-        if commit != revision:
-            _write_ref(hub, repo, revision, commit)
-        path = snapshot_download(
-            repo,
-            revision=commit,
-            cache_dir=hub,
-            token=secret,
-            endpoint=endpoint,
-        )
+        commit, missing, path = _download(fetch, say)
     except PullError:
         raise
-    except GatedRepoError:
-        raise PullError(
-            f"{repo} is gated: "
-            + (
-                f"the token from {token.source} was refused; accept the model's terms at "
-                f"https://huggingface.co/{repo} with the account the token belongs to"
-                if token
-                else f"accept its terms at https://huggingface.co/{repo}, then put a read token in "
-                f"{TOKEN_FILE} (mode 0600) or point $HF_TOKEN_FILE at one"
-            ),
-        ) from None
-    except RevisionNotFoundError:
-        raise PullError(
-            f"revision {revision!r} does not exist in {repo}",
-            hint=f"fix source.revision of {model_id} in its catalog file (a branch, tag or commit)",
-        ) from None
-    except RepositoryNotFoundError:
-        raise PullError(
-            f"{repo} was not found on {endpoint or 'the Hugging Face Hub'}"
-            + ("" if token else " (a private repository needs a token: see `sparkctl pull --help`)"),
-        ) from None
-    except LocalEntryNotFoundError as e:
-        raise PullError(
-            f"could not reach {endpoint or 'the Hugging Face Hub'} to fetch {where}: {_first_line(e)}",
-            hint="what was already downloaded stays in the cache; run the same pull again to continue",
-        ) from None
-    except HfHubHTTPError as e:
-        raise PullError(f"{where}: {_first_line(e)}", hint="run the same pull again to continue") from None
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise PullError(f"the disk holding {hub} is full while fetching {where}") from None
-        raise PullError(
-            f"fetching {where} failed: {_first_line(e)}",
-            hint="completed files stay in the cache; run the same pull again to continue",
-        ) from None
-    except Exception as e:  # the HTTP client's own errors (connection refused, TLS, timeouts)
-        raise PullError(
-            f"could not fetch {where} from {endpoint or 'the Hugging Face Hub'}: {_first_line(e)}",
-            hint="completed files stay in the cache; run the same pull again to continue",
-        ) from None
+    except Exception as e:
+        raise _failure(e, fetch, model_id) from None
     state = check_weights(hf_cache, repo, revision)
     if not state.present:
-        raise PullError(f"{where} is still incomplete after the download: {state.reason}")
+        raise PullError(f"{fetch.where} is still incomplete after the download: {state.reason}")
     return WeightsResult(repo, revision, commit, Path(path), missing)
+
+
+def _download(fetch: _Fetch, say: Say) -> tuple[str, int, str]:
+    """Resolve the revision, check the disk, fetch what is missing: (commit, bytes missing, snapshot)."""
+    from huggingface_hub import snapshot_download
+
+    commit, missing = _plan(fetch, say)
+    # A branch or tag resolves to this commit from now on (preflight reads it), as
+    # huggingface_hub records it; the download is then pinned to the commit itself.
+    if commit != fetch.revision:
+        _write_ref(fetch.hub, fetch.repo, fetch.revision, commit)
+    path = snapshot_download(
+        fetch.repo,
+        revision=commit,
+        cache_dir=fetch.hub,
+        token=fetch.secret,
+        endpoint=fetch.endpoint,
+    )
+    return commit, missing, path
+
+
+def _plan(fetch: _Fetch, say: Say) -> tuple[str, int]:
+    """The commit the revision names and the bytes still to download, refused if they do not fit."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=fetch.endpoint, token=fetch.secret)
+    info = api.model_info(fetch.repo, revision=fetch.revision, files_metadata=True)
+    commit = str(info.sha)
+    sizes = {s.rfilename: (s.lfs.size if s.lfs else s.size) or 0 for s in info.siblings or []}
+    total = sum(sizes.values())
+    missing = _missing_bytes(fetch.hub, fetch.repo, commit, sizes)
+    free = shutil.disk_usage(fetch.hub).free
+    say(
+        f"{fetch.where} is commit {commit[:12]}: {len(sizes)} files, {human_bytes(total)}; "
+        f"{human_bytes(missing)} to download, {human_bytes(free)} free in {fetch.hub}"
+    )
+    if missing > free:
+        raise PullError(
+            f"{fetch.where} needs {human_bytes(missing)} more but {fetch.hub} has {human_bytes(free)} free",
+            hint="free space (`sparkctl doctor` shows the cache's disk) or move runtime.hf_cache",
+        )
+    return commit, missing
+
+
+def _failure(e: Exception, fetch: _Fetch, model_id: str) -> PullError:
+    """What a failed fetch means to the user. The order of the checks matters, because the Hub's
+    errors nest: a gated repository is a kind of missing one, and every one of them is an OSError."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(e, GatedRepoError):
+        return _gated(fetch)
+    if isinstance(e, RevisionNotFoundError):
+        return PullError(
+            f"revision {fetch.revision!r} does not exist in {fetch.repo}",
+            hint=f"fix source.revision of {model_id} in its catalog file (a branch, tag or commit)",
+        )
+    if isinstance(e, RepositoryNotFoundError):
+        return PullError(
+            f"{fetch.repo} was not found on {fetch.server}"
+            + ("" if fetch.token else " (a private repository needs a token: see `sparkctl pull --help`)"),
+        )
+    return _transfer_failure(e, fetch)
+
+
+def _gated(fetch: _Fetch) -> PullError:
+    repo, token = fetch.repo, fetch.token
+    return PullError(
+        f"{repo} is gated: "
+        + (
+            f"the token from {token.source} was refused; accept the model's terms at "
+            f"https://huggingface.co/{repo} with the account the token belongs to"
+            if token
+            else f"accept its terms at https://huggingface.co/{repo}, then put a read token in "
+            f"{TOKEN_FILE} (mode 0600) or point $HF_TOKEN_FILE at one"
+        ),
+    )
+
+
+def _transfer_failure(e: Exception, fetch: _Fetch) -> PullError:
+    """A fetch that broke off: the Hub unreachable, an HTTP error, the disk, the connection."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    where = fetch.where
+    if isinstance(e, LocalEntryNotFoundError):
+        return PullError(
+            f"could not reach {fetch.server} to fetch {where}: {_first_line(e)}",
+            hint="what was already downloaded stays in the cache; run the same pull again to continue",
+        )
+    if isinstance(e, HfHubHTTPError):
+        return PullError(f"{where}: {_first_line(e)}", hint="run the same pull again to continue")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return PullError(f"the disk holding {fetch.hub} is full while fetching {where}")
+    if isinstance(e, OSError):
+        return PullError(
+            f"fetching {where} failed: {_first_line(e)}",
+            hint="completed files stay in the cache; run the same pull again to continue",
+        )
+    # The HTTP client's own errors (connection refused, TLS, timeouts).
+    return PullError(
+        f"could not fetch {where} from {fetch.server}: {_first_line(e)}",
+        hint="completed files stay in the cache; run the same pull again to continue",
+    )
 
 
 def _first_line(e: BaseException) -> str:

@@ -37,20 +37,3 @@ def socket_name(model_id: str) -> str:
 def container_name(model_id: str) -> str:
     """The Quadlet file Quadlet turns into `service_name(model_id)`."""
     return f"{PREFIX}{_checked(model_id)}.container"
-
-
-def model_of(unit: str) -> str | None:
-    """The model id a model unit's name carries, or None for any other unit."""
-    stem, dot, kind = unit.rpartition(".")
-    if not dot or kind not in ("service", "socket", "container") or not stem.startswith(PREFIX):
-        return None
-    model_id = stem.removeprefix(PREFIX)
-    try:
-        return check_id(model_id)
-    except ValueError:
-        return None
-
-
-def journal_hint(model_id: str) -> str:
-    """The command that shows what a model's engine said."""
-    return f"journalctl -u {service_name(model_id)}"

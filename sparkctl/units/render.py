@@ -178,70 +178,63 @@ def _probe(model: Model, settings: Settings) -> str:
 
 
 def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFile:
-    spec, engine = model.spec, model.spec.engine
-    template_file = model.chat_template_file
+    """The model's own unit: a plain `.service` for a process, a Quadlet `.container` otherwise."""
     common = {
-        "header": HEADER.format(source=f"{spec.id}.toml"),
+        "header": HEADER.format(source=f"{model.spec.id}.toml"),
         "unit": _unit_section(model, others),
-        "start_timeout": systemd_seconds(spec.serve.start_timeout),
+        "start_timeout": systemd_seconds(model.spec.serve.start_timeout),
         "probe": _probe(model, settings),
-        "preload": spec.serve.preload,
+        "preload": model.spec.serve.preload,
     }
-    if engine.runtime == "process":
-        argv = _argv(model, settings, str(template_file) if template_file else None)
-        text = (
-            templates()
-            .get_template("model.service.j2")
-            .render(
-                **common,
-                exec_start=quoting.command_line(argv),
-                environment=_environment(
-                    model,
-                    hf_home=str(settings.runtime.hf_cache),
-                    compile_cache=str(settings.runtime.compile_cache),
-                    quadlet=False,
-                ),
-                limits=[
-                    f"Limit{name.upper()}={'infinity' if v < 0 else v}"
-                    for name, v in sorted(engine.ulimits.items())
-                ],
-                # A user's manager cannot set up mount namespaces without unprivileged user namespaces.
-                user_manager=settings.systemd.bus == "user",
-            )
-        )
-        return UnitFile("unit", service_name(spec.id), text)
+    if model.spec.engine.runtime == "process":
+        return _process_unit(model, settings, common)
+    return _container_unit(model, settings, common)
 
+
+def _process_unit(model: Model, settings: Settings, common: dict[str, object]) -> UnitFile:
+    template_file = model.chat_template_file
+    argv = _argv(model, settings, str(template_file) if template_file else None)
+    text = (
+        templates()
+        .get_template("model.service.j2")
+        .render(
+            **common,
+            exec_start=quoting.command_line(argv),
+            environment=_environment(
+                model,
+                hf_home=str(settings.runtime.hf_cache),
+                compile_cache=str(settings.runtime.compile_cache),
+                quadlet=False,
+            ),
+            limits=[
+                f"Limit{name.upper()}={'infinity' if v < 0 else v}"
+                for name, v in sorted(model.spec.engine.ulimits.items())
+            ],
+            # A user's manager cannot set up mount namespaces without unprivileged user namespaces.
+            user_manager=settings.systemd.bus == "user",
+        )
+    )
+    return UnitFile("unit", service_name(model.id), text)
+
+
+def _container_unit(model: Model, settings: Settings, common: dict[str, object]) -> UnitFile:
+    engine = model.spec.engine
     in_container_template = (
         f"{CONTAINER_CHAT_TEMPLATES}/{engine.chat_template}" if engine.chat_template else None
     )
-    argv = _argv(model, settings, in_container_template)
-    volumes = [
-        f"{settings.runtime.hf_cache}:{settings.runtime.container_hf_home}",
-        f"{settings.runtime.compile_cache}:{CONTAINER_COMPILE_CACHE}",
-    ]
-    if template_file is not None and in_container_template:
-        volumes.append(f"{template_file}:{in_container_template}:ro")
-    volumes += [f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in engine.volumes]
-    # Podman 4.9's Quadlet lacks Entrypoint= and ShmSize=: PodmanArgs= works on 4.9 and 5.x.
-    podman_args = [f"--shm-size={format_size(engine.shm_size)}"]
-    if engine.entrypoint:
-        podman_args.append("--entrypoint=" + json.dumps(engine.entrypoint, separators=(",", ":")))
     network = settings.runtime.container_network
-    health_url = f"http://127.0.0.1:{_listen(model, settings)[1]}{engine.health_path}"
     text = (
         templates()
         .get_template("model.container.j2")
         .render(
             **common,
-            id=spec.id,
+            id=model.id,
             image=engine.image,
-            exec=quoting.command_line(argv),
+            exec=quoting.command_line(_argv(model, settings, in_container_template)),
             network=network,
             publish=f"127.0.0.1:{model.host_port}:{engine.port}" if network == "bridge" else None,
             devices=["nvidia.com/gpu=all", *engine.devices],
-            # Quadlet takes each Volume= line whole (no word splitting); the catalog's paths carry no
-            # spaces or quotes, so only specifiers need escaping.
-            volumes=[quoting.plain(v) for v in volumes],
+            volumes=_volumes(model, settings, in_container_template),
             environment=_environment(
                 model,
                 hf_home=str(settings.runtime.container_hf_home),
@@ -249,18 +242,47 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
                 quadlet=True,
             ),
             ulimits=[f"{name}={v}:{v}" for name, v in sorted(engine.ulimits.items())],
-            podman_args=[quoting.quote_word(a) for a in podman_args],
-            # Run by Podman through `sh -c` inside the image: python3 is in every vLLM and SGLang
-            # image, curl not always. Catches an engine that hangs after it was ready. (No double
-            # quotes: Quadlet mangles them in HealthCmd=.)
-            health_cmd=quoting.plain(
-                "python3 -c 'import sys,urllib.request as u; u.urlopen(sys.argv[1],timeout=10)' " + health_url
-            ),
+            podman_args=_podman_args(model),
+            health_cmd=_health_cmd(model, settings),
             health_interval=HEALTH_INTERVAL,
             preflight=_preflight(model, settings),
         )
     )
-    return UnitFile("quadlet", container_name(spec.id), text)
+    return UnitFile("quadlet", container_name(model.id), text)
+
+
+def _volumes(model: Model, settings: Settings, in_container_template: str | None) -> list[str]:
+    """The container's Volume= lines: the shared caches, the chat template, the catalog's own."""
+    template_file = model.chat_template_file
+    volumes = [
+        f"{settings.runtime.hf_cache}:{settings.runtime.container_hf_home}",
+        f"{settings.runtime.compile_cache}:{CONTAINER_COMPILE_CACHE}",
+    ]
+    if template_file is not None and in_container_template:
+        volumes.append(f"{template_file}:{in_container_template}:ro")
+    volumes += [f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in model.spec.engine.volumes]
+    # Quadlet takes each Volume= line whole (no word splitting); the catalog's paths carry no
+    # spaces or quotes, so only specifiers need escaping.
+    return [quoting.plain(v) for v in volumes]
+
+
+def _podman_args(model: Model) -> list[str]:
+    # Podman 4.9's Quadlet lacks Entrypoint= and ShmSize=: PodmanArgs= works on 4.9 and 5.x.
+    engine = model.spec.engine
+    args = [f"--shm-size={format_size(engine.shm_size)}"]
+    if engine.entrypoint:
+        args.append("--entrypoint=" + json.dumps(engine.entrypoint, separators=(",", ":")))
+    return [quoting.quote_word(a) for a in args]
+
+
+def _health_cmd(model: Model, settings: Settings) -> str:
+    """Podman's HealthCmd=, run through `sh -c` inside the image: python3 is in every vLLM and
+    SGLang image, curl not always. Catches an engine that hangs after it was ready. (No double
+    quotes: Quadlet mangles them in HealthCmd=.)"""
+    url = f"http://127.0.0.1:{_listen(model, settings)[1]}{model.spec.engine.health_path}"
+    return quoting.plain(
+        "python3 -c 'import sys,urllib.request as u; u.urlopen(sys.argv[1],timeout=10)' " + url
+    )
 
 
 def _socket_unit(model: Model, settings: Settings) -> UnitFile:

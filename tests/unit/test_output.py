@@ -24,7 +24,13 @@ ROWS = [
         "chat, tools",
         "x" * 40,
     ],
-    ["gpt-oss-20b", "validated", "0.70 exclusive", "chat, tools, reasoning", ("OpenAI gpt-oss-20b " * 6).strip()],
+    [
+        "gpt-oss-20b",
+        "validated",
+        "0.70 exclusive",
+        "chat, tools, reasoning",
+        ("OpenAI gpt-oss-20b " * 6).strip(),
+    ],
     ["[red]bold[/red]", "validated", "0.10", "embeddings", "a description with [b]markup[/b] in it"],
 ]
 
