@@ -21,7 +21,7 @@ from sparkctl.core.lease import Lease
 from sparkctl.core.states import JobResult, ModelState, TimerKey
 from sparkctl.core.systemd import Systemd
 from sparkctl.core.weights import check_weights
-from sparkctl.errors import SparkError, SystemdError, UpstreamError
+from sparkctl.errors import BusUnavailableError, SparkError, UpstreamError
 from sparkctl.settings import Settings
 from sparkctl.units.names import service_name
 
@@ -99,9 +99,13 @@ class SupervisorEffects:
             if result is not JobResult.DONE:
                 unit_result = (await self.systemd.status(unit)).result or result.value
                 detail = await last_log_line(unit, self._settings.systemd.bus == "user")
-        except SystemdError as e:
+        except BusUnavailableError as e:
+            log.error("start of %s lost: %s", unit, e, extra={"model": model, "unit": unit})
+            self._post(msg.JobLost(model, e.message))
+            return
+        except Exception as e:  # any other failure is a result too: a waiter never hangs on it
             log.error("cannot start %s: %s", unit, e, extra={"model": model, "unit": unit})
-            result, unit_result = JobResult.FAILED, e.message
+            result, unit_result = JobResult.FAILED, e.message if isinstance(e, SparkError) else repr(e)
         self._post(msg.StartFinished(model, result, unit_result, detail))
 
     async def _run_stop(self, model: str) -> None:
@@ -110,7 +114,12 @@ class SupervisorEffects:
         log.info("stopping %s", unit, extra={"model": model, "unit": unit})
         try:
             await (await self.systemd.stop(unit)).wait()
-        except SystemdError as e:
+        except BusUnavailableError as e:
+            # Whether it stopped is systemd's to say once connected again (resync).
+            log.error("stop of %s lost: %s", unit, e, extra={"model": model, "unit": unit})
+            self._post(msg.JobLost(model, e.message))
+            return
+        except Exception as e:  # refused (no such unit, …): nothing runs that we asked to stop
             log.error("cannot stop %s: %s", unit, e, extra={"model": model, "unit": unit})
         self._post(msg.StopFinished(model))
 

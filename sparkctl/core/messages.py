@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from sparkctl.core.lease import Lease
 from sparkctl.core.states import ActiveState, JobResult, TimerKey
+from sparkctl.core.systemd import Systemd
 
 
 class AdminAction(StrEnum):
@@ -50,6 +51,24 @@ class StopFinished:
 
 
 @dataclass(slots=True)
+class JobLost:
+    """The answer to a job of ours cannot come: the connection to systemd broke."""
+
+    model: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Resync:
+    """Connected to systemd again: the new connection, and its view of every model unit, read
+    afresh. The owner hands jobs to the connection and follows the view in one step, so no job
+    reaches systemd before the view it acts on is the one systemd has."""
+
+    systemd: Systemd
+    states: dict[str, ActiveState]
+
+
+@dataclass(slots=True)
 class Timer:
     key: TimerKey
 
@@ -73,4 +92,16 @@ class UnitState:
     active: ActiveState
 
 
-Message = Acquire | Release | Cancel | StartFinished | StopFinished | Timer | Memory | Admin | UnitState
+Message = (
+    Acquire
+    | Release
+    | Cancel
+    | StartFinished
+    | StopFinished
+    | JobLost
+    | Resync
+    | Timer
+    | Memory
+    | Admin
+    | UnitState
+)

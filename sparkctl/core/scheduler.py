@@ -22,7 +22,8 @@ Policy, in short:
   sparkctl did not ask for (a manual start, a crash) becomes the scheduler's view.
 
 The primitive transitions of one model live in `slots.py`, the queue in `queue.py`, the swap in
-progress in `swap.py`; this module is the policy that chooses between them.
+progress in `swap.py`, how systemd's answers are followed in `follow.py`; this module is the
+policy that chooses between them.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
+from sparkctl.core.follow import Follower
 from sparkctl.core.queue import Waiter, WaitQueue, Wanted
 from sparkctl.core.slots import Slot, Transitions, backoff_error, estimate, fits, idle_stop_wanted
-from sparkctl.core.slots import start_error as _start_error
 from sparkctl.core.states import ActiveState, Effects, JobResult, ModelInfo, ModelState, ModelView, TimerKey
 from sparkctl.core.swap import Swap
 from sparkctl.errors import ModelLoadingError, QueueFullError, UnknownModelError, UpstreamError
@@ -81,6 +82,7 @@ class Scheduler:
             memory_wait=memory_wait,
             total_memory=total_memory,
         )
+        self._follow = Follower(self._t, self._queue, self._swap)
 
     # ------------------------------------------------------------------------------ requests
     def acquire(self, request: int, model: str, now: float, *, wait: bool = True) -> Granted | Queued:
@@ -128,82 +130,37 @@ class Scheduler:
         """Our start job ended: DONE means ready (the unit probes health). On failure
         `unit_result` is the unit's Result (exit-code, timeout, …) and `detail` what the unit
         said last (its final log line), which waiters see."""
-        slot = self._slot(model)
-        if slot.pending == "start":
-            slot.pending = None
-        if result is JobResult.DONE:
-            if slot.state in (ModelState.STARTING, ModelState.QUEUED, ModelState.STOPPED):
-                self._t.became_ready(slot, now)
-        elif result is JobResult.CANCELED:
-            # Someone else's job replaced ours (a conflicting manual start): not the model's fault.
-            if slot.state is ModelState.STARTING:
-                self._t.set_state(slot, ModelState.STOPPED, now)
-        else:
-            self._start_failed(slot, unit_result, detail, now)
+        self._follow.start_finished(self._slot(model), result, unit_result, detail, now)
         self._schedule(now)
 
     def stop_finished(self, model: str, now: float) -> None:
-        slot = self._slot(model)
-        if slot.pending == "stop":
-            slot.pending = None
-        if slot.state is ModelState.STOPPING:
-            self._stopped(slot, now)
+        self._follow.stop_finished(self._slot(model), now)
+        self._schedule(now)
+
+    def job_lost(self, model: str, reason: str, now: float) -> None:
+        """Our job's answer cannot come: the connection to systemd broke (`reason`)."""
+        self._follow.job_lost(self._slot(model), reason, now)
         self._schedule(now)
 
     def unit_state(self, model: str, active: ActiveState, now: float) -> None:
         """systemd's view changed (PropertiesChanged): follow it, whoever caused the change."""
-        slot = self._slot(model)
-        s = slot.state
-        if active is ActiveState.ACTIVE:
-            if s not in (*_SERVING, ModelState.STOPPING) and slot.pending != "stop":
-                self._t.became_ready(slot, now)  # ours, or started by hand: either way it serves
-        elif active is ActiveState.ACTIVATING:
-            if s in (*_DOWN, ModelState.BACKOFF, ModelState.QUEUED) and slot.pending is None:
-                self._t.set_state(slot, ModelState.STARTING, now)
-                slot.load_started = now
-        elif active in (ActiveState.INACTIVE, ActiveState.FAILED):
-            self._went_down(slot, failed=active is ActiveState.FAILED, now=now)
-        elif active is ActiveState.DEACTIVATING and s in _SERVING and slot.pending is None:
-            self._t.abort(slot, UpstreamError(f"The model '{model}' is being stopped."))
-            self._t.set_state(slot, ModelState.STOPPING, now)
+        self._follow.unit_state(self._slot(model), active, now)
         self._schedule(now)
-
-    def _went_down(self, slot: Slot, *, failed: bool, now: float) -> None:
-        s = slot.state
-        if s in _SERVING:
-            # It died (or was stopped behind our back) while serving.
-            self._t.abort(slot, UpstreamError(f"The model '{slot.id}' stopped while serving this request."))
-            if failed:
-                slot.failures += 1
-                slot.last_error = UpstreamError(f"The model '{slot.id}' crashed.")
-                self._t.set_state(slot, ModelState.FAILED, now)
-            else:
-                self._stopped(slot, now)
-        elif s is ModelState.STOPPING and slot.pending is None:
-            self._stopped(slot, now)
-        elif s is ModelState.STARTING and slot.pending is None:
-            # A start we did not issue failed (a manual start, or a Conflicts= stop).
-            self._t.set_state(slot, ModelState.FAILED if failed else ModelState.STOPPED, now)
 
     def adopt(self, states: dict[str, ActiveState], now: float) -> None:
         """At start-up: take over whatever systemd runs, as it is: nothing is (re)started, and
         idle deadlines are armed for models that now hold no lease."""
         for model, active in states.items():
-            slot = self._slots.get(model)
-            if slot is None:
-                continue
-            match active:
-                case ActiveState.ACTIVE | ActiveState.RELOADING:
-                    self._t.set_state(slot, ModelState.READY, now)
-                case ActiveState.ACTIVATING:
-                    self._t.set_state(slot, ModelState.STARTING, now)
-                    slot.load_started = now
-                case ActiveState.DEACTIVATING:
-                    self._t.set_state(slot, ModelState.STOPPING, now)
-                case ActiveState.FAILED:
-                    self._t.set_state(slot, ModelState.FAILED, now)
-                case _:
-                    pass
+            if (slot := self._slots.get(model)) is not None:
+                self._follow.adopt(slot, active, now)
+        self._schedule(now)
+
+    def resync(self, states: dict[str, ActiveState], now: float) -> None:
+        """After a lost connection to systemd: its view, read again, is the truth; a stop that
+        was lost is asked for again."""
+        for model, active in states.items():
+            if (slot := self._slots.get(model)) is not None:
+                self._follow.resync(slot, active, now)
         self._schedule(now)
 
     def preload(self, now: float) -> None:
@@ -374,17 +331,6 @@ class Scheduler:
                 and fits(slot.info, self._swap.active(), self._budget)
             ):
                 self._t.start(slot, now)
-
-    def _stopped(self, slot: Slot, now: float) -> None:
-        self._swap.stopped(slot)
-        self._t.set_state(slot, ModelState.STOPPED, now)
-
-    def _start_failed(self, slot: Slot, unit_result: str, detail: str, now: float) -> None:
-        error = _start_error(slot, unit_result, detail)
-        for waiter in self._queue.take(slot.id):
-            self._fx.reject(waiter.request, error)
-        self._swap.failed(slot.id)
-        self._t.failed(slot, error, now)
 
     # ------------------------------------------------------------------------------ helpers
     def _slot(self, model: str) -> Slot:

@@ -33,6 +33,8 @@ from sparkctl.settings import Settings
 from sparkctl.units.names import service_name
 
 log = logging.getLogger("sparkctl.supervisor")
+RECONNECT_FIRST = 0.2  # seconds before the first try to connect to systemd again …
+RECONNECT_MAX = 30.0  # … doubling up to this
 StateListener = Callable[[str, ModelState], object]
 
 __all__ = ["Lease", "StateListener", "Supervisor", "model_info"]
@@ -70,6 +72,9 @@ class Supervisor:
         )
         self._scheduler: Scheduler | None = None
         self._owner: asyncio.Task[None] | None = None
+        self._bus_keeper: asyncio.Task[None] | None = None
+        self._fresh: Systemd | None = None  # a new connection on its way to the owner
+        self._degraded: str | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self, *, preload: bool = False) -> None:
@@ -85,28 +90,67 @@ class Supervisor:
             queue_limit=self.settings.gateway.queue_limit,
             total_memory=total,
         )
-        systemd = await Systemd.connect(self.settings.systemd.bus, on_event=self._on_systemd)
-        self._fx.systemd = systemd
-        states = dict.fromkeys(self._units.values(), ActiveState.INACTIVE)
-        for unit, active, _sub in await systemd.list_units(list(self._units)):
-            parsed = ActiveState.parse(active)
-            if unit in self._units and parsed is not None:
-                states[self._units[unit]] = parsed
+        self._fx.systemd, states = await self._connect()
         now = self._loop.time()
         self._scheduler.adopt(states, now)
         if preload:
             self._scheduler.preload(now)
         self._owner = asyncio.create_task(self._run(), name="sparkctl-supervisor")
-        running = sorted(m for m, s in states.items() if s is ActiveState.ACTIVE)
-        log.info("supervisor ready; adopted running models: %s", ", ".join(running) or "none")
+        self._bus_keeper = asyncio.create_task(self._keep_bus(), name="sparkctl-bus")
+        log.info("supervisor ready; adopted running models: %s", _running(states))
+
+    async def _connect(self) -> tuple[Systemd, dict[str, ActiveState]]:
+        """A connection to systemd, subscribed to its signals, and its view of every model unit."""
+        systemd = await Systemd.connect(self.settings.systemd.bus, on_event=self._on_systemd)
+        try:
+            listed = await systemd.list_units(list(self._units))
+        except BaseException:
+            await systemd.close()
+            raise
+        states = dict.fromkeys(self._units.values(), ActiveState.INACTIVE)
+        for unit, active, _sub in listed:
+            parsed = ActiveState.parse(active)
+            if unit in self._units and parsed is not None:
+                states[self._units[unit]] = parsed
+        return systemd, states
+
+    async def _keep_bus(self) -> None:
+        """When the connection to systemd is lost: its pending jobs fail at once (their waiters
+        get an error), ready models keep serving, and it is made again with back-off; then
+        systemd's view is read afresh and followed, as at start-up."""
+        systemd = self._fx.systemd
+        while systemd is not None:
+            reason = await systemd.wait_lost()
+            if not reason:
+                return  # closed by us
+            self._degraded = f"lost the connection to systemd ({reason}); reconnecting"
+            log.error("%s", self._degraded)
+            systemd, states = await self._reconnect()
+            self._fresh = systemd
+            self._post(msg.Resync(systemd, states))
+            self._degraded = None
+            log.info("connected to systemd again; following it: running %s", _running(states))
+
+    async def _reconnect(self) -> tuple[Systemd, dict[str, ActiveState]]:
+        delay = RECONNECT_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                return await self._connect()
+            except SparkError as e:
+                delay = min(delay * 2, RECONNECT_MAX)
+                self._degraded = f"no connection to systemd ({e.message}); next try in {delay:g}s"
+                log.warning("%s", self._degraded)
 
     async def close(self) -> None:
-        if self._owner is not None:
-            self._owner.cancel()
-            await asyncio.gather(self._owner, return_exceptions=True)
+        for task in (self._bus_keeper, self._owner):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._fx.close()
-        if self._fx.systemd is not None:
-            await self._fx.systemd.close()
+        for systemd in (self._fx.systemd, self._fresh):
+            if systemd is not None:
+                await systemd.close()
 
     @property
     def _sched(self) -> Scheduler:
@@ -156,6 +200,11 @@ class Supervisor:
                 s.start_finished(model, result, unit_result, now, detail)
             case msg.StopFinished(model):
                 s.stop_finished(model, now)
+            case msg.JobLost(model, reason):
+                s.job_lost(model, reason, now)
+            case msg.Resync(systemd, states):
+                self._fx.systemd, self._fresh = systemd, None
+                s.resync(states, now)
             case msg.Timer(key):
                 s.timer(key, now)
             case msg.Memory(model, available):
@@ -237,11 +286,15 @@ class Supervisor:
 
     @property
     def healthy(self) -> bool:
-        """The owner task runs and the bus connection is up (the watchdog pings only then)."""
-        systemd = self._fx.systemd
-        return (
-            self._owner is not None and not self._owner.done() and systemd is not None and systemd.connected
-        )
+        """The owner task runs, and so does the task that keeps (or remakes) the connection to
+        systemd: the watchdog pings only then. A lost connection alone is `degraded`, not
+        unhealthy: ready models keep serving while it is made again."""
+        return all(t is not None and not t.done() for t in (self._owner, self._bus_keeper))
+
+    @property
+    def degraded(self) -> str | None:
+        """Why sparkctl cannot start or stop models right now, if it cannot."""
+        return self._degraded
 
     @property
     def queue_length(self) -> int:
@@ -250,3 +303,7 @@ class Supervisor:
     def loop_to_wall(self, t: float) -> float:
         """A loop-clock instant as seconds since the epoch (for displays)."""
         return time.time() + (t - self._loop.time())
+
+
+def _running(states: dict[str, ActiveState]) -> str:
+    return ", ".join(sorted(m for m, s in states.items() if s is ActiveState.ACTIVE)) or "none"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +112,7 @@ class Systemd:
         self._on_event = on_event
         self._jobs: dict[str, asyncio.Future[JobResult]] = {}
         self._finished: dict[str, JobResult] = {}  # JobRemoved seen before its StartUnit reply
+        self._closing = False
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -132,15 +133,34 @@ class Systemd:
         return self
 
     async def close(self) -> None:
+        self._closing = True
         self._bus.remove_message_handler(self._on_message)
         self._bus.disconnect()
-        for fut in self._jobs.values():
-            if not fut.done():
-                fut.cancel()
+        self._fail_jobs("the connection to systemd was closed")
 
     @property
     def connected(self) -> bool:
         return self._bus.connected
+
+    async def wait_lost(self) -> str:
+        """Return when the connection ends, saying why; every job still pending fails with
+        BusUnavailableError at that moment, so nothing waits on an answer that cannot come.
+        (A `close()` of our own is not a loss: it returns "" then.)"""
+        # (dbus-fast's method is untyped; its contract is in its docstring)
+        wait_for_disconnect: Callable[[], Awaitable[None]] = self._bus.wait_for_disconnect
+        try:
+            await wait_for_disconnect()
+            reason = "the bus closed the connection"
+        except Exception as e:  # dbus-fast hands over whatever broke the transport
+            reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        self._fail_jobs(f"lost the connection to systemd ({reason})")
+        return "" if self._closing else reason
+
+    def _fail_jobs(self, why: str) -> None:
+        for fut in self._jobs.values():
+            if not fut.done():
+                fut.set_exception(BusUnavailableError(why))
+        self._jobs.clear()
 
     # ---------------------------------------------------------------------------------- calls
     async def _call(
@@ -161,9 +181,17 @@ class Systemd:
             signature=signature,
             body=body or [],
         )
-        reply = await self._bus.call(msg)
-        assert reply is not None
-        _raise(reply, f"{member} {body[0] if body else ''}".strip())
+        what = f"{member} {body[0] if body else ''}".strip()
+        # On a lost connection dbus-fast would queue the call and wait forever: refuse it now.
+        if not self._bus.connected:
+            raise BusUnavailableError(f"{what}: not connected to systemd")
+        try:
+            reply = await self._bus.call(msg)
+        except Exception as e:  # the transport broke under the call (dbus-fast's own error types)
+            raise BusUnavailableError(f"{what}: lost the connection to systemd ({e})") from e
+        if reply is None:  # the connection ended before the answer
+            raise BusUnavailableError(f"{what}: lost the connection to systemd")
+        _raise(reply, what)
         return reply
 
     async def _subscribe(self) -> None:

@@ -34,6 +34,7 @@ from sparkctl.settings import Settings, load_settings
 log = logging.getLogger("sparkctl.daemon")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 SHUTDOWN_GRACE = 60.0  # seconds in-flight responses get to finish when the daemon stops
+FIRST_REQUEST_GRACE = 2.0  # seconds a connection accepted just before a stop gets to send its request
 
 
 def first_start_since_boot(state_dir: Path | None) -> bool:
@@ -134,9 +135,32 @@ async def _shut_down(
     log.info("stopping: no new connections; in-flight requests get up to %.0fs", SHUTDOWN_GRACE)
     if watchdog is not None:
         watchdog.cancel()
+    await _stop_accepting(runner)
     await runner.cleanup()
     await supervisor.close()
     log.info("stopped")
+
+
+async def _stop_accepting(runner: web.AppRunner) -> None:
+    """No new connections: systemd keeps the listening sockets, so they wait for the next daemon.
+    A connection accepted just before may not have sent its request yet, and aiohttp's shutdown
+    closes such a connection at once — under load a restart lost requests that way. Each gets up
+    to FIRST_REQUEST_GRACE to start its request, which is then served as any in flight."""
+    for site in list(runner.sites):
+        await site.stop()
+    if runner.server is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FIRST_REQUEST_GRACE
+    connections = runner.server.connections
+    while loop.time() < deadline and any(_no_request_yet(c) for c in connections):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)  # (aiohttp has no event for a request's arrival; at most 2 s, once)
+
+
+def _no_request_yet(connection: web.RequestHandler) -> bool:
+    # aiohttp counts the requests a connection has delivered in an attribute of its own; a
+    # version without it reads as "has one", which is aiohttp's own shutdown, unchanged.
+    return getattr(connection, "_request_count", 1) == 0
 
 
 def _status_line(supervisor: Supervisor) -> str:
@@ -148,6 +172,8 @@ def _status_line(supervisor: Supervisor) -> str:
         if v.state in (ModelState.STARTING, ModelState.DRAINING, ModelState.STOPPING, ModelState.QUEUED)
     ]
     parts = [f"ready: {', '.join(ready) or 'none'}", *busy]
+    if supervisor.degraded:
+        parts.insert(0, f"degraded: {supervisor.degraded}")
     if supervisor.queue_length:
         parts.append(f"{supervisor.queue_length} waiting")
     return "STATUS=" + "; ".join(parts)
@@ -165,7 +191,7 @@ async def _watchdog(supervisor: Supervisor) -> None:
         if supervisor.healthy:
             notify("WATCHDOG=1")
         else:
-            log.error("supervisor unhealthy (bus connection lost?); letting the watchdog restart us")
+            log.error("the supervisor's tasks have ended; letting the watchdog restart the daemon")
         await asyncio.sleep(interval)
 
 

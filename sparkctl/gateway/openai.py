@@ -47,7 +47,12 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """200 while the daemon serves; `degraded` (with the reason) while it cannot start or stop
+    models — ready ones still serve."""
+    degraded = request.app[GATEWAY].supervisor.degraded
+    return web.json_response(
+        {"status": "ok"} if degraded is None else {"status": "degraded", "reason": degraded}
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

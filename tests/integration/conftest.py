@@ -88,3 +88,11 @@ async def reach(sup: Supervisor, within: float = 10, **wanted: ModelState) -> No
         await asyncio.wait_for(done.wait(), within)
     finally:
         sup.unsubscribe(check)
+
+
+def drop_bus(sup: Supervisor) -> None:
+    """Break the transport under the supervisor's connection to systemd, as a restarted
+    dbus-daemon or a killed connection does: the connection's own socket, shut down."""
+    systemd = sup._fx.systemd
+    assert systemd is not None and systemd._bus._sock is not None
+    systemd._bus._sock.shutdown(socket.SHUT_RDWR)

@@ -17,7 +17,7 @@ import pytest
 
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.weights import write_placeholder
-from tests.integration.conftest import SPARKCTL, emulated
+from tests.integration.conftest import SPARKCTL, emulated, get
 
 PORT = 28900
 DIRECT = 28901
@@ -203,6 +203,28 @@ async def test_a_restart_under_steady_load_refuses_no_connection_and_loses_no_re
     assert (
         box.systemctl("show", "-p", "NRestarts", "--value", "sparkctl-d-slow.service").stdout.strip() == "0"
     )
+
+
+async def test_a_connection_accepted_just_before_a_restart_still_gets_its_answer(
+    installed: Installed,
+) -> None:
+    """The stopping daemon closes its listeners at once (systemd keeps the sockets for the next
+    one), but a connection it had accepted before may not have sent its request yet: it is
+    served, not closed under the client."""
+    host, port = installed.url.removeprefix("http://").split(":")
+    status, _ = await asyncio.to_thread(get, f"{installed.url}/health")  # the daemon runs …
+    assert status == 200
+    reader, writer = await asyncio.open_connection(host, int(port))
+    await asyncio.sleep(0.2)  # … and has accepted this connection, on which not a byte was sent
+    restart = asyncio.create_task(asyncio.to_thread(installed.box.systemctl, "restart", "sparkctl.service"))
+    try:
+        await asyncio.sleep(0.5)  # the old daemon got its SIGTERM and is stopping (or soon will)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: sparkctl\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert answer.startswith(b"HTTP/1.1 200") and b'"status": "ok"' in answer, answer
+    finally:
+        writer.close()
+        await restart
 
 
 def test_systemd_analyze_security_rates_the_daemon_safe(installed: Installed) -> None:

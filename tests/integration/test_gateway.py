@@ -24,13 +24,14 @@ from openai.types.chat import ChatCompletionToolParam
 
 from sparkctl.apikeys import KeyFile, KeyStore
 from sparkctl.catalog import load_catalog
+from sparkctl.core import supervisor
 from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.app import build_app
 from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
 from tests.helpers import write_model
-from tests.integration.conftest import emulated, reach
+from tests.integration.conftest import drop_bus, emulated, reach
 
 ECHO = str(Path(__file__).with_name("echo_engine.py"))
 
@@ -544,3 +545,25 @@ async def test_clients_that_hang_up_at_any_moment_leak_no_lease(env: Env) -> Non
     while env.sup.view("chat").leases and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     assert env.sup.view("chat").leases == 0
+
+
+async def test_health_says_degraded_while_the_connection_to_systemd_is_remade(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor, "RECONNECT_FIRST", 1.0)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{env.url}/health") as r:
+            assert r.status == 200 and await r.json() == {"status": "ok"}
+        drop_bus(env.sup)
+        await asyncio.sleep(0.2)
+        async with s.get(f"{env.url}/health") as r:
+            body = await r.json()
+            assert r.status == 200 and body["status"] == "degraded"  # it still serves …
+            assert "lost the connection to systemd" in body["reason"]  # … and says why
+        for _ in range(100):
+            async with s.get(f"{env.url}/health") as r:
+                if (await r.json())["status"] == "ok":
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("never reconnected")

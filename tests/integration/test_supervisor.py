@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from sparkctl.catalog import Catalog, load_catalog
+from sparkctl.core import supervisor
 from sparkctl.core.host import read_meminfo
 from sparkctl.core.lease import Lease
 from sparkctl.core.states import ModelState
@@ -23,7 +24,7 @@ from sparkctl.sandbox.box import Box
 from sparkctl.settings import Settings
 from tests.conftest import box_settings
 from tests.helpers import write_model
-from tests.integration.conftest import SPARKCTL, emulated, reach
+from tests.integration.conftest import SPARKCTL, drop_bus, emulated, reach
 
 PORTS = iter(range(28400, 28500))
 
@@ -335,3 +336,42 @@ async def test_a_model_whose_weights_were_never_pulled_fails_at_once_naming_pull
         )
     ).stdout
     assert "ActiveEnterTimestampMonotonic=0" in state  # systemd was never asked
+
+
+async def test_a_lost_bus_fails_starts_at_once_keeps_ready_models_serving_and_reconnects(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor, "RECONNECT_FIRST", 1.5)  # time to look at the disconnected state
+    ports = {name: next(PORTS) for name in ("bus-up", "bus-slow", "bus-later")}
+    emulated(tmp_path, "bus-up", ports["bus-up"])
+    emulated(tmp_path, "bus-slow", ports["bus-slow"], load_time=3)
+    emulated(tmp_path, "bus-later", ports["bus-later"])
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    (await sup.acquire("bus-up")).release()
+    slow = asyncio.create_task(sup.acquire("bus-slow"))
+    for _ in range(100):  # its start job is in flight (systemd runs it) …
+        state = await asyncio.to_thread(box.systemctl, "is-active", "sparkctl-bus-slow.service", check=False)
+        if state.stdout.strip() == "activating":
+            break
+        await asyncio.sleep(0.05)
+
+    drop_bus(sup)
+    t0 = time.monotonic()
+    with pytest.raises(ModelStartFailedError, match="lost the connection to systemd"):
+        await slow  # … and its waiter is told at once, not after the start timeout
+    assert time.monotonic() - t0 < 1
+    assert sup.degraded is not None and "lost the connection to systemd" in sup.degraded
+    with pytest.raises(ModelStartFailedError, match="not connected to systemd"):
+        await asyncio.wait_for(sup.acquire("bus-later"), 1)  # a start now fails at once too
+    lease = await sup.acquire("bus-up")  # a ready model serves on
+    try:
+        async with aiohttp.ClientSession() as session:
+            await chat(ports["bus-up"], "bus-up", session)
+    finally:
+        lease.release()
+
+    # Connected again, systemd is followed as at start-up: bus-slow's unit did start meanwhile.
+    await reach(sup, within=15, bus_slow=ModelState.READY)
+    assert sup.degraded is None and sup.healthy
+    (await asyncio.wait_for(sup.acquire("bus-later"), 15)).release()  # and starts work again

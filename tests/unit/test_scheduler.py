@@ -310,6 +310,52 @@ def test_a_failed_start_fails_every_waiter_then_backs_off() -> None:
     assert w.s.view("a").failures == 0
 
 
+def test_a_start_lost_with_the_bus_fails_its_waiters_at_once_without_blame() -> None:
+    w = World(m("a"))
+    w.acquire(1, "a")
+    w.acquire(2, "a")
+    w.s.job_lost("a", "lost the connection to systemd (EOFError)", w.now)
+    assert set(w.fake.rejected) == {1, 2}
+    err = w.fake.rejected[1]
+    assert isinstance(err, ModelStartFailedError) and "lost the connection to systemd" in err.message
+    assert err.retry_after == 5
+    assert w.state("a") is ModelState.STOPPED and w.s.view("a").failures == 0  # not the model's fault
+    # systemd, asked again once connected, says it did start: followed like any change
+    w.s.resync({"a": ActiveState.ACTIVE}, w.now)
+    assert w.state("a") is ModelState.READY and w.acquire(3, "a") is GRANTED
+
+
+def test_a_stop_lost_with_the_bus_holds_its_memory_until_systemd_says() -> None:
+    w = World(m("big", exclusive=True), m("other"))
+    w.acquire(1, "big")
+    w.ready("big")
+    w.release(1, "big")
+    w.acquire(2, "other")  # a swap: big drains (nothing in flight) and is stopped
+    assert w.fake.stops() == ["big"] and w.state("big") is ModelState.STOPPING
+    w.s.job_lost("big", "lost the connection to systemd", w.now)
+    assert w.state("big") is ModelState.STOPPING and w.fake.starts() == ["big"]  # no start on a guess
+    w.s.resync({"big": ActiveState.ACTIVE, "other": ActiveState.INACTIVE}, w.now)
+    assert w.fake.stops() == ["big", "big"]  # the stop never happened: asked again
+    w.stopped("big")
+    assert w.fake.starts() == ["big", "other"]
+    w.ready("other")
+    assert w.fake.granted == [1, 2]
+
+
+def test_after_a_reconnection_what_stopped_meanwhile_is_stopped() -> None:
+    w = World(m("a"), m("b", fraction=0.2))
+    w.acquire(1, "a")
+    w.ready("a")
+    w.acquire(2, "b")
+    w.s.job_lost("b", "lost the connection to systemd", w.now)
+    w.fake.running.discard("a")
+    w.s.resync({"a": ActiveState.INACTIVE, "b": ActiveState.ACTIVATING}, w.now)
+    assert isinstance(w.fake.aborted[1], UpstreamError)  # a went away while serving
+    assert w.state("a") is ModelState.STOPPED and w.state("b") is ModelState.STARTING
+    w.s.unit_state("b", ActiveState.ACTIVE, w.now)
+    assert w.state("b") is ModelState.READY
+
+
 def test_a_model_that_dies_while_serving_ends_its_leases_at_once() -> None:
     w = World(m("a"))
     w.acquire(1, "a")
@@ -530,3 +576,94 @@ def test_random_traffic_keeps_every_invariant() -> None:
                     waiting.pop(r)
             w.advance(60)
         assert not waiting, f"requests never settled: {waiting}"
+
+
+class FlakyBus(Fake):
+    """A Fake whose connection to systemd can be down: then no job reaches systemd (its answer is
+    `job_lost`), and systemd's truth (`running`) only changes by what already runs."""
+
+    down = False
+
+    def start_unit(self, model: str) -> None:
+        if self.down:
+            self.calls.append(("lost-start", model))
+        else:
+            super().start_unit(model)
+
+    def stop_unit(self, model: str) -> None:
+        self.calls.append(("lost-stop" if self.down else "stop", model))
+
+
+def test_random_traffic_with_lost_connections_keeps_every_invariant() -> None:
+    """The walk above, with the connection to systemd lost and found: jobs in flight are lost,
+    jobs asked for meanwhile never happen, and every waiter is still settled, never over budget."""
+    models = [m("u", 0.05, pinned=True), m("a", 0.6), m("b", 0.3), m("x", 0.4, exclusive=True)]
+    rng = random.Random(11)
+    lost_jobs = 0
+    for _ in range(20):
+        w = World(*models, drain_timeout=50)
+        w.fake = FlakyBus(w.fake.infos, w.fake.budget)
+        w.s = Scheduler(models, w.fake, memory_budget=w.fake.budget, drain_timeout=50)
+        held: dict[int, str] = {}
+        waiting: dict[int, str] = {}
+        for step in range(300):
+            roll = rng.random()
+            if roll < 0.35:
+                try:
+                    model = rng.choice(models).id
+                    (held if w.acquire(step, model) is GRANTED else waiting)[step] = model
+                except SparkError:
+                    pass
+            elif roll < 0.6 and held:
+                r = rng.choice(sorted(held))
+                w.release(r, held.pop(r))
+            elif roll < 0.8 and not w.fake.down:
+                for name in sorted(w.fake.running):
+                    if w.state(name) is ModelState.STARTING:
+                        w.ready(name)
+                    elif w.state(name) is ModelState.STOPPING:
+                        w.stopped(name)
+            elif roll < 0.85:
+                w.fake.down = not w.fake.down
+                if not w.fake.down:  # found again: systemd's truth, read afresh
+                    truth = {
+                        i.id: ActiveState.ACTIVE if i.id in w.fake.running else ActiveState.INACTIVE
+                        for i in models
+                    }
+                    w.s.resync(truth, w.now)
+            else:
+                w.advance(rng.choice([1, 5, 30, 100]))
+            if w.fake.down:  # whatever was in flight, or asked for since, is lost
+                for info in models:
+                    w.s.job_lost(info.id, "lost the connection to systemd", w.now)
+            for r in list(waiting):
+                if r in w.fake.granted:
+                    held[r] = waiting.pop(r)
+                elif r in w.fake.rejected:
+                    waiting.pop(r)
+            for r in list(held):
+                if r in w.fake.aborted:
+                    w.release(r, held.pop(r))
+            w.fake.check()
+        w.fake.down = False
+        w.s.resync(
+            {i.id: ActiveState.ACTIVE if i.id in w.fake.running else ActiveState.INACTIVE for i in models},
+            w.now,
+        )
+        for _ in range(200):
+            for r in list(held):
+                w.release(r, held.pop(r))
+            for name in sorted(w.fake.running):
+                if w.state(name) is ModelState.STARTING:
+                    w.ready(name)
+                elif w.state(name) is ModelState.STOPPING:
+                    w.stopped(name)
+            for r in list(waiting):
+                if r in w.fake.granted:
+                    held[r] = waiting.pop(r)
+                elif r in w.fake.rejected:
+                    waiting.pop(r)
+            w.advance(60)
+        assert not waiting, f"requests never settled: {waiting}"
+        lost_jobs += sum(1 for c in w.fake.calls if c[0].startswith("lost-"))
+    assert lost_jobs > 20  # the walks did lose jobs along the way
