@@ -62,6 +62,10 @@ class GatewaySettings(StrictModel):
     body_timeout: Duration = 60.0
     # Where the per-model sockets (sparkctl-ID.socket) listen; loopback like the gateway's default.
     direct_host: str = "127.0.0.1"
+    # Open TCP connections beyond which new ones are refused as they come (the admin socket never
+    # is), and how long a new connection may take to send its request's headers (BRIEF §9).
+    max_connections: int = Field(default=4096, ge=1)
+    header_timeout: Duration = 30.0
 
     @model_validator(mode="after")
     def _auth_none_only_on_loopback(self) -> GatewaySettings:

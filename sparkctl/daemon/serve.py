@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from sparkctl.daemon.sd_notify import notify, watchdog_interval
 from sparkctl.daemon.sockets import Listener, bound_sockets, check_exposure, systemd_sockets
 from sparkctl.errors import SparkError
 from sparkctl.gateway.app import build_app
+from sparkctl.gateway.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite
 from sparkctl.settings import Settings, load_settings
 
 log = logging.getLogger("sparkctl.daemon")
@@ -54,7 +56,21 @@ def first_start_since_boot(state_dir: Path | None) -> bool:
     return True
 
 
+def raise_fd_limit() -> int:
+    """The soft limit on open files up to the hard one (LimitNOFILE= in the unit): every held
+    stream is two descriptors, the client's and the engine's."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except OSError as e:  # the unit's seccomp filter (~@resources): LimitNOFILE= set both
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, e)
+    return soft
+
+
 async def serve(settings: Settings, catalog: Catalog) -> None:
+    log.info("open files: up to %d", raise_fd_limit())
     listeners = systemd_sockets()
     activated = bool(listeners)
     if not activated:
@@ -94,12 +110,16 @@ async def _start_gateway(
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=SHUTDOWN_GRACE,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
         max_field_size=16384,
         max_line_size=16384,
     )
     await runner.setup()
+    guard = ConnectionGuard(
+        max_connections=settings.gateway.max_connections, header_timeout=settings.gateway.header_timeout
+    )
     for listener in listeners:
-        await web.SockSite(runner, listener.sock).start()
+        await GuardedSite(runner, listener.sock, guard).start()
         log.info("listening on %s (%s)", listener.describe(), listener.name)
     return runner
 

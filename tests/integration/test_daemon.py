@@ -21,6 +21,8 @@ from tests.integration.conftest import SPARKCTL, emulated, get
 
 PORT = 28900
 DIRECT = 28901
+MAX_CONNECTIONS = 40
+HEADER_TIMEOUT = 4
 
 
 @dataclass
@@ -53,7 +55,8 @@ def installed(box: Box) -> Iterator[Installed]:
     write_placeholder(base / "hf", "org/model")
     config = base / "sparkctl.toml"
     config.write_text(
-        f'[gateway]\nlisten = ["127.0.0.1:{PORT}"]\n'
+        f'[gateway]\nlisten = ["127.0.0.1:{PORT}"]\nmax_connections = {MAX_CONNECTIONS}\n'
+        f'header_timeout = "{HEADER_TIMEOUT}s"\n'
         f'[catalog]\ndirs = ["{cat}"]\n'
         f'[runtime]\ncontainer_network = "host"\nsparkctl = "{SPARKCTL}"\nhf_cache = "{base / "hf"}"\n'
         f'compile_cache = "{base / "compile"}"\n'
@@ -225,6 +228,80 @@ async def test_a_connection_accepted_just_before_a_restart_still_gets_its_answer
     finally:
         writer.close()
         await restart
+
+
+async def _idle(n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    return [await asyncio.open_connection("127.0.0.1", PORT) for _ in range(n)]
+
+
+async def _closed(reader: asyncio.StreamReader) -> bytes | None:
+    """What the server sent before it closed the connection, or None if it is still open."""
+    try:
+        return await asyncio.wait_for(reader.read(), 0.1)
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return b""
+
+
+async def test_idle_sockets_beyond_the_cap_are_refused_while_open_ones_and_the_admin_socket_work(
+    installed: Installed,
+) -> None:
+    conns = await _idle(MAX_CONNECTIONS + 20)
+    try:
+        for _ in range(20):  # until the daemon has taken every one (a busy machine is slow to)
+            states = await asyncio.gather(*(_closed(reader) for reader, _ in conns))
+            if states.count(None) <= MAX_CONNECTIONS:
+                break
+        refused = [s for s in states if s is not None]
+        assert len(refused) >= 20 and all(s == b"" for s in refused)  # reset, nothing said
+        assert MAX_CONNECTIONS - 5 <= states.count(None) <= MAX_CONNECTIONS
+        # an open one still takes a request, keyed …
+        reader, writer = conns[states.index(None)]
+        writer.write(
+            f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {installed.key}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200") and b'"d-alpha"' in answer
+        # … and the admin socket answers root
+        ps = await asyncio.to_thread(installed.sparkctl, "ps", "-a", "--json")
+        assert {m["id"] for m in json.loads(ps)} >= {"d-alpha", "d-beta"}
+        # the idle ones never sent their headers: 408 once header_timeout has passed
+        await asyncio.sleep(HEADER_TIMEOUT + 1.2)
+        late = (
+            await asyncio.gather(*(_closed(r) for (r, _), s in zip(conns, states, strict=True) if s is None))
+        )[1:]
+        assert late and all(a is not None and a.startswith(b"HTTP/1.1 408") for a in late), late[:2]
+        assert all(b'"request_timeout"' in a for a in late if a)
+    finally:
+        for _, writer in conns:
+            writer.close()
+    status, _ = await asyncio.to_thread(get, f"{installed.url}/health")  # room again
+    assert status == 200
+
+
+async def test_a_slow_loris_gets_408_when_its_headers_are_late(installed: Installed) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+    try:
+        t0 = time.monotonic()
+        for byte in b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: ":
+            writer.write(bytes([byte]))
+            if (answer := await _closed(reader)) is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            answer = await asyncio.wait_for(reader.read(), HEADER_TIMEOUT + 2)
+        assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer
+        assert HEADER_TIMEOUT <= time.monotonic() - t0 < HEADER_TIMEOUT + 2
+    finally:
+        writer.close()
+
+
+def test_the_daemon_may_hold_many_files(installed: Installed) -> None:
+    show = installed.box.systemctl("show", "-p", "LimitNOFILE,LimitNOFILESoft,MainPID", "sparkctl.service")
+    values = dict(line.split("=", 1) for line in show.stdout.split())
+    assert values["LimitNOFILE"] == values["LimitNOFILESoft"] == "65536"
 
 
 def test_systemd_analyze_security_rates_the_daemon_safe(installed: Installed) -> None:
