@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "invalid_request_error"
     REQUEST_TIMEOUT = "request_timeout", 408, "invalid_request_error"
     REQUEST_TOO_LARGE = "request_too_large", 413, "invalid_request_error"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "invalid_request_error"
     QUEUE_FULL = "queue_full", 429, "rate_limit_error"
     UPSTREAM_ERROR = "upstream_error", 502, "server_error"
     MODEL_START_FAILED = "model_start_failed", 503, "server_error"
@@ -183,6 +184,10 @@ class RequestTimeoutError(SparkError):
     """The client did not send its request body in time."""
 
     code = ErrorCode.REQUEST_TIMEOUT
+
+
+class UnsupportedMediaTypeError(SparkError):
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class UnauthorizedError(SparkError):

@@ -44,6 +44,10 @@ def check_id(value: str) -> str:
         raise ValueError(f"must not end in '-proxy' (reserved), got {value!r}")
     if value == "models":
         raise ValueError("'models' is reserved (it is a route: /v1/models)")
+    if value == "gateway":
+        # Every model's socket is handed to the daemon named by its id (FileDescriptorName=);
+        # sparkctl.socket's own is "gateway".
+        raise ValueError("'gateway' is reserved (it names the daemon's own socket)")
     return value
 
 
@@ -93,6 +97,14 @@ def _relative_file(value: str) -> str:
 ModelId = Annotated[str, AfterValidator(check_id)]
 Alias = Annotated[str, _pattern(re.compile(ALIAS_PATTERN), f"a model name matching {ALIAS_PATTERN}")]
 UnitStr = Annotated[str, AfterValidator(_no_control)]
+
+
+def _no_trailing_backslash(value: str) -> str:
+    # Rendered into Description=: a line that ends in a backslash is continued by systemd, and the
+    # next line (Conflicts=, the backstop of one GPU tenant) would become part of the text.
+    if value.endswith("\\"):
+        raise ValueError("must not end with a backslash (it would continue the unit file's line)")
+    return value
 
 
 def _word(value: str) -> str:
@@ -266,7 +278,9 @@ def _default_capabilities() -> list[Capability]:
 
 class ModelSpec(StrictModel):
     id: ModelId
-    description: Annotated[UnitStr, Field(min_length=1, max_length=200)]
+    description: Annotated[
+        UnitStr, AfterValidator(_no_trailing_backslash), Field(min_length=1, max_length=200)
+    ]
     status: Annotated[Status, Field(strict=False)]
     disabled_reason: Annotated[UnitStr, Field(min_length=1)] | None = None
     notes: str = ""

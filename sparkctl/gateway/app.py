@@ -8,30 +8,25 @@ cleanup context.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import os
-import socket
-import struct
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from sparkctl.apikeys import KeyFile, presented_key
+from sparkctl.apikeys import KeyFile
 from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
-from sparkctl.errors import ForbiddenError, RequestTooLargeError, SparkError, UnauthorizedError
+from sparkctl.errors import RequestTooLargeError, SparkError
 from sparkctl.gateway import admin, openai, proxy
+from sparkctl.gateway.auth import auth_middleware, cors_middleware
 from sparkctl.gateway.context import GATEWAY, AccessLog, ConsoleAccessLog, Gateway
 from sparkctl.gateway.errors import error_response, http_error_response
 from sparkctl.gateway.metrics import Metrics
 from sparkctl.settings import Settings
 
 log = logging.getLogger("sparkctl.gateway")
-OPEN_PATHS = frozenset({"/health"})
-CORS_HEADERS = "Authorization, Content-Type, X-Api-Key, X-Request-Id, Prefer, OpenAI-Beta, Anthropic-Version"
 
 
 @web.middleware
@@ -47,78 +42,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if e.status < 400:
             raise
         return http_error_response(request, e)
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """No request reaches the scheduler without a valid key (BRIEF §2.4), on any port."""
-    gw = request.app[GATEWAY]
-    path = request.path
-    if request.method == "OPTIONS" or path in OPEN_PATHS:
-        return await handler(request)
-    if path == "/metrics" and _loopback(request.remote):
-        return await handler(request)
-    if _unix_peer_uid(request) in (0, os.getuid()):
-        return await handler(request)  # root (or the daemon's own user) on the local admin socket
-    if gw.keys is not None:
-        entry = gw.keys.authenticate(presented_key(request.headers))
-        if entry is None:
-            raise UnauthorizedError("Missing or invalid API key: send `Authorization: Bearer <key>`.")
-        if path.startswith("/api/") and not entry.admin:
-            raise ForbiddenError(f"The key '{entry.name}' may not use the admin API.")
-    return await handler(request)
-
-
-def cors_middleware(origins: list[str]) -> Middleware:
-    allow_any = "*" in origins
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        allowed = origin is not None and (allow_any or origin in origins)
-        if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
-            if not allowed:
-                raise web.HTTPForbidden(reason="Origin not allowed")
-            return web.Response(status=204, headers=_cors_headers(origin, preflight=True))
-        response = await handler(request)
-        if allowed and not response.prepared:
-            response.headers.update(_cors_headers(origin))
-        return response
-
-    return cors
-
-
-def _cors_headers(origin: str | None, *, preflight: bool = False) -> dict[str, str]:
-    headers = {
-        "Access-Control-Allow-Origin": origin or "",
-        "Vary": "Origin",
-        "Access-Control-Expose-Headers": "Retry-After, X-Request-Id",
-    }
-    if preflight:
-        headers.update(
-            {
-                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                "Access-Control-Allow-Headers": CORS_HEADERS,
-                "Access-Control-Max-Age": "600",
-            }
-        )
-    return headers
-
-
-def _unix_peer_uid(request: web.Request) -> int | None:
-    """The uid of the process on the other end of a unix socket (SO_PEERCRED), else None."""
-    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", creds)[1])
-
-
-def _loopback(remote: str | None) -> bool:
-    try:
-        return remote is not None and ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        return False
 
 
 def build_app(

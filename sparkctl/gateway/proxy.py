@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from sparkctl.catalog import Model
 from sparkctl.core.lease import Lease
@@ -248,7 +249,8 @@ async def _forward(
     sse: web.StreamResponse | None,
     request_id: str,
 ) -> web.StreamResponse:
-    url = f"http://127.0.0.1:{model.host_port}{route}{_query(request)}"
+    # encoded=True: the URL goes up byte for byte (yarl would otherwise re-quote the query).
+    url = URL(f"http://127.0.0.1:{model.host_port}{route}{_query(request)}", encoded=True)
     headers = upstream_headers(request.headers, request_id, request.remote)
     try:
         upstream = await gw.client.request(request.method, url, data=body, headers=headers)
@@ -368,7 +370,9 @@ async def _relay(
 
 
 def _query(request: web.Request) -> str:
-    return f"?{request.query_string}" if request.query_string else ""
+    # As the client sent it: decoding it (request.query_string) would lose %23 and split on %0d%0a.
+    raw = request.rel_url.raw_query_string
+    return f"?{raw}" if raw else ""
 
 
 def register(app: web.Application) -> None:

@@ -62,6 +62,8 @@ def parse_body(body: bytes, content_type: str) -> Parsed:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidJSONError(f"The request body is not valid JSON: {e}") from None
+    except RecursionError:  # the parser recurses per level: 200,000 nested arrays end here
+        raise InvalidJSONError("The request body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise InvalidJSONError("The request body must be a JSON object.")
     name = data.get("model")

@@ -50,5 +50,9 @@ def quadlet_environment(key: str, value: str) -> str:
 
 
 def plain(value: str) -> str:
-    """A free-text value such as Description=: only specifiers need escaping."""
+    """A free-text value such as Description=: only specifiers need escaping. A trailing
+    backslash cannot be said at all (systemd would continue the line with the next one); the
+    catalog refuses it, and this refuses it again."""
+    if value.endswith("\\"):
+        raise ValueError(f"a unit file value cannot end with a backslash: {value!r}")
     return _specifiers(value)

@@ -22,6 +22,7 @@ async def echo(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "path": request.path,
+            "query": request.rel_url.raw_query_string,
             "length": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
             "model": model,

@@ -279,6 +279,14 @@ async def test_models_listing_and_admin_api(env: Env) -> None:
 
 
 ERROR_CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
+    (
+        "nested too deeply",
+        "/v1/chat/completions",
+        b'{"model": "chat", "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+        {},
+        400,
+        "invalid_json",
+    ),
     # (description, path, body bytes, headers, expected status, code)
     ("malformed json", "/v1/chat/completions", b'{"model": "chat",', {}, 400, "invalid_json"),
     ("not an object", "/v1/chat/completions", b'["chat"]', {}, 400, "invalid_json"),
@@ -389,6 +397,18 @@ async def test_big_multibyte_bodies_reach_the_engine_byte_identical(env: Env) ->
             and echo["sha256"] == hashlib.sha256(raw).hexdigest()
         )
         assert "authorization" not in {k.lower() for k in echo["headers"]}  # the client's key stays here
+        # the query string reaches the engine as the client sent it, byte for byte
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(env.url.rsplit(":", 1)[1]))
+        body = b'{"model": "echo"}'
+        writer.write(
+            b"POST /v1/chat/completions?a=%0d%0a&b=%23x&c=%2F HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {env.user}\r\nContent-Type: application/json\r\n".encode()
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["query"] == "a=%0d%0a&b=%23x&c=%2F", answer
         # an alias is rewritten to the id: the one change the engine sees
         aliased = raw.replace(b'"model":"echo"', b'"model":"echo-alias"').replace(
             b'"model": "echo"', b'"model": "echo-alias"'
@@ -493,6 +513,13 @@ async def test_cors_preflight_and_headers(env: Env) -> None:
             headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
         ) as r:
             assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+        async with s.options(
+            f"{env.url}/v1/chat/completions",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        ) as r:
+            refused = await r.json()
+            assert r.status == 403 and refused["error"]["code"] == "forbidden"
+            assert "Access-Control-Allow-Origin" not in r.headers
         async with s.get(
             f"{env.url}/v1/models", headers={**env.headers(), "Origin": "http://evil.example"}
         ) as r:
@@ -567,3 +594,43 @@ async def test_health_says_degraded_while_the_connection_to_systemd_is_remade(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("never reconnected")
+
+
+async def test_without_keys_only_local_json_clients_are_served(env: Env) -> None:
+    """gateway.auth = "none": a web page (foreign Origin, a form's content type) or a rebound DNS
+    name (foreign Host) drives nothing; the local programs it is meant for still work (#13)."""
+    settings = env.sup.settings
+    open_settings = settings.model_copy(
+        update={"gateway": settings.gateway.model_copy(update={"auth": "none"})}
+    )
+    app = build_app(open_settings, env.sup.catalog, env.sup)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    before = await env.unit_states()
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "x"}]}
+    try:
+        async with aiohttp.ClientSession() as s:
+            refused = [
+                ("POST", "/v1/chat/completions", {"Host": "evil.example:8009"}, chat, 403, "forbidden"),
+                ("POST", "/api/v1/models/echo/stop", {"Host": "rebound.example"}, None, 403, "forbidden"),
+                ("POST", "/v1/chat/completions", {"Origin": "http://evil.example"}, chat, 403, "forbidden"),
+                ("GET", "/v1/models", {"Origin": "null"}, None, 403, "forbidden"),
+            ]
+            for method, path, headers, body, status, code in refused:
+                async with s.request(method, url + path, headers=headers, json=body) as r:
+                    assert (r.status, (await r.json())["error"]["code"]) == (status, code), (path, headers)
+            form = {"Content-Type": "text/plain"}  # what a cross-site form can POST without a preflight
+            async with s.post(url + "/v1/chat/completions", data=json.dumps(chat), headers=form) as r:
+                assert r.status == 415 and (await r.json())["error"]["code"] == "unsupported_media_type"
+            assert await env.unit_states() == before  # nothing refused reached the scheduler
+            async with s.post(
+                url + "/v1/chat/completions", json=chat, headers={"Origin": "http://localhost:3000"}
+            ) as r:
+                assert r.status == 200 and (await r.json())["model"] == "echo"
+            async with s.get(url + "/v1/models", headers={"Host": "localhost:8009"}) as r:
+                assert r.status == 200
+    finally:
+        await runner.cleanup()

@@ -31,6 +31,10 @@ def one_error(tmp_path: Path, **over: object) -> str:
 BROKEN = [
     # (overrides, expected "field: message" after the file name)
     (
+        {"description": "ends in a backslash\\"},
+        "description: must not end with a backslash (it would continue the unit file's line)",
+    ),
+    (
         {"engine": {"gpu_memory_utilization": 1.4}},
         "engine.gpu_memory_utilization: must be in (0, 1], got 1.4",
     ),
@@ -202,6 +206,7 @@ def test_broken_file_gives_one_precise_error(tmp_path: Path, over: dict[str, obj
         ("a" * 65, "id: must match"),
         ("x-proxy", "id: must not end in '-proxy' (reserved)"),
         ("models", "id: 'models' is reserved"),
+        ("gateway", "id: 'gateway' is reserved (it names the daemon's own socket)"),
         ("a/b", "id: must match"),
         ("a b", "id: must match"),
     ],

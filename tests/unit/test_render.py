@@ -247,3 +247,11 @@ def test_units_dir_holds_the_default_rendering_of_sparkctls_own_units() -> None:
 
     for unit in own_units(Settings(), Path("/usr/local/bin/sparkctl"), DEFAULT_CONFIG):
         assert (ROOT / "units" / unit.name).read_text() == unit.text, f"re-render units/{unit.name}"
+
+
+def test_a_value_ending_in_a_backslash_is_never_written() -> None:
+    """systemd continues a line that ends in a backslash with the next one: after Description=
+    that would be Conflicts=, the backstop of one GPU tenant (#13)."""
+    with pytest.raises(ValueError, match="cannot end with a backslash"):
+        unitfile.plain("sparkctl model x: ends in \\")
+    assert unitfile.plain("a \\ inside") == "a \\ inside"

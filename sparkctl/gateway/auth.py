@@ -1,0 +1,140 @@
+"""Who may call the gateway: API keys before anything is scheduled (BRIEF §2.4), on every port;
+root (or the daemon's own user) on the local admin socket; and CORS for browser origins.
+
+With `gateway.auth = "none"` (loopback listeners only) no key is asked, so a request must also
+look like it comes from this machine's own programs (#13): a loopback `Host` (a foreign one is DNS
+rebinding), no foreign `Origin` (a web page in the owner's browser), and a JSON body — the kind a
+cross-site form cannot send without a preflight. Multipart (audio uploads) is accepted only
+without an `Origin`, that is, not from a browser.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from sparkctl.apikeys import presented_key
+from sparkctl.errors import ForbiddenError, UnauthorizedError, UnsupportedMediaTypeError
+from sparkctl.gateway.context import GATEWAY
+from sparkctl.settings import is_loopback
+
+OPEN_PATHS = frozenset({"/health"})
+CORS_HEADERS = "Authorization, Content-Type, X-Api-Key, X-Request-Id, Prefer, OpenAI-Beta, Anthropic-Version"
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No request reaches the scheduler without a valid key (BRIEF §2.4), on any port."""
+    gw = request.app[GATEWAY]
+    path = request.path
+    if request.method == "OPTIONS" or path in OPEN_PATHS:
+        return await handler(request)
+    if path == "/metrics" and _loopback(request.remote):
+        return await handler(request)
+    if _unix_peer_uid(request) in (0, os.getuid()):
+        return await handler(request)  # root (or the daemon's own user) on the local admin socket
+    if gw.keys is None:
+        _local_only(request, gw.settings.gateway.cors_origins)
+    else:
+        entry = gw.keys.authenticate(presented_key(request.headers))
+        if entry is None:
+            raise UnauthorizedError("Missing or invalid API key: send `Authorization: Bearer <key>`.")
+        if path.startswith("/api/") and not entry.admin:
+            raise ForbiddenError(f"The key '{entry.name}' may not use the admin API.")
+    return await handler(request)
+
+
+def cors_middleware(origins: list[str]) -> Middleware:
+    allow_any = "*" in origins
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and (allow_any or origin in origins)
+        if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+            if not allowed:
+                raise ForbiddenError(f"The origin {origin!r} may not call this API (gateway.cors_origins).")
+            return web.Response(status=204, headers=_cors_headers(origin, preflight=True))
+        response = await handler(request)
+        if allowed and not response.prepared:
+            response.headers.update(_cors_headers(origin))
+        return response
+
+    return cors
+
+
+def _cors_headers(origin: str | None, *, preflight: bool = False) -> dict[str, str]:
+    headers = {
+        "Access-Control-Allow-Origin": origin or "",
+        "Vary": "Origin",
+        "Access-Control-Expose-Headers": "Retry-After, X-Request-Id",
+    }
+    if preflight:
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": CORS_HEADERS,
+                "Access-Control-Max-Age": "600",
+            }
+        )
+    return headers
+
+
+def _unix_peer_uid(request: web.Request) -> int | None:
+    """The uid of the process on the other end of a unix socket (SO_PEERCRED), else None."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_only(request: web.Request, cors_origins: list[str]) -> None:
+    """`auth = "none"`: refuse what a web page or a rebound DNS name could send."""
+    host = request.headers.get("Host", "")
+    if not _is_loopback_host(host):
+        raise ForbiddenError(
+            f'Host {host!r} is not this machine\'s loopback; with gateway.auth = "none" only local '
+            "clients are served (a foreign Host is how DNS rebinding reaches a local port)."
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in cors_origins and not _is_loopback_host(urlsplit(origin).netloc):
+        raise ForbiddenError(f"The origin {origin!r} may not call this API (gateway.cors_origins).")
+    if request.method == "POST" and not _json_or_none(request, browser=origin is not None):
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {request.headers.get('Content-Type')!r} is refused with gateway.auth = "
+            '"none": send application/json.'
+        )
+
+
+def _is_loopback_host(host: str) -> bool:
+    """A Host header (or an origin's netloc) naming this machine's loopback, any port."""
+    name = host.rsplit("@", 1)[-1]
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    return bool(name) and is_loopback(name.lower())
+
+
+def _json_or_none(request: web.Request, *, browser: bool) -> bool:
+    ctype = request.headers.get("Content-Type")
+    if ctype is None:
+        return not request.body_exists  # a POST with no body (the admin API's start and stop)
+    kind = ctype.split(";", 1)[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json"):
+        return True
+    return kind == "multipart/form-data" and not browser
