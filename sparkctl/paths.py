@@ -18,6 +18,8 @@ SHIPPED_CATALOG = _IN_WHEEL if _IN_WHEEL.is_dir() else PACKAGE_DIR.parent / "mod
 _UNITS_IN_WHEEL = PACKAGE_DIR / "_shipped" / "units"
 SHIPPED_UNITS = _UNITS_IN_WHEEL if _UNITS_IN_WHEEL.is_dir() else PACKAGE_DIR.parent / "units"
 
+# Where polkit reads the rule that lets the daemon's user manage the model units.
+POLKIT_RULE = Path("/etc/polkit-1/rules.d/50-sparkctl.rules")
 # The daemon's local admin socket (sparkctl.socket), where root needs no key; a user's own stack
 # (install --user) has it in the user's runtime directory (%t in the socket unit).
 ADMIN_SOCKET = Path("/run/sparkctl/sparkctl.sock")

@@ -190,6 +190,13 @@ def render(ctx: Context, out: Path | None, check: bool, verbose: bool) -> None:
         f"{len(files)} unit files for {len(catalog.enabled)} models "
         f"({len(changes.added)} added, {len(changes.changed)} changed, {len(changes.removed)} removed)"
     )
+    if out is None and settings.systemd.bus == "system":
+        # The daemon may start and stop exactly these units: the rule follows the catalog.
+        from sparkctl.paths import POLKIT_RULE
+        from sparkctl.units.own import polkit_rule
+
+        if sync.write_if_changed(POLKIT_RULE, polkit_rule(catalog)):
+            click.echo(f"changed  {POLKIT_RULE}", err=True)
     if check:
         from sparkctl.units import verify
 

@@ -22,16 +22,15 @@ from sparkctl.apikeys import KeyStore, edit
 from sparkctl.catalog import Catalog, load_catalog
 from sparkctl.core.systemd import Systemd
 from sparkctl.errors import InstallError
-from sparkctl.paths import SHIPPED_CATALOG, SHIPPED_UNITS, write_atomic
+from sparkctl.paths import POLKIT_RULE, SHIPPED_CATALOG, SHIPPED_UNITS, write_atomic
 from sparkctl.settings import DEFAULT_CONFIG, Settings, load_settings, split_host_port, user_config_path
 from sparkctl.units.names import ALL_UNITS_GLOBS, DAEMON_SOCKET, DAEMON_UNITS, service_name, socket_name
-from sparkctl.units.own import own_units
+from sparkctl.units.own import own_units, polkit_rule
 from sparkctl.units.render import render
-from sparkctl.units.sync import sync
+from sparkctl.units.sync import sync, write_if_changed
 
 SYSUSERS = Path("/etc/sysusers.d/sparkctl.conf")
 TMPFILES = Path("/etc/tmpfiles.d/sparkctl.conf")
-POLKIT = Path("/etc/polkit-1/rules.d/50-sparkctl.rules")
 
 
 def sparkctl_executable() -> Path:
@@ -89,7 +88,7 @@ async def install(
         for d in (settings.runtime.hf_cache, settings.runtime.compile_cache, config.parent / "models"):
             d.mkdir(parents=True, exist_ok=True)
     else:
-        _system_files(report)
+        _system_files(catalog, report)
     _write_units(settings, catalog, exe, config, user=user, report=report)
     _ensure_admin_key(settings, user=user, report=report)
     await _enable_and_start(settings, catalog, report)
@@ -158,16 +157,14 @@ async def _enable_and_start(settings: Settings, catalog: Catalog, report: Report
         await systemd.close()
 
 
-def _system_files(report: Report) -> None:
+def _system_files(catalog: Catalog, report: Report) -> None:
     """The system user, directories and polkit rule (root only)."""
-    for src, dst in (
-        ("sparkctl.sysusers", SYSUSERS),
-        ("sparkctl.tmpfiles", TMPFILES),
-        ("sparkctl.polkit.rules", POLKIT),
+    for dst, text in (
+        (SYSUSERS, (SHIPPED_UNITS / "sparkctl.sysusers").read_text()),
+        (TMPFILES, (SHIPPED_UNITS / "sparkctl.tmpfiles").read_text()),
+        (POLKIT_RULE, polkit_rule(catalog)),
     ):
-        text = (SHIPPED_UNITS / src).read_text()
-        if not dst.exists() or dst.read_text() != text:
-            write_atomic(dst, text, 0o644)
+        if write_if_changed(dst, text):
             report.add(f"wrote {dst}")
     _run(["systemd-sysusers", str(SYSUSERS)])
     _run(["systemd-tmpfiles", "--create", str(TMPFILES)])
@@ -221,7 +218,7 @@ async def uninstall(config: Path | None = None, *, user: bool = False) -> Report
         for name in DAEMON_UNITS:
             (settings.systemd.unit_dir / name).unlink(missing_ok=True)
         if not user:
-            for extra in (POLKIT, SYSUSERS, TMPFILES):
+            for extra in (POLKIT_RULE, SYSUSERS, TMPFILES):
                 extra.unlink(missing_ok=True)
         await systemd.reload()
         report.add(f"stopped {len(units)} units, removed {len(removed.removed)} model units")

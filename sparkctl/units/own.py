@@ -1,15 +1,18 @@
 """sparkctl's own units: `sparkctl.service` and `sparkctl.socket` for this host (or a user), from
-the same templates as the model units. `install` writes them; `render --check` verifies the model
-units beside them, because every model socket hands its connections to `sparkctl.service`."""
+the same templates as the model units, and the polkit rule that lets the daemon's user start and
+stop exactly the catalog's model units. `install` writes them; `render --check` verifies the
+model units beside them, because every model socket hands its connections to `sparkctl.service`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from sparkctl.catalog import Catalog
 from sparkctl.paths import ADMIN_SOCKET, USER_ADMIN_SOCKET_SPECIFIER
 from sparkctl.settings import DEFAULT_CONFIG, Settings, split_host_port
 from sparkctl.units import quoting
-from sparkctl.units.names import DAEMON_SERVICE, DAEMON_SOCKET
+from sparkctl.units.names import DAEMON_SERVICE, DAEMON_SOCKET, service_name
 from sparkctl.units.render import UnitFile, templates
 
 
@@ -60,3 +63,11 @@ def _runs_from(executable: Path) -> list[Path]:
 def _listen_stream(address: str) -> str:
     host, port = split_host_port(address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def polkit_rule(catalog: Catalog) -> str:
+    """The rule for the system manager: start and stop, on the enabled models' services only.
+    Exact names, not a pattern: systemd ≥ 257 gives polkit the name of a transient unit too, and
+    `sparkctl-*.service` would let the daemon's user start one as root."""
+    units = [json.dumps(service_name(m.id)) for m in catalog.enabled]
+    return templates().get_template("sparkctl.polkit.rules.j2").render(units=units)

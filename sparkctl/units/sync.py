@@ -56,3 +56,14 @@ def sync(files: list[UnitFile], dirs: dict[str, Path]) -> Changes:
                 path.unlink()
                 changes.removed.append(path)
     return changes
+
+
+def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write `path` (atomically) unless it already says `text`; True when it was written."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text, mode)
+    return True

@@ -139,9 +139,20 @@ def test_polkit_lets_the_daemon_user_manage_only_sparkctl_units(installed: Insta
     assert allowed.returncode == 0, allowed.stderr
     stopped = box.run(*call, "StopUnit", "ss", "sparkctl-d-beta.service", "replace", check=False)
     assert stopped.returncode == 0, stopped.stderr
-    for unit in ("podman.service", "dbus.service", "sparkctl.service", "sparkctl-d-beta.socket"):
-        denied = box.run(*call, "StartUnit", "ss", unit, "replace", check=False)
-        assert denied.returncode != 0 and "Access denied" in denied.stderr + denied.stdout, (unit, denied)
+    # a unit named like a model's but not in the catalog: the rule names units, not a pattern
+    extra = box.unit_dir / "sparkctl-not-in-catalog.service"
+    extra.write_text("[Service]\nExecStart=/bin/true\n")
+    box.daemon_reload()
+    try:
+        units = ("podman.service", "dbus.service", "sparkctl.service", "sparkctl-d-beta.socket", extra.name)
+        for unit in units:
+            denied = box.run(*call, "StartUnit", "ss", unit, "replace", check=False)
+            assert denied.returncode != 0 and "Access denied" in denied.stderr + denied.stdout, (unit, denied)
+        restart = box.run(*call, "RestartUnit", "ss", "sparkctl-d-beta.service", "replace", check=False)
+        assert restart.returncode != 0  # start and stop only
+    finally:
+        extra.unlink()
+        box.daemon_reload()
     denied = box.run(*call, "Reload", check=False)
     assert denied.returncode != 0
 

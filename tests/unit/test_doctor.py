@@ -13,11 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from sparkctl.apikeys import edit
+from sparkctl.catalog import load_catalog
 from sparkctl.cli import cli
-from sparkctl.paths import SHIPPED_UNITS
 from sparkctl.settings import Settings
 from sparkctl.tools import doctor
 from sparkctl.tools.doctor import CDI_FIX, GIB, Check, Disk, Host, Result, run_checks
+from sparkctl.units.own import polkit_rule
 from tests.helpers import write_model
 
 # What `nvidia-ctk cdi generate` writes on a Spark (abridged), and the `systemctl show` of a socket.
@@ -73,7 +74,6 @@ class Spark:
             "/usr/libexec/podman/quadlet": "",
             "/run/podman/podman.sock": "",
             "/usr/lib/polkit-1/polkitd": "",
-            "/etc/polkit-1/rules.d/50-sparkctl.rules": (SHIPPED_UNITS / "sparkctl.polkit.rules").read_text(),
         }
         self.commands: dict[str, Result | None] = {
             "systemctl --version": Result(0, "systemd 255 (255.4-1ubuntu8.6)\n+PAM +AUDIT\n"),
@@ -102,6 +102,8 @@ class Spark:
         (repo / "snapshots" / commit / "config.json").write_text("{}")
         # Host paths (keys, HF cache) are the defaults, under the fake root; the catalog is config.
         self.settings_data: dict[str, dict[str, object]] = {"catalog": {"dirs": [str(catalog)]}}
+        # what `sparkctl install` wrote for this catalog
+        self.files["/etc/polkit-1/rules.d/50-sparkctl.rules"] = polkit_rule(load_catalog(self.settings()))
 
     def check(self, check: Callable[[Host, Settings], Check]) -> Check:
         return check(self.host(), self.settings())
@@ -277,6 +279,11 @@ def test_memory_and_swap(spark: Spark) -> None:
 
 
 def test_polkit(spark: Spark) -> None:
+    assert spark.check(doctor.check_polkit).status == "pass"
+    write_model(spark.tmp / "models", "added-since")  # a model the installed rule does not name
+    lacking = spark.check(doctor.check_polkit)
+    assert lacking.status == "warn" and lacking.fix == "sudo sparkctl render", lacking
+    (spark.tmp / "models" / "added-since.toml").unlink()
     spark.files["/etc/polkit-1/rules.d/50-sparkctl.rules"] += "// edited\n"
     assert spark.check(doctor.check_polkit).status == "warn"
     del spark.files["/etc/polkit-1/rules.d/50-sparkctl.rules"]

@@ -10,6 +10,7 @@ import pytest
 from sparkctl.catalog import load_catalog
 from sparkctl.settings import Settings, load_settings
 from sparkctl.units import quoting as unitfile
+from sparkctl.units.own import polkit_rule
 from sparkctl.units.render import conflicting_pairs, render
 from sparkctl.units.sync import sync
 from tests.helpers import write_model
@@ -247,6 +248,17 @@ def test_units_dir_holds_the_default_rendering_of_sparkctls_own_units() -> None:
 
     for unit in own_units(Settings(), Path("/usr/local/bin/sparkctl"), DEFAULT_CONFIG):
         assert (ROOT / "units" / unit.name).read_text() == unit.text, f"re-render units/{unit.name}"
+    rule = polkit_rule(load_catalog(Settings()))
+    assert (ROOT / "units" / "sparkctl.polkit.rules").read_text() == rule, "re-render the polkit rule"
+
+
+def test_the_polkit_rule_names_exactly_the_enabled_models_services(tmp_path: Path) -> None:
+    write_model(tmp_path, "a")
+    write_model(tmp_path, "b-1.5", status="disabled", disabled_reason="broken")
+    rule = polkit_rule(load_catalog(Settings(), [tmp_path]))
+    assert '"sparkctl-a.service": true' in rule and "b-1.5" not in rule
+    assert "sparkctl-*" not in rule and "RegExp" not in rule and ".test(" not in rule  # no pattern
+    assert '(verb == "start" || verb == "stop")' in rule and "restart" not in rule
 
 
 def test_a_value_ending_in_a_backslash_is_never_written() -> None:

@@ -15,13 +15,14 @@ from sparkctl.apikeys import KeyStore
 from sparkctl.catalog import load_catalog
 from sparkctl.core.weights import check_weights
 from sparkctl.errors import KeyFileError, SparkError
-from sparkctl.paths import SHIPPED_UNITS
+from sparkctl.paths import POLKIT_RULE as POLKIT_RULE_PATH
 from sparkctl.settings import Settings, split_host_port
 from sparkctl.tools.doctor.check import Check
 from sparkctl.tools.doctor.host import Host
 from sparkctl.units.names import DAEMON_SOCKET
+from sparkctl.units.own import polkit_rule
 
-POLKIT_RULE = "/etc/polkit-1/rules.d/50-sparkctl.rules"
+POLKIT_RULE = str(POLKIT_RULE_PATH)
 POLKITD_PATHS = ("/usr/lib/polkit-1/polkitd", "/usr/libexec/polkitd", "/usr/lib/policykit-1/polkitd")
 
 
@@ -127,10 +128,17 @@ def check_polkit(host: Host, settings: Settings) -> Check:
             f"{POLKIT_RULE} is missing: the daemon may not start or stop model units",
             "sudo sparkctl install",
         )
-    shipped = (SHIPPED_UNITS / "sparkctl.polkit.rules").read_text()
-    if installed != shipped:
+    try:
+        wanted = polkit_rule(load_catalog(settings))
+    except SparkError:
+        return Check(name, "pass", f"{POLKIT_RULE} (not compared: the catalog does not load)")
+    if installed != wanted:
         return Check(
-            name, "warn", f"{POLKIT_RULE} differs from this sparkctl's rule", "sudo sparkctl install"
+            name,
+            "warn",
+            f"{POLKIT_RULE} does not name the catalog's enabled models: the daemon may not start "
+            "the ones it lacks",
+            "sudo sparkctl render",
         )
     return Check(name, "pass", POLKIT_RULE)
 
