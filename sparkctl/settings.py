@@ -66,6 +66,9 @@ class GatewaySettings(StrictModel):
     # is), and how long a new connection may take to send its request's headers (BRIEF §9).
     max_connections: int = Field(default=4096, ge=1)
     header_timeout: Duration = 30.0
+    # Request bodies held at once, all requests together (waiting ones included): beyond it a new
+    # request gets 429, so queued bodies cannot exhaust the daemon's memory (MemoryMax= in its unit).
+    body_budget: Size = 1024**3
 
     @model_validator(mode="after")
     def _auth_none_only_on_loopback(self) -> GatewaySettings:

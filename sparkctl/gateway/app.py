@@ -21,6 +21,7 @@ from sparkctl.core.supervisor import Supervisor
 from sparkctl.errors import RequestTooLargeError, SparkError
 from sparkctl.gateway import admin, openai, proxy
 from sparkctl.gateway.auth import auth_middleware, cors_middleware
+from sparkctl.gateway.bodies import BodyBudget
 from sparkctl.gateway.context import GATEWAY, AccessLog, ConsoleAccessLog, Gateway
 from sparkctl.gateway.errors import error_response, http_error_response
 from sparkctl.gateway.metrics import Metrics
@@ -64,12 +65,19 @@ def build_app(
         metrics=Metrics(supervisor),
         direct_ports=dict(direct_ports or {}),
         access=access or ConsoleAccessLog(),
+        bodies=BodyBudget(settings.gateway.body_budget),
     )
     middlewares: list[Middleware] = [errors_middleware]
     if settings.gateway.cors_origins:
         middlewares.append(cors_middleware(list(settings.gateway.cors_origins)))
     middlewares.append(auth_middleware)
-    app = web.Application(middlewares=middlewares, client_max_size=settings.gateway.max_body)
+    # Bodies stay as they come until a route, after authentication, decompresses them
+    # (gateway/bodies.py): aiohttp's own decompression runs before any middleware.
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=settings.gateway.max_body,
+        handler_args={"auto_decompress": False},
+    )
     app[GATEWAY] = gateway
     openai.register(app)
     admin.register(app)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
+from sparkctl.gateway.bodies import BodyBudget
 from sparkctl.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Gateway:
     direct_ports: dict[int, str] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
     access: AccessLog = field(default_factory=ConsoleAccessLog)
+    bodies: BodyBudget = field(default_factory=lambda: BodyBudget(1024**3))
     started: float = field(default_factory=time.time)
 
     def direct_model(self, request: web.BaseRequest) -> str | None:

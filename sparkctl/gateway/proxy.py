@@ -25,11 +25,10 @@ from sparkctl.catalog import Model
 from sparkctl.core.lease import Lease
 from sparkctl.errors import (
     ModelStartTimeoutError,
-    RequestTimeoutError,
-    RequestTooLargeError,
     SparkError,
     UpstreamError,
 )
+from sparkctl.gateway.bodies import decoded, read_body
 from sparkctl.gateway.context import GATEWAY, Gateway
 from sparkctl.gateway.errors import error_response, sse_error_event
 from sparkctl.gateway.routing import MODEL_ROUTES, parse_body, resolve, split_path_form
@@ -67,16 +66,20 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
     request_id = _request_id(request)
     model_id = "-"
     status = 500
+    limits = gw.settings.gateway
     try:
-        body = await _read_body(request, gw.settings.gateway.max_body, gw.settings.gateway.body_timeout)
-        content_type = request.headers.get("Content-Type", "")
-        parsed = parse_body(body, content_type)
-        fixed = gw.direct_model(request)
-        model = resolve(gw.catalog, fixed or path_model or parsed.name)
-        model_id = model.id
-        body = _prepare(body, parsed.json, parsed.name, model, route, content_type)
-        stream = bool(parsed.json and parsed.json.get("stream") is True)
-        response = await _with_lease(request, gw, model, route, body, stream, request_id)
+        raw = await read_body(request, limits.max_body, limits.body_timeout)
+        body = await decoded(raw, request.headers.get("Content-Encoding"), limits.max_body)
+        del raw
+        with gw.bodies.hold(len(body)):
+            content_type = request.headers.get("Content-Type", "")
+            parsed = parse_body(body, content_type)
+            model = resolve(gw.catalog, gw.direct_model(request) or path_model or parsed.name)
+            model_id = model.id
+            body = _prepare(body, parsed.json, parsed.name, model, route, content_type)
+            stream = bool(parsed.json and parsed.json.get("stream") is True)
+            del parsed  # routed: the parsed JSON is not kept while the request waits
+            response = await _with_lease(request, gw, model, route, body, stream, request_id)
         status = response.status
         return response
     except SparkError as e:
@@ -94,21 +97,6 @@ def _request_id(request: web.Request) -> str:
     if 0 < len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
         return given
     return os.urandom(8).hex()
-
-
-async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
-    # Decided from Content-Length before reading a byte (BRIEF §4.5); a chunked body is cut off
-    # by aiohttp's client_max_size, which the app sets to the same limit.
-    length = request.content_length
-    if length is not None and length > limit:
-        raise RequestTooLargeError(f"The request body ({length} bytes) exceeds the limit of {limit} bytes.")
-    try:
-        async with asyncio.timeout(within):
-            return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.") from None
-    except TimeoutError:
-        raise RequestTimeoutError(f"The request body did not arrive within {within:g}s.") from None
 
 
 def _prepare(

@@ -36,7 +36,8 @@ HOP_BY_HOP = frozenset(
         "Content-Length",
     )
 )
-NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "x-api-key", "cookie"}
+# The body goes up decompressed (gateway/bodies.py): its old Content-Encoding would be a lie.
+NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "x-api-key", "cookie", "content-encoding"}
 NOT_DOWNSTREAM = HOP_BY_HOP | {"server", "date"}
 _CONTEXT = re.compile(r"maximum context length|context length|too many tokens|prompt is too long", re.I)
 

@@ -309,10 +309,11 @@ async def test_a_slow_loris_gets_408_when_its_headers_are_late(installed: Instal
         writer.close()
 
 
-def test_the_daemon_may_hold_many_files(installed: Installed) -> None:
-    show = installed.box.systemctl("show", "-p", "LimitNOFILE,LimitNOFILESoft,MainPID", "sparkctl.service")
+def test_the_daemon_may_hold_many_files_and_bounded_memory(installed: Installed) -> None:
+    show = installed.box.systemctl("show", "-p", "LimitNOFILE,LimitNOFILESoft,MemoryMax", "sparkctl.service")
     values = dict(line.split("=", 1) for line in show.stdout.split())
     assert values["LimitNOFILE"] == values["LimitNOFILESoft"] == "65536"
+    assert values["MemoryMax"] == str(4 * 1024**3)
 
 
 def test_systemd_analyze_security_rates_the_daemon_safe(installed: Installed) -> None:

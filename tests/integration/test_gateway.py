@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import shutil
@@ -632,5 +633,65 @@ async def test_without_keys_only_local_json_clients_are_served(env: Env) -> None
                 assert r.status == 200 and (await r.json())["model"] == "echo"
             async with s.get(url + "/v1/models", headers={"Host": "localhost:8009"}) as r:
                 assert r.status == 200
+    finally:
+        await runner.cleanup()
+
+
+async def test_compressed_bodies_are_inflated_only_after_auth_within_the_limit(env: Env) -> None:
+    """aiohttp used to inflate a gzip body before any middleware ran (CPU for anyone, no key
+    needed) and forward it still labelled gzip (#13)."""
+    body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "é" * 1000}]}).encode()
+    bomb = gzip.compress(b"{" + b" " * (64 * 1024**2) + b"}")  # 64 MB of blanks, 64 KB on the wire
+    gz = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.post(
+            f"{env.url}/v1/chat/completions", data=gzip.compress(body), headers={**env.headers(), **gz}
+        ) as r:
+            echo = await r.json()
+            assert r.status == 200 and echo["sha256"] == hashlib.sha256(body).hexdigest()
+            assert "content-encoding" not in {k.lower() for k in echo["headers"]}  # plain bytes, said so
+        async with s.post(f"{env.url}/v1/chat/completions", data=bomb, headers=gz) as r:
+            assert r.status == 401  # no key: never inflated
+        async with s.post(f"{env.url}/v1/chat/completions", data=bomb, headers={**env.headers(), **gz}) as r:
+            assert r.status == 413 and (await r.json())["error"]["code"] == "request_too_large"
+        br = {**env.headers(), "Content-Type": "application/json", "Content-Encoding": "br"}
+        async with s.post(f"{env.url}/v1/chat/completions", data=body, headers=br) as r:
+            assert r.status == 415 and (await r.json())["error"]["code"] == "unsupported_media_type"
+
+
+async def test_the_bytes_of_waiting_bodies_have_a_budget(env: Env) -> None:
+    settings = env.sup.settings
+    tight = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"body_budget": 3000})})
+    keys = await asyncio.to_thread(KeyFile, Path(settings.gateway.api_keys_file))
+    runner = web.AppRunner(build_app(tight, env.sup.catalog, env.sup, keys=keys), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    pad = "x " * 1000  # a body of about 2 KB: one fits in the budget, two do not
+    long = {
+        "model": "crash",
+        "stream": True,
+        "max_tokens": 60,
+        "messages": [{"role": "user", "content": pad}],
+    }
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, json=long, headers=env.headers()) as first:
+                assert first.status == 200
+                await first.content.readline()  # streaming: its body is held meanwhile
+                async with s.post(url, json=long, headers=env.headers()) as second:
+                    refused = await second.json()
+                    assert second.status == 429 and refused["error"]["code"] == "queue_full"
+                    assert "gateway.body_budget" in refused["error"]["message"]
+            for _ in range(50):  # the first one's bytes are given back once its hang-up is noticed
+                short = {**long, "stream": False, "max_tokens": 2}
+                async with s.post(url, json=short, headers=env.headers()) as third:
+                    if third.status == 200:
+                        break
+                    assert third.status == 429
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the budget was never given back")
     finally:
         await runner.cleanup()
