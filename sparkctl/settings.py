@@ -123,6 +123,10 @@ class RuntimeSettings(StrictModel):
     sparkctl: FilePath = Path("/usr/local/bin/sparkctl")
     # Path of the HF cache inside containers.
     container_hf_home: FilePath = Path("/root/.cache/huggingface")
+    # The engine key's environment file (sparkctl/apikeys/engine.py): every model unit reads it,
+    # the daemon gets it as a credential. Written by `sparkctl install`; without it, engines
+    # take no key.
+    engine_env: FilePath = Path("/etc/sparkctl/engine.env")
 
 
 class Settings(StrictModel):

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from sparkctl.apikeys.engine import engine_env_text
 from sparkctl.sandbox import box as sandbox
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.weights import write_placeholder
@@ -75,6 +76,10 @@ def box_settings(box: Box, **sections: dict[str, Any]) -> Settings:
     (box.path / "hf").mkdir(exist_ok=True)
     (box.path / "compile").mkdir(exist_ok=True)
     write_placeholder(box.path / "hf", "org/model")  # the emulated models' "weights"
+    engine_env = box.path / "engine.env"  # one engine key per box, as `sparkctl install` writes it
+    if not engine_env.exists():
+        engine_env.write_text(engine_env_text())
+        engine_env.chmod(0o600)
     data: dict[str, Any] = {
         "systemd": {
             "bus": box.bus_address,
@@ -86,6 +91,7 @@ def box_settings(box: Box, **sections: dict[str, Any]) -> Settings:
             "sparkctl": str(Path(sys.prefix) / "bin" / "sparkctl"),
             "hf_cache": str(box.path / "hf"),
             "compile_cache": str(box.path / "compile"),
+            "engine_env": str(engine_env),
         },
     }
     for name, values in sections.items():

@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from sparkctl.apikeys import KeyFile
+from sparkctl.apikeys.engine import read_engine_key
 from sparkctl.catalog import Catalog, load_catalog
 from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
@@ -101,9 +102,16 @@ async def _start_gateway(
     keys = None
     if settings.gateway.auth == "required":
         keys = await asyncio.to_thread(KeyFile, settings.gateway.api_keys_file)
+    engine_key = await asyncio.to_thread(read_engine_key, settings.runtime.engine_env)
     direct = {ln.port: ln.name for ln in listeners if ln.name != "gateway" and ln.port is not None}
     app = build_app(
-        settings, catalog, supervisor, keys=keys, direct_ports=direct, access=journal.access_log()
+        settings,
+        catalog,
+        supervisor,
+        keys=keys,
+        direct_ports=direct,
+        access=journal.access_log(),
+        engine_key=engine_key,
     )
     runner = web.AppRunner(
         app,

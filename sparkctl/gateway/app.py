@@ -53,6 +53,7 @@ def build_app(
     keys: KeyFile | None = None,
     direct_ports: dict[int, str] | None = None,
     access: AccessLog | None = None,
+    engine_key: str | None = None,
 ) -> web.Application:
     """The gateway application. `keys` is required unless gateway.auth = "none"."""
     if settings.gateway.auth == "required" and keys is None:
@@ -66,6 +67,7 @@ def build_app(
         direct_ports=dict(direct_ports or {}),
         access=access or ConsoleAccessLog(),
         bodies=BodyBudget(settings.gateway.body_budget),
+        engine_auth=f"Bearer {engine_key}" if engine_key else None,
     )
     middlewares: list[Middleware] = [errors_middleware]
     if settings.gateway.cors_origins:

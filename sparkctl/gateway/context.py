@@ -56,6 +56,7 @@ class Gateway:
     session: aiohttp.ClientSession | None = None
     access: AccessLog = field(default_factory=ConsoleAccessLog)
     bodies: BodyBudget = field(default_factory=lambda: BodyBudget(1024**3))
+    engine_auth: str | None = None  # "Bearer <engine key>" for every engine, when they take one
     started: float = field(default_factory=time.time)
 
     def direct_model(self, request: web.BaseRequest) -> str | None:

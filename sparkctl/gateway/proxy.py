@@ -239,7 +239,7 @@ async def _forward(
 ) -> web.StreamResponse:
     # encoded=True: the URL goes up byte for byte (yarl would otherwise re-quote the query).
     url = URL(f"http://127.0.0.1:{model.host_port}{route}{_query(request)}", encoded=True)
-    headers = upstream_headers(request.headers, request_id, request.remote)
+    headers = upstream_headers(request.headers, request_id, request.remote, gw.engine_auth)
     try:
         upstream = await gw.client.request(request.method, url, data=body, headers=headers)
     except aiohttp.ClientError as e:

@@ -42,11 +42,17 @@ NOT_DOWNSTREAM = HOP_BY_HOP | {"server", "date"}
 _CONTEXT = re.compile(r"maximum context length|context length|too many tokens|prompt is too long", re.I)
 
 
-def upstream_headers(headers: Mapping[str, str], request_id: str, peer: str | None) -> CIMultiDict[str]:
+def upstream_headers(
+    headers: Mapping[str, str], request_id: str, peer: str | None, engine_auth: str | None = None
+) -> CIMultiDict[str]:
+    """The client's headers as the engine gets them: its credentials replaced by the engine key's
+    (`engine_auth`, "Bearer …", when engines take one)."""
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
         if key.lower() not in NOT_UPSTREAM:
             out.add(key, value)
+    if engine_auth is not None:
+        out["Authorization"] = engine_auth
     out["X-Request-Id"] = request_id
     if peer:
         prior = headers.get("X-Forwarded-For")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkctl.apikeys import KeyStore, edit
+from sparkctl.apikeys.engine import engine_env_text
 from sparkctl.catalog import Catalog, load_catalog
 from sparkctl.core.systemd import Systemd
 from sparkctl.errors import InstallError
@@ -63,6 +64,7 @@ def default_config_text(executable: Path, *, user: bool, home: Path) -> str:
         lines += [
             f'hf_cache = "{cache}/sparkctl/huggingface"',
             f'compile_cache = "{cache}/sparkctl/compile"',
+            f'engine_env = "{config}/sparkctl/engine.env"',
             "[systemd]",
             'bus = "user"',
             f'quadlet_dir = "{config}/containers/systemd"',
@@ -122,12 +124,24 @@ def _load(config: Path, exe: Path, *, user: bool, home: Path, report: Report) ->
 def _write_units(
     settings: Settings, catalog: Catalog, exe: Path, config: Path, *, user: bool, report: Report
 ) -> None:
+    _ensure_engine_key(settings, user=user, report=report)
     files = own_units(settings, exe, config, user=user) + render(catalog, settings)
     changes = sync(files, {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
     report.add(
         f"units: {len(changes.added)} added, {len(changes.changed)} changed, "
         f"{len(changes.removed)} removed ({len(catalog.enabled)} models)"
     )
+
+
+def _ensure_engine_key(settings: Settings, *, user: bool, report: Report) -> None:
+    """The engine key every model unit reads and the daemon sends: root's and the daemon's
+    group's (a user stack: the user's alone). Written once, kept across installs."""
+    path = settings.runtime.engine_env
+    if not path.exists():
+        write_atomic(path, engine_env_text(), 0o600)
+        report.add(f"wrote {path} (the key the engines require; only the daemon sends it)")
+    if not user:
+        _give_group(path)
 
 
 def _ensure_admin_key(settings: Settings, *, user: bool, report: Report) -> None:

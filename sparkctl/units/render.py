@@ -20,6 +20,7 @@ from typing import Literal
 
 import jinja2
 
+from sparkctl.apikeys.engine import ENV_VAR as ENGINE_KEY_VAR
 from sparkctl.catalog import Catalog, Model
 from sparkctl.catalog.flags import engine_flags
 from sparkctl.paths import TEMPLATES_DIR
@@ -185,6 +186,7 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
         "start_timeout": systemd_seconds(model.spec.serve.start_timeout),
         "probe": _probe(model, settings),
         "preload": model.spec.serve.preload,
+        "engine_env": quoting.plain(str(settings.runtime.engine_env)),
     }
     if model.spec.engine.runtime == "process":
         return _process_unit(model, settings, common)
@@ -269,7 +271,8 @@ def _volumes(model: Model, settings: Settings, in_container_template: str | None
 def _podman_args(model: Model) -> list[str]:
     # Podman 4.9's Quadlet lacks Entrypoint= and ShmSize=: PodmanArgs= works on 4.9 and 5.x.
     engine = model.spec.engine
-    args = [f"--shm-size={format_size(engine.shm_size)}"]
+    # The engine key, from the unit's EnvironmentFile= into the container (none set: none passed).
+    args = [f"--shm-size={format_size(engine.shm_size)}", f"--env={ENGINE_KEY_VAR}"]
     if engine.entrypoint:
         args.append("--entrypoint=" + json.dumps(engine.entrypoint, separators=(",", ":")))
     return [quoting.quote_word(a) for a in args]

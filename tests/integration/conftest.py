@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sparkctl.apikeys.engine import read_engine_key
 from sparkctl.catalog import load_catalog
 from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
@@ -46,9 +48,19 @@ def deploy(box: Box) -> Iterator[Any]:
     box.systemctl("reset-failed", check=False)
 
 
-def get(url: str, timeout: float = 2) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.status, r.read()
+def get(url: str, timeout: float = 2, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def engine_headers(settings: Settings) -> dict[str, str]:
+    """What the daemon sends an engine: its key (the engines of the box take one)."""
+    key = read_engine_key(settings.runtime.engine_env)
+    assert key is not None, f"no engine key in {settings.runtime.engine_env}"
+    return {"Authorization": f"Bearer {key}"}
 
 
 def refused(port: int) -> bool:

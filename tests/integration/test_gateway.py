@@ -24,6 +24,7 @@ from aiohttp import web
 from openai.types.chat import ChatCompletionToolParam
 
 from sparkctl.apikeys import KeyFile, KeyStore
+from sparkctl.apikeys.engine import read_engine_key
 from sparkctl.catalog import load_catalog
 from sparkctl.core import supervisor
 from sparkctl.core.states import ModelState
@@ -129,7 +130,8 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
     await sup.start()
     direct = free_port()
     keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys")  # reads the file: off the loop
-    app = build_app(settings, catalog, sup, keys=keys, direct_ports={direct: "chat"})
+    engine_key = read_engine_key(settings.runtime.engine_env)
+    app = build_app(settings, catalog, sup, keys=keys, direct_ports={direct: "chat"}, engine_key=engine_key)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     port = free_port()
@@ -397,7 +399,10 @@ async def test_big_multibyte_bodies_reach_the_engine_byte_identical(env: Env) ->
             and echo["length"] == len(raw)
             and echo["sha256"] == hashlib.sha256(raw).hexdigest()
         )
-        assert "authorization" not in {k.lower() for k in echo["headers"]}  # the client's key stays here
+        # the client's key stays here; the engine gets the engine key instead (#13)
+        upstream_auth = {k.lower(): v for k, v in echo["headers"].items()}.get("authorization")
+        assert upstream_auth == f"Bearer {read_engine_key(env.sup.settings.runtime.engine_env)}"
+        assert env.user not in json.dumps(echo["headers"])
         # the query string reaches the engine as the client sent it, byte for byte
         reader, writer = await asyncio.open_connection("127.0.0.1", int(env.url.rsplit(":", 1)[1]))
         body = b'{"model": "echo"}'
@@ -604,7 +609,9 @@ async def test_without_keys_only_local_json_clients_are_served(env: Env) -> None
     open_settings = settings.model_copy(
         update={"gateway": settings.gateway.model_copy(update={"auth": "none"})}
     )
-    app = build_app(open_settings, env.sup.catalog, env.sup)
+    app = build_app(
+        open_settings, env.sup.catalog, env.sup, engine_key=read_engine_key(settings.runtime.engine_env)
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -663,7 +670,9 @@ async def test_the_bytes_of_waiting_bodies_have_a_budget(env: Env) -> None:
     settings = env.sup.settings
     tight = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"body_budget": 3000})})
     keys = await asyncio.to_thread(KeyFile, Path(settings.gateway.api_keys_file))
-    runner = web.AppRunner(build_app(tight, env.sup.catalog, env.sup, keys=keys), access_log=None)
+    engine_key = read_engine_key(settings.runtime.engine_env)
+    app = build_app(tight, env.sup.catalog, env.sup, keys=keys, engine_key=engine_key)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

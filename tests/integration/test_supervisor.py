@@ -24,7 +24,7 @@ from sparkctl.sandbox.box import Box
 from sparkctl.settings import Settings
 from tests.conftest import box_settings
 from tests.helpers import write_model
-from tests.integration.conftest import SPARKCTL, drop_bus, emulated, reach
+from tests.integration.conftest import SPARKCTL, drop_bus, emulated, engine_headers, reach
 
 PORTS = iter(range(28400, 28500))
 
@@ -50,9 +50,13 @@ async def supervise(sups: list[Supervisor], catalog: Catalog, settings: Settings
     return sup
 
 
-async def chat(port: int, model: str, session: aiohttp.ClientSession, *, tokens: int = 8) -> dict[str, Any]:
+async def chat(
+    port: int, model: str, session: aiohttp.ClientSession, settings: Settings, *, tokens: int = 8
+) -> dict[str, Any]:
+    """A request straight to an engine, as the gateway makes it (with the engine key)."""
     body = {"model": model, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": tokens}
-    async with session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    async with session.post(url, json=body, headers=engine_headers(settings)) as r:
         assert r.status == 200, await r.text()
         data: dict[str, Any] = await r.json()
         return data
@@ -100,7 +104,7 @@ async def test_200_requests_over_4_exclusive_models_never_overlap_and_all_comple
         model = rng.choice(names)
         lease = await sup.acquire(model)
         try:
-            data = await chat(ports[model], model, session)
+            data = await chat(ports[model], model, session, settings)
         finally:
             lease.release()
         assert data["choices"][0]["finish_reason"] == "length" and data["usage"]["completion_tokens"] == 8
@@ -195,7 +199,7 @@ async def test_a_supervisor_restart_restarts_nothing_and_the_idle_stop_still_hap
     first = await supervise(open_supervisors, catalog, settings)
     lease = await first.acquire("steady")
     async with aiohttp.ClientSession() as session:
-        await chat(port, "steady", session)
+        await chat(port, "steady", session, settings)
     started = (
         await asyncio.to_thread(
             box.systemctl, "show", "-p", "ExecMainStartTimestampMonotonic", "sparkctl-steady.service"
@@ -213,7 +217,7 @@ async def test_a_supervisor_restart_restarts_nothing_and_the_idle_stop_still_hap
     assert after == started  # adopted, not restarted
     async with aiohttp.ClientSession() as session:
         lease = await second.acquire("steady")
-        await chat(port, "steady", session)
+        await chat(port, "steady", session, settings)
         lease.release()
     idle_at = second.view("steady").idle_stop_at
     assert idle_at is not None
@@ -367,7 +371,7 @@ async def test_a_lost_bus_fails_starts_at_once_keeps_ready_models_serving_and_re
     lease = await sup.acquire("bus-up")  # a ready model serves on
     try:
         async with aiohttp.ClientSession() as session:
-            await chat(ports["bus-up"], "bus-up", session)
+            await chat(ports["bus-up"], "bus-up", session, settings)
     finally:
         lease.release()
 

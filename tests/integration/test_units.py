@@ -17,7 +17,7 @@ from sparkctl.paths import SHIPPED_CATALOG, SHIPPED_UNITS
 from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
 from tests.helpers import write_model
-from tests.integration.conftest import SPARKCTL, emulated, get, refused
+from tests.integration.conftest import SPARKCTL, emulated, engine_headers, get, refused
 
 
 def test_every_shipped_model_passes_quadlet_and_systemd_analyze(box: Box, deploy: Any) -> None:
@@ -153,14 +153,18 @@ def test_start_job_ends_when_the_engine_is_ready_and_stop_cleans_up(
 ) -> None:
     port = 28191 if container else 28192
     emulated(tmp_path, "emu", port, container=container, load_time=0.5)
-    deploy(tmp_path, box_settings(box))
+    settings = box_settings(box)
+    deploy(tmp_path, settings)
     assert refused(port)
     t0 = time.monotonic()
     box.systemctl("start", "sparkctl-emu.service")  # blocks until the job is done
     elapsed = time.monotonic() - t0
     # The job ended only once the engine answered: it is serving right now, no retry needed.
-    status, body = get(f"http://127.0.0.1:{port}/v1/models")
+    status, body = get(f"http://127.0.0.1:{port}/v1/models", headers=engine_headers(settings))
     assert status == 200 and json.loads(body)["data"][0]["id"] == "emu"
+    # the engine answers the daemon's key only: a local user going around the gateway gets 401
+    assert get(f"http://127.0.0.1:{port}/v1/models")[0] == 401
+    assert get(f"http://127.0.0.1:{port}/health")[0] == 200  # (health stays open, as vLLM's)
     assert elapsed >= 0.5
     state = box.systemctl("show", "-p", "ActiveState,SubState", "sparkctl-emu.service").stdout
     assert "ActiveState=active" in state and "SubState=running" in state
