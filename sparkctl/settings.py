@@ -69,6 +69,9 @@ class GatewaySettings(StrictModel):
     # Request bodies held at once, all requests together (waiting ones included): beyond it a new
     # request gets 429, so queued bodies cannot exhaust the daemon's memory (MemoryMax= in its unit).
     body_budget: Size = 1024**3
+    # How long in-flight responses get to finish when the daemon stops or restarts; a stream
+    # still running then ends with an error event. The unit's TimeoutStopSec= is this + 30 s.
+    shutdown_grace: Duration = 60.0
 
     @model_validator(mode="after")
     def _auth_none_only_on_loopback(self) -> GatewaySettings:

@@ -10,6 +10,7 @@ from enum import StrEnum
 from sparkctl.core.lease import Lease
 from sparkctl.core.states import ActiveState, JobResult, TimerKey
 from sparkctl.core.systemd import Systemd
+from sparkctl.errors import SparkError
 
 
 class AdminAction(StrEnum):
@@ -87,6 +88,14 @@ class Admin:
 
 
 @dataclass(slots=True)
+class EndAll:
+    """The daemon stops: end every request, waiting or served, with `error`."""
+
+    error: SparkError
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
 class UnitState:
     model: str
     active: ActiveState
@@ -103,5 +112,6 @@ Message = (
     | Timer
     | Memory
     | Admin
+    | EndAll
     | UnitState
 )

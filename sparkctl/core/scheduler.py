@@ -36,7 +36,7 @@ from sparkctl.core.queue import Waiter, WaitQueue, Wanted
 from sparkctl.core.slots import Slot, Transitions, backoff_error, estimate, fits, idle_stop_wanted
 from sparkctl.core.states import ActiveState, Effects, JobResult, ModelInfo, ModelState, ModelView, TimerKey
 from sparkctl.core.swap import Swap
-from sparkctl.errors import ModelLoadingError, QueueFullError, UnknownModelError, UpstreamError
+from sparkctl.errors import ModelLoadingError, QueueFullError, SparkError, UnknownModelError, UpstreamError
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +236,16 @@ class Scheduler:
         elif slot.state in (ModelState.FAILED, ModelState.BACKOFF):
             self._t.clear_backoff(slot, now, to=ModelState.STOPPED)
         self._schedule(now)
+
+    def end_all(self, error: SparkError) -> None:
+        """The daemon stops: every waiting request and every lease ends now with `error` (each
+        handler then answers with it, or sends it as the stream's last event)."""
+        for slot in self._slots.values():
+            self._t.abort(slot, error)
+        for entry in self._queue:
+            if isinstance(entry, Waiter):
+                self._fx.reject(entry.request, error)
+        self._queue.retain(lambda _: False)
 
     def _want(self, model: str, now: float) -> None:
         """Queue a start that no request waits for (an operator, a preload, `Prefer: wait=0`)."""

@@ -215,6 +215,10 @@ class Supervisor:
                     future.set_result(None)
             case msg.UnitState(model, active):
                 s.unit_state(model, active, now)
+            case msg.EndAll(error, future):
+                s.end_all(error)
+                if not future.done():
+                    future.set_result(None)
 
     def _admin_now(self, action: AdminAction, model: str, now: float) -> None:
         match action:
@@ -260,6 +264,17 @@ class Supervisor:
         future: asyncio.Future[None] = self._loop.create_future()
         self._post(msg.Admin(action, model, future))
         await future
+
+    async def end_all(self, error: SparkError) -> None:
+        """End every request now, waiting or served, with `error` (the daemon stops)."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._post(msg.EndAll(error, future))
+        await future
+
+    @property
+    def in_flight(self) -> int:
+        """Requests served or waiting, all models."""
+        return sum(v.leases for v in self.views()) + self.queue_length
 
     def subscribe(self, listener: StateListener) -> None:
         """Call `listener(model, state)` on every state change, from the owner task: it must

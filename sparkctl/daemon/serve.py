@@ -29,14 +29,15 @@ from sparkctl.core.supervisor import Supervisor
 from sparkctl.daemon import journal
 from sparkctl.daemon.sd_notify import notify, watchdog_interval
 from sparkctl.daemon.sockets import Listener, bound_sockets, check_exposure, systemd_sockets
-from sparkctl.errors import SparkError
+from sparkctl.errors import SparkError, UpstreamError
 from sparkctl.gateway.app import build_app
 from sparkctl.gateway.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite
 from sparkctl.settings import Settings, load_settings
 
 log = logging.getLogger("sparkctl.daemon")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-SHUTDOWN_GRACE = 60.0  # seconds in-flight responses get to finish when the daemon stops
+LAST_WORD = 2.0  # seconds the requests ended at the grace's end get to say so
+STOPPING = "sparkctl is stopping (a restart or an upgrade) and this request outlived its grace: retry."
 FIRST_REQUEST_GRACE = 2.0  # seconds a connection accepted just before a stop gets to send its request
 
 
@@ -117,7 +118,7 @@ async def _start_gateway(
         app,
         handler_cancellation=True,
         access_log=None,
-        shutdown_timeout=SHUTDOWN_GRACE,
+        shutdown_timeout=settings.gateway.shutdown_grace,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         max_field_size=16384,
         max_line_size=16384,
@@ -158,12 +159,15 @@ def _announce_ready(
 async def _shut_down(
     runner: web.AppRunner, supervisor: Supervisor, watchdog: asyncio.Task[None] | None
 ) -> None:
-    """STOPPING to systemd; in-flight responses finish (within the grace), then the bus closes."""
+    """STOPPING to systemd; in-flight responses finish (within gateway.shutdown_grace; a stream
+    still running then ends with an error event), then the bus closes."""
+    grace = supervisor.settings.gateway.shutdown_grace
     notify("STOPPING=1", "STATUS=stopping: finishing in-flight requests")
-    log.info("stopping: no new connections; in-flight requests get up to %.0fs", SHUTDOWN_GRACE)
+    log.info("stopping: no new connections; in-flight requests get up to %.0fs", grace)
     if watchdog is not None:
         watchdog.cancel()
     await _stop_accepting(runner)
+    await _finish_in_flight(supervisor, grace)
     await runner.cleanup()
     await supervisor.close()
     log.info("stopped")
@@ -183,6 +187,21 @@ async def _stop_accepting(runner: web.AppRunner) -> None:
     connections = runner.server.connections
     while loop.time() < deadline and any(_no_request_yet(c) for c in connections):  # noqa: ASYNC110
         await asyncio.sleep(0.01)  # (aiohttp has no event for a request's arrival; at most 2 s, once)
+
+
+async def _finish_in_flight(supervisor: Supervisor, grace: float) -> None:
+    """Let in-flight requests finish within `grace`; then end the rest with an error (a stream's
+    last event says why), so none is cut silently, and give them a moment to say it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while supervisor.in_flight and loop.time() < deadline:  # noqa: ASYNC110 (no event for "none left")
+        await asyncio.sleep(0.05)
+    if supervisor.in_flight:
+        log.warning("%d requests outlived the grace of %.0fs: ending them", supervisor.in_flight, grace)
+        await supervisor.end_all(UpstreamError(STOPPING))
+        deadline = loop.time() + LAST_WORD
+        while supervisor.in_flight and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 def _no_request_yet(connection: web.RequestHandler) -> bool:

@@ -10,10 +10,14 @@ from pathlib import Path
 
 from sparkctl.catalog import Catalog
 from sparkctl.paths import ADMIN_SOCKET, USER_ADMIN_SOCKET_SPECIFIER
+from sparkctl.quantities import systemd_seconds
 from sparkctl.settings import DEFAULT_CONFIG, Settings, split_host_port
 from sparkctl.units import quoting
 from sparkctl.units.names import DAEMON_SERVICE, DAEMON_SOCKET, service_name
 from sparkctl.units.render import UnitFile, templates
+
+# seconds systemd allows the daemon's stop beyond its own grace (listeners, supervisor, bus)
+STOP_MARGIN = 30.0
 
 
 def own_units(settings: Settings, executable: Path, config: Path, *, user: bool = False) -> list[UnitFile]:
@@ -38,6 +42,7 @@ def own_units(settings: Settings, executable: Path, config: Path, *, user: bool 
             # A sparkctl installed under a home directory must stay readable to the daemon.
             protect_home="read-only" if home else "yes",
             user=user,
+            stop_timeout=systemd_seconds(settings.gateway.shutdown_grace + STOP_MARGIN),
         )
     )
     return [

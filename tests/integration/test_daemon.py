@@ -23,6 +23,7 @@ PORT = 28900
 DIRECT = 28901
 MAX_CONNECTIONS = 40
 HEADER_TIMEOUT = 6
+SHUTDOWN_GRACE = 2
 
 
 @dataclass
@@ -56,7 +57,7 @@ def installed(box: Box) -> Iterator[Installed]:
     config = base / "sparkctl.toml"
     config.write_text(
         f'[gateway]\nlisten = ["127.0.0.1:{PORT}"]\nmax_connections = {MAX_CONNECTIONS}\n'
-        f'header_timeout = "{HEADER_TIMEOUT}s"\n'
+        f'header_timeout = "{HEADER_TIMEOUT}s"\nshutdown_grace = "{SHUTDOWN_GRACE}s"\n'
         f'[catalog]\ndirs = ["{cat}"]\n'
         f'[runtime]\ncontainer_network = "host"\nsparkctl = "{SPARKCTL}"\nhf_cache = "{base / "hf"}"\n'
         f'compile_cache = "{base / "compile"}"\n'
@@ -357,6 +358,37 @@ def test_engines_answer_the_daemon_only(installed: Installed) -> None:
         assert json.loads(reply)["choices"], reply  # through the daemon, the engine answers
     finally:
         installed.sparkctl("stop", "d-beta")
+
+
+async def test_a_stream_that_outlives_a_restarts_grace_ends_with_an_error_event(installed: Installed) -> None:
+    """On a stop or restart in-flight responses get gateway.shutdown_grace; a stream still running
+    then is told it was cut (an error event), never cut silently (#13)."""
+    body = {
+        "model": "d-slow",
+        "stream": True,
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    headers = {"Authorization": f"Bearer {installed.key}"}
+    restart: asyncio.Task[object] | None = None
+    events: list[bytes] = []
+    url = f"{installed.url}/v1/chat/completions"
+    async with aiohttp.ClientSession() as s, s.post(url, json=body, headers=headers) as r:
+        assert r.status == 200
+        async for line in r.content:
+            if line.startswith(b"data: "):
+                events.append(line)
+            if len(events) == 5 and restart is None:  # streaming: now the daemon restarts
+                restart = asyncio.create_task(
+                    asyncio.to_thread(installed.box.systemctl, "restart", "sparkctl.service")
+                )
+    assert restart is not None
+    await restart
+    assert 5 < len(events) < 1000  # it streamed on through the grace, then was cut …
+    last = json.loads(events[-1][6:])
+    assert last["error"]["code"] == "upstream_error" and "stopping" in last["error"]["message"]  # … saying so
+    show = installed.box.systemctl("show", "-p", "TimeoutStopUSec", "sparkctl.service").stdout
+    assert show.strip() == f"TimeoutStopUSec={SHUTDOWN_GRACE + 30}s"
 
 
 def test_systemd_analyze_security_rates_the_daemon_safe(installed: Installed) -> None:

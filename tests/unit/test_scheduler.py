@@ -356,6 +356,17 @@ def test_after_a_reconnection_what_stopped_meanwhile_is_stopped() -> None:
     assert w.state("b") is ModelState.READY
 
 
+def test_end_all_ends_every_lease_and_waiter_with_the_error() -> None:
+    w = World(m("a"), m("b", exclusive=True))
+    w.acquire(1, "a")
+    w.ready("a")
+    w.acquire(2, "b")  # waits for a swap
+    stopping = UpstreamError("sparkctl is stopping")
+    w.s.end_all(stopping)
+    assert w.fake.aborted == {1: stopping} and w.fake.rejected == {2: stopping}
+    assert w.s.view("a").leases == 0 and w.s.queue_length == 0
+
+
 def test_a_model_that_dies_while_serving_ends_its_leases_at_once() -> None:
     w = World(m("a"))
     w.acquire(1, "a")
