@@ -40,7 +40,7 @@ class Follower:
                 self._t.set_state(slot, ModelState.STOPPED, now)
         else:
             error = start_error(slot, unit_result, detail)
-            self._reject_waiters(slot, error)
+            self._abandon_start(slot, error)
             self._t.failed(slot, error, now)
 
     def stop_finished(self, slot: Slot, now: float) -> None:
@@ -59,7 +59,7 @@ class Follower:
                 f"The model '{slot.id}' could not be started: {reason}. Try again shortly.",
                 retry_after=LOST_RETRY_AFTER,
             )
-            self._reject_waiters(slot, error)
+            self._abandon_start(slot, error)
             if slot.state is ModelState.STARTING:
                 slot.load_started = None
                 self._t.set_state(slot, ModelState.STOPPED, now)
@@ -125,7 +125,8 @@ class Follower:
         self._swap.stopped(slot)
         self._t.set_state(slot, ModelState.STOPPED, now)
 
-    def _reject_waiters(self, slot: Slot, error: SparkError) -> None:
+    def _abandon_start(self, slot: Slot, error: SparkError) -> None:
+        """A start that will not happen: its waiters get `error`, and a swap for it is over."""
         for waiter in self._queue.take(slot.id):
             self._t.fx.reject(waiter.request, error)
         self._swap.failed(slot.id)

@@ -51,11 +51,11 @@ class Gateway:
     supervisor: Supervisor
     keys: KeyFile | None  # None: gateway.auth = "none"
     metrics: Metrics
+    bodies: BodyBudget  # gateway.body_budget
     # local port → model, for the models' own sockets (BRIEF §4.3)
     direct_ports: dict[int, str] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
     access: AccessLog = field(default_factory=ConsoleAccessLog)
-    bodies: BodyBudget = field(default_factory=lambda: BodyBudget(1024**3))
     engine_auth: str | None = None  # "Bearer <engine key>" for every engine, when they take one
     started: float = field(default_factory=time.time)
 

@@ -517,6 +517,36 @@ def test_a_swap_nobody_waits_for_any_more_is_called_off() -> None:
     assert w.acquire(3, "a") is GRANTED and ("drain", "a") not in w.fake.timers
 
 
+def settle(w: World, held: dict[int, str], waiting: dict[int, str]) -> None:
+    """A walk's bookkeeping after a step: granted waiters now hold, rejected ones are gone, and an
+    aborted lease is released as its handler would."""
+    for r in list(waiting):
+        if r in w.fake.granted:
+            held[r] = waiting.pop(r)
+        elif r in w.fake.rejected:
+            waiting.pop(r)
+    for r in list(held):
+        if r in w.fake.aborted:
+            w.release(r, held.pop(r))
+
+
+def drain_all(w: World, held: dict[int, str], waiting: dict[int, str]) -> None:
+    """The end of a walk: every response ends and every job completes; no waiter is left behind."""
+    for _ in range(200):
+        for r in list(held):
+            w.release(r, held.pop(r))
+        for name in sorted(w.fake.running):
+            if w.state(name) is ModelState.STARTING:
+                w.ready(name)
+            elif w.state(name) is ModelState.STOPPING:
+                w.stopped(name)
+        for model in list(w.fake.watching):
+            w.s.memory(model, 100 * GIB, w.now)
+        settle(w, held, waiting)
+        w.advance(60)
+    assert not waiting, f"requests never settled: {waiting}"
+
+
 def test_random_traffic_keeps_every_invariant() -> None:
     """A seeded random walk over requests, releases, job completions, crashes and time."""
     models = [m("u", 0.05, pinned=True), m("a", 0.6), m("b", 0.3), m("c", 0.5), m("x", 0.4, exclusive=True)]
@@ -557,36 +587,13 @@ def test_random_traffic_keeps_every_invariant() -> None:
                     w.s.unit_state(name, ActiveState.FAILED, w.now)
             else:
                 w.advance(rng.choice([1, 5, 30, 100]))
-            for r in list(waiting):
-                if r in w.fake.granted:
-                    held[r] = waiting.pop(r)
-                elif r in w.fake.rejected:
-                    waiting.pop(r)
-            for r in list(held):
-                if r in w.fake.aborted:
-                    w.release(r, held.pop(r))
+            settle(w, held, waiting)
             w.fake.check()
             for view in w.s.views():  # leases only on serving models
                 if view.leases:
                     assert view.state in (ModelState.READY, ModelState.DRAINING), view
         # no request is left behind: drain everything and every waiter is settled
-        for _ in range(200):
-            for r in list(held):
-                w.release(r, held.pop(r))
-            for name in sorted(w.fake.running):
-                if w.state(name) is ModelState.STARTING:
-                    w.ready(name)
-                elif w.state(name) is ModelState.STOPPING:
-                    w.stopped(name)
-            for model in list(w.fake.watching):
-                w.s.memory(model, 100 * GIB, w.now)
-            for r in list(waiting):
-                if r in w.fake.granted:
-                    held[r] = waiting.pop(r)
-                elif r in w.fake.rejected:
-                    waiting.pop(r)
-            w.advance(60)
-        assert not waiting, f"requests never settled: {waiting}"
+        drain_all(w, held, waiting)
 
 
 class FlakyBus(Fake):
@@ -647,34 +654,13 @@ def test_random_traffic_with_lost_connections_keeps_every_invariant() -> None:
             if w.fake.down:  # whatever was in flight, or asked for since, is lost
                 for info in models:
                     w.s.job_lost(info.id, "lost the connection to systemd", w.now)
-            for r in list(waiting):
-                if r in w.fake.granted:
-                    held[r] = waiting.pop(r)
-                elif r in w.fake.rejected:
-                    waiting.pop(r)
-            for r in list(held):
-                if r in w.fake.aborted:
-                    w.release(r, held.pop(r))
+            settle(w, held, waiting)
             w.fake.check()
         w.fake.down = False
         w.s.resync(
             {i.id: ActiveState.ACTIVE if i.id in w.fake.running else ActiveState.INACTIVE for i in models},
             w.now,
         )
-        for _ in range(200):
-            for r in list(held):
-                w.release(r, held.pop(r))
-            for name in sorted(w.fake.running):
-                if w.state(name) is ModelState.STARTING:
-                    w.ready(name)
-                elif w.state(name) is ModelState.STOPPING:
-                    w.stopped(name)
-            for r in list(waiting):
-                if r in w.fake.granted:
-                    held[r] = waiting.pop(r)
-                elif r in w.fake.rejected:
-                    waiting.pop(r)
-            w.advance(60)
-        assert not waiting, f"requests never settled: {waiting}"
+        drain_all(w, held, waiting)
         lost_jobs += sum(1 for c in w.fake.calls if c[0].startswith("lost-"))
     assert lost_jobs > 20  # the walks did lose jobs along the way
