@@ -32,6 +32,7 @@ from sparkctl.daemon.sockets import Listener, bound_sockets, check_exposure, sys
 from sparkctl.errors import SparkError, UpstreamError
 from sparkctl.gateway.app import build_app
 from sparkctl.gateway.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite
+from sparkctl.gateway.context import GATEWAY
 from sparkctl.settings import Settings, load_settings
 
 log = logging.getLogger("sparkctl.daemon")
@@ -127,6 +128,7 @@ async def _start_gateway(
     guard = ConnectionGuard(
         max_connections=settings.gateway.max_connections, header_timeout=settings.gateway.header_timeout
     )
+    app[GATEWAY].metrics.watch_connections(guard)
     for listener in listeners:
         await GuardedSite(runner, listener.sock, guard).start()
         log.info("listening on %s (%s)", listener.describe(), listener.name)

@@ -41,6 +41,24 @@ class _Refused(asyncio.Protocol):
         transport.abort()  # type: ignore[attr-defined]
 
 
+class _Counted(RequestHandler):
+    """aiohttp's handler, counted by the guard from the moment it is made until its connection
+    is lost. The guard cannot count `server.connections` instead: asyncio makes the protocols
+    of a burst of accepts (a backlog that built up during a restart) before any of them is
+    connected, so all of a burst would see the same count and all would be let in."""
+
+    __slots__ = ("_guard",)
+
+    def __init__(self, server: web.Server, guard: ConnectionGuard) -> None:
+        # as web.Server() makes its handlers (its keyword arguments are the runner's)
+        super().__init__(server, loop=asyncio.get_running_loop(), **server._kwargs)
+        self._guard = guard
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._guard.open -= 1
+        super().connection_lost(exc)
+
+
 class ConnectionGuard:
     """Counts against the cap and watches new connections' headers. One per daemon, shared by
     its sites; a sweep once a `SWEEP` (a timer, while any site is up) closes the connections
@@ -49,6 +67,7 @@ class ConnectionGuard:
     def __init__(self, *, max_connections: int, header_timeout: float) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.open = 0  # capped connections: made (accepted) and not yet lost
         self.refused = 0
         self.timed_out = 0
         self._waiting: dict[RequestHandler, float] = {}  # connection → when it was accepted
@@ -60,10 +79,17 @@ class ConnectionGuard:
         loop = asyncio.get_running_loop()
 
         def accept() -> asyncio.BaseProtocol:
-            if capped and len(server.connections) >= self.max_connections:
+            # asyncio loses no connection it made a protocol for: every _Counted made here
+            # is connected, then lost, exactly once
+            handler: RequestHandler
+            if not capped:
+                handler = server()
+            elif self.open >= self.max_connections:
                 self._refuse()
                 return _Refused()
-            handler = server()
+            else:
+                handler = _Counted(server, self)
+                self.open += 1
             self._waiting[handler] = loop.time()
             return handler
 

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
+from sparkctl.gateway.connections import ConnectionGuard
 
 _USAGE = (
     ("prompt", re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')),
@@ -48,6 +49,25 @@ class _Live(Collector):
         queue = GaugeMetricFamily("sparkctl_queue_depth", "Requests waiting, all models")
         queue.add_metric([], self._sup.queue_length)
         yield from (state, leases, waiting, queue)
+
+
+class _Connections(Collector):
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self._guard = guard
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        g = self._guard
+        yield GaugeMetricFamily(
+            "sparkctl_connections_open", "TCP connections open (gateway.max_connections caps them)", g.open
+        )
+        yield CounterMetricFamily(
+            "sparkctl_connections_refused", "TCP connections refused over gateway.max_connections", g.refused
+        )
+        yield CounterMetricFamily(
+            "sparkctl_connections_header_timeouts",
+            "Connections closed with 408: no request headers within gateway.header_timeout",
+            g.timed_out,
+        )
 
 
 class Metrics:
@@ -98,6 +118,10 @@ class Metrics:
         self._queued_at: dict[str, float] = {}
         self._previous: dict[str, ModelState] = {}
         supervisor.subscribe(self._on_state)
+
+    def watch_connections(self, guard: ConnectionGuard) -> None:
+        """Report the guard of the listening sockets (it exists once the sockets do)."""
+        self.registry.register(_Connections(guard))
 
     def _on_state(self, model: str, state: ModelState) -> None:
         before = self._previous.get(model)

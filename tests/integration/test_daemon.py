@@ -293,6 +293,16 @@ async def test_idle_sockets_beyond_the_cap_are_refused_while_open_ones_and_the_a
             writer.close()
     status, _ = await asyncio.to_thread(get, f"{installed.url}/health")  # room again
     assert status == 200
+    # and the operator sees it all in the metrics
+    status, body = await asyncio.to_thread(
+        get, f"{installed.url}/metrics", headers={"Authorization": f"Bearer {installed.key}"}
+    )
+    metrics = dict(
+        line.rsplit(" ", 1) for line in body.decode().splitlines() if line.startswith("sparkctl_connections_")
+    )
+    assert status == 200 and float(metrics["sparkctl_connections_refused_total"]) >= 15, metrics
+    assert float(metrics["sparkctl_connections_header_timeouts_total"]) >= len(late), metrics
+    assert 1 <= float(metrics["sparkctl_connections_open"]) <= 8, metrics
 
 
 async def test_a_slow_loris_gets_408_when_its_headers_are_late(installed: Installed) -> None:

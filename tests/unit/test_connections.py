@@ -1,0 +1,121 @@
+"""The connection guard on a real listening socket, in-process: the cap holds for a burst of
+accepts (a backlog built up while the daemon restarted), freed room is reused at once, and the
+header deadline answers 408."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from sparkctl.gateway.connections import ConnectionGuard, GuardedSite
+
+CAP = 10
+
+
+@dataclass
+class Listening:
+    sock: socket.socket
+    port: int
+    runner: web.AppRunner
+    guard: ConnectionGuard
+
+    async def start(self) -> None:
+        await GuardedSite(self.runner, self.sock, self.guard).start()
+
+
+async def _hello(request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+@pytest.fixture
+async def listening() -> AsyncIterator[Listening]:
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    guard = ConnectionGuard(max_connections=CAP, header_timeout=0.4)
+    try:
+        yield Listening(sock, sock.getsockname()[1], runner, guard)
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+async def _connect(port: int, n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    return [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+
+
+async def _state(reader: asyncio.StreamReader) -> bytes | None:
+    """What the server sent before closing, or None while the connection stays open."""
+    try:
+        return await asyncio.wait_for(reader.read(), 0.2)
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return b""
+
+
+async def _settle(listening: Listening, expected_open: int) -> None:
+    for _ in range(100):
+        if listening.guard.open == expected_open:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{listening.guard.open} open, expected {expected_open}")
+
+
+def _close(conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    for _, writer in conns:
+        writer.close()
+
+
+async def test_a_burst_from_the_backlog_is_capped(listening: Listening) -> None:
+    conns = await _connect(listening.port, CAP + 15)  # queued before anything accepts them
+    try:
+        await listening.start()
+        await _settle(listening, CAP)
+        states = await asyncio.gather(*(_state(r) for r, _ in conns))
+        assert states.count(b"") == 15 and listening.guard.refused == 15, states
+        assert states.count(None) == CAP
+    finally:
+        _close(conns)
+
+
+async def test_room_freed_by_a_closed_connection_is_given_to_the_next(listening: Listening) -> None:
+    await listening.start()
+    conns = await _connect(listening.port, CAP)
+    try:
+        await _settle(listening, CAP)
+        _close(conns[:3])
+        await _settle(listening, CAP - 3)
+        more = await _connect(listening.port, 4)
+        conns += more
+        await _settle(listening, CAP)
+        states = await asyncio.gather(*(_state(r) for r, _ in more))
+        assert states == [None, None, None, b""]
+        reader, writer = more[0]
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
+    finally:
+        _close(conns)
+
+
+async def test_headers_late_get_408_and_free_their_place(listening: Listening) -> None:
+    await listening.start()
+    conns = await _connect(listening.port, 2)
+    try:
+        answers = await asyncio.gather(*(asyncio.wait_for(r.read(), 5) for r, _ in conns))
+        assert all(a.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in a for a in answers)
+        assert listening.guard.timed_out == 2
+        await _settle(listening, 0)
+    finally:
+        _close(conns)
