@@ -72,6 +72,10 @@ class GatewaySettings(StrictModel):
     # How long in-flight responses get to finish when the daemon stops or restarts; a stream
     # still running then ends with an error event. The unit's TimeoutStopSec= is this + 30 s.
     shutdown_grace: Duration = 60.0
+    # `/metrics` without a key for a loopback client (BRIEF §4.5). A request that came through a
+    # reverse proxy (it sent Forwarded or X-Forwarded-For) always needs one; set this false when a
+    # local proxy that adds neither publishes the port.
+    open_metrics: bool = True
 
     @model_validator(mode="after")
     def _auth_none_only_on_loopback(self) -> GatewaySettings:

@@ -76,14 +76,16 @@ class KeyFile:
             self.refresh()
         return self._store.authenticate(presented)
 
-    async def watch(self) -> None:
-        """Look at the file every `interval`, from a worker thread, until cancelled. (Only the
-        reference to the store changes hands between the threads: an atomic assignment.)"""
+    async def watch(self, on_reload: Callable[[KeyStore], object] | None = None) -> None:
+        """Look at the file every `interval`, from a worker thread, until cancelled, and call
+        `on_reload(store)` on the loop after each reload. (Only the reference to the store changes
+        hands between the threads: an atomic assignment.)"""
         self._watched = True
         try:
             while True:
                 await asyncio.sleep(self._interval)
-                await asyncio.to_thread(self.refresh, force=True)
+                if await asyncio.to_thread(self.refresh, force=True) and on_reload is not None:
+                    on_reload(self._store)
         finally:
             self._watched = False
 

@@ -12,7 +12,10 @@ from aiohttp import web
 from sparkctl import __version__
 from sparkctl.api import DaemonStatus, ModelStatus, StateEvent
 from sparkctl.core.states import ModelState, ModelView
+from sparkctl.errors import SparkError
 from sparkctl.gateway.context import GATEWAY, Gateway
+from sparkctl.gateway.errors import sse_error_event
+from sparkctl.gateway.holds import HOLD
 from sparkctl.gateway.routing import resolve
 from sparkctl.units.names import service_name
 
@@ -78,10 +81,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `state` event per model state change (a first snapshot too)."""
     gw = request.app[GATEWAY]
     queue: asyncio.Queue[tuple[str, ModelState]] = asyncio.Queue(maxsize=1024)
+    ended: list[SparkError] = []
 
     def listener(model: str, state: ModelState) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a client that stopped reading loses events
             queue.put_nowait((model, state))
+
+    def end(error: SparkError) -> None:  # its key was revoked: an error event, and the end
+        ended.append(error)
+        with contextlib.suppress(asyncio.QueueFull):  # (a full queue wakes the writer anyway)
+            queue.put_nowait(("", ModelState.STOPPED))
 
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -91,13 +100,18 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         for view in gw.supervisor.views():
             await response.write(_event(view.id, view.state))
-        while True:
+        if (held := request.get(HOLD)) is not None:
+            held.on_end(end)
+        while not ended:
             try:
                 model, state = await asyncio.wait_for(queue.get(), SSE_PING)
             except TimeoutError:
                 await response.write(b": ping\n\n")
                 continue
-            await response.write(_event(model, state))
+            if not ended:
+                await response.write(_event(model, state))
+        await response.write(b"event: error\n" + sse_error_event(ended[0]))
+        await response.write_eof()
     except ConnectionError:
         pass  # the client went away: the stream is over
     finally:

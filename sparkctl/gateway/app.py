@@ -91,8 +91,11 @@ def build_app(
 
 async def _watch_keys(app: web.Application) -> AsyncIterator[None]:
     """Follow the key file from a worker thread while the gateway serves."""
-    keys = app[GATEWAY].keys
-    watcher = asyncio.create_task(keys.watch(), name="sparkctl-keys") if keys is not None else None
+    gw = app[GATEWAY]
+    keys = gw.keys
+    watcher = (
+        asyncio.create_task(keys.watch(gw.holds.revoke), name="sparkctl-keys") if keys is not None else None
+    )
     yield
     if watcher is not None:
         watcher.cancel()

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler, Middleware
 from sparkctl.apikeys import presented_key
 from sparkctl.errors import ForbiddenError, UnauthorizedError, UnsupportedMediaTypeError
 from sparkctl.gateway.context import GATEWAY
+from sparkctl.gateway.holds import HOLD
 from sparkctl.settings import is_loopback
 
 OPEN_PATHS = frozenset({"/health"})
@@ -35,7 +36,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     path = request.path
     if request.method == "OPTIONS" or path in OPEN_PATHS:
         return await handler(request)
-    if path == "/metrics" and _loopback(request.remote):
+    if path == "/metrics" and gw.settings.gateway.open_metrics and _local_client(request):
         return await handler(request)
     if _unix_peer_uid(request) in (0, os.getuid()):
         return await handler(request)  # root (or the daemon's own user) on the local admin socket
@@ -45,8 +46,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         entry = gw.keys.authenticate(presented_key(request.headers))
         if entry is None:
             raise UnauthorizedError("Missing or invalid API key: send `Authorization: Bearer <key>`.")
-        if path.startswith("/api/") and not entry.admin:
+        admin = path.startswith("/api/")
+        if admin and not entry.admin:
             raise ForbiddenError(f"The key '{entry.name}' may not use the admin API.")
+        with gw.holds.hold(entry, admin=admin) as held:  # until revoking the key ends it
+            request[HOLD] = held
+            return await handler(request)
     return await handler(request)
 
 
@@ -100,6 +105,20 @@ def _loopback(remote: str | None) -> bool:
         return remote is not None and ipaddress.ip_address(remote).is_loopback
     except ValueError:
         return False
+
+
+_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def _local_client(request: web.Request) -> bool:
+    """A program on this machine, asking for this machine: a loopback peer that names a loopback
+    Host (a rebound DNS name does not) and came through no reverse proxy (a local proxy makes a
+    remote client look local; proxies say so in these headers)."""
+    return (
+        _loopback(request.remote)
+        and _is_loopback_host(request.headers.get("Host", ""))
+        and not any(h in request.headers for h in _PROXY_HEADERS)
+    )
 
 
 def _local_only(request: web.Request, cors_origins: list[str]) -> None:

@@ -18,9 +18,11 @@ import socket
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
-from sparkctl.errors import RequestTimeoutError
+from sparkctl.errors import BadRequestError, RequestTimeoutError, RequestTooLargeError
 from sparkctl.gateway.errors import error_body
 
 log = logging.getLogger("sparkctl.gateway")
@@ -41,22 +43,51 @@ class _Refused(asyncio.Protocol):
         transport.abort()  # type: ignore[attr-defined]
 
 
-class _Counted(RequestHandler):
-    """aiohttp's handler, counted by the guard from the moment it is made until its connection
-    is lost. The guard cannot count `server.connections` instead: asyncio makes the protocols
-    of a burst of accepts (a backlog that built up during a restart) before any of them is
-    connected, so all of a burst would see the same count and all would be let in."""
+class _Handler(RequestHandler):
+    """aiohttp's handler, with two changes.
 
-    __slots__ = ("_guard",)
+    - Counted by the guard (`counted`) from the moment it is made until its connection is lost.
+      The guard cannot count `server.connections` instead: asyncio makes the protocols of a burst
+      of accepts (a backlog that built up during a restart) before any of them is connected, so
+      all of a burst would see the same count and all would be let in.
+    - A request the HTTP parser refuses (a bad request line, a smuggling attempt, headers too
+      long) is answered in the error envelope and noted in one line, not a traceback per request.
+    """
 
-    def __init__(self, server: web.Server, guard: ConnectionGuard) -> None:
+    __slots__ = ("_counted", "_guard")
+
+    def __init__(self, server: web.Server, guard: ConnectionGuard, *, counted: bool) -> None:
         # as web.Server() makes its handlers (its keyword arguments are the runner's)
         super().__init__(server, loop=asyncio.get_running_loop(), **server._kwargs)
         self._guard = guard
+        self._counted = counted
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._guard.open -= 1
+        if self._counted:
+            self._guard.open -= 1
         super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)  # a bug: keep its traceback
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had begun: no error response can follow")
+        reason = (exc.message or "malformed HTTP request").splitlines()[0][:200]
+        self._guard.malformed(request.remote, reason)
+        error = RequestTooLargeError if status == 413 else BadRequestError
+        response = web.Response(
+            status=status,
+            body=error_body(error(f"Malformed HTTP request: {reason}")),
+            content_type="application/json",
+        )
+        response.force_close()
+        return response
 
 
 class ConnectionGuard:
@@ -70,6 +101,7 @@ class ConnectionGuard:
         self.open = 0  # capped connections: made (accepted) and not yet lost
         self.refused = 0
         self.timed_out = 0
+        self.rejected = 0  # requests the HTTP parser refused
         self._waiting: dict[RequestHandler, float] = {}  # connection → when it was accepted
         self._sweeper: asyncio.TimerHandle | None = None
         self._sites = 0
@@ -79,16 +111,13 @@ class ConnectionGuard:
         loop = asyncio.get_running_loop()
 
         def accept() -> asyncio.BaseProtocol:
-            # asyncio loses no connection it made a protocol for: every _Counted made here
-            # is connected, then lost, exactly once
-            handler: RequestHandler
-            if not capped:
-                handler = server()
-            elif self.open >= self.max_connections:
+            # asyncio loses no connection it made a protocol for: every counted _Handler made
+            # here is connected, then lost, exactly once
+            if capped and self.open >= self.max_connections:
                 self._refuse()
                 return _Refused()
-            else:
-                handler = _Counted(server, self)
+            handler = _Handler(server, self, counted=capped)
+            if capped:
                 self.open += 1
             self._waiting[handler] = loop.time()
             return handler
@@ -125,14 +154,25 @@ class ConnectionGuard:
                 handler.transport.close()
         self._arm()
 
+    def malformed(self, peer: str | None, reason: str) -> None:
+        self.rejected += 1
+        if _said(self.rejected):  # a scanner on the LAN sends many
+            log.info("refused a malformed HTTP request from %s: %s (%d so far)", peer, reason, self.rejected)
+
     def _refuse(self) -> None:
         self.refused += 1
-        if self.refused & (self.refused - 1) == 0:  # 1st, 2nd, 4th, 8th …: said, not flooded
+        if _said(self.refused):
             log.warning(
                 "refused a connection: %d are open (gateway.max_connections); %d refused so far",
                 self.max_connections,
                 self.refused,
             )
+
+
+def _said(count: int) -> bool:
+    """Whether the `count`th of a kind of event goes to the journal: the 1st, 2nd, 4th, 8th …
+    so that a flood is said, not spilled."""
+    return count & (count - 1) == 0
 
 
 class GuardedSite(web.SockSite):

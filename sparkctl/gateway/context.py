@@ -15,6 +15,7 @@ from aiohttp import web
 from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.bodies import BodyBudget
+from sparkctl.gateway.holds import KeyHolds
 from sparkctl.settings import Settings
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Gateway:
     access: AccessLog = field(default_factory=ConsoleAccessLog)
     engine_auth: str | None = None  # "Bearer <engine key>" for every engine, when they take one
     started: float = field(default_factory=time.time)
+    holds: KeyHolds = field(default_factory=KeyHolds)  # requests in progress, by key
 
     def direct_model(self, request: web.BaseRequest) -> str | None:
         if not self.direct_ports or request.transport is None:

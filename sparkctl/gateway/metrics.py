@@ -68,6 +68,9 @@ class _Connections(Collector):
             "Connections closed with 408: no request headers within gateway.header_timeout",
             g.timed_out,
         )
+        yield CounterMetricFamily(
+            "sparkctl_requests_malformed", "Requests the HTTP parser refused (400 before routing)", g.rejected
+        )
 
 
 class Metrics:

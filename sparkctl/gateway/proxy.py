@@ -31,6 +31,7 @@ from sparkctl.errors import (
 from sparkctl.gateway.bodies import decoded, read_body
 from sparkctl.gateway.context import GATEWAY, Gateway
 from sparkctl.gateway.errors import error_response, sse_error_event
+from sparkctl.gateway.holds import HOLD
 from sparkctl.gateway.routing import MODEL_ROUTES, parse_body, resolve, split_path_form
 from sparkctl.gateway.shaping import shape
 from sparkctl.gateway.upstream import (
@@ -150,6 +151,8 @@ async def _with_lease(
         return await _fail(request, sse, e, request_id)
     # From here on the lease is ours (no await before the try), and is released whatever happens.
     gw.metrics.waited(model.id, time.monotonic() - waited)
+    if (held := request.get(HOLD)) is not None:
+        held.on_end(lease.abort)  # a revoked key: the response ends with the error, as for a crash
     try:
         return await _forward(request, gw, model, route, body, lease, sse, request_id)
     finally:

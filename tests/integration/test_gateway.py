@@ -30,6 +30,7 @@ from sparkctl.core import supervisor
 from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.app import build_app
+from sparkctl.gateway.context import GATEWAY
 from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
 from tests.helpers import write_model
@@ -53,6 +54,7 @@ class Env:
     box: Box
     direct_url: str
     ports: dict[str, int]
+    app: web.Application
 
     def client(self, key: str | None = None) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -138,7 +140,7 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
     for p in (port, direct):
         await web.TCPSite(runner, "127.0.0.1", p).start()
     try:
-        yield Env(f"http://127.0.0.1:{port}", admin, user, sup, box, f"http://127.0.0.1:{direct}", ports)
+        yield Env(f"http://127.0.0.1:{port}", admin, user, sup, box, f"http://127.0.0.1:{direct}", ports, app)
     finally:
         await runner.cleanup()
         await sup.close()
@@ -277,6 +279,16 @@ async def test_models_listing_and_admin_api(env: Env) -> None:
             or 'sparkctl_model_state{model="slow",state="stopped"}' in text
         )
         assert "sparkctl_model_starts_total" in text
+        # … but not through a local reverse proxy, nor for a rebound DNS name: a key then
+        for headers in (
+            {"X-Forwarded-For": "203.0.113.9"},
+            {"Forwarded": "for=203.0.113.9"},
+            {"Host": "evil.example"},
+        ):
+            async with s.get(f"{env.url}/metrics", headers=headers) as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized", headers
+            async with s.get(f"{env.url}/metrics", headers={**headers, **env.headers()}) as r:
+                assert r.status == 200, headers
         async with s.get(f"{env.url}/health") as r:
             assert r.status == 200
 
@@ -704,3 +716,51 @@ async def test_the_bytes_of_waiting_bodies_have_a_budget(env: Env) -> None:
                 raise AssertionError("the budget was never given back")
     finally:
         await runner.cleanup()
+
+
+async def test_revoking_a_key_ends_its_streams_and_event_feed_at_once(env: Env, tmp_path: Path) -> None:
+    """A revoked key (or an admin key made a plain one) ends what it holds open — a relayed
+    stream with an error event, the admin event feed likewise — and nothing of other keys."""
+    keys_path = tmp_path / "api-keys"
+    store = KeyStore.load(keys_path)
+    leaver, demoted = store.add("leaver"), store.add("demoted", admin=True)
+    store.save(keys_path)
+    await asyncio.sleep(1.5)  # the daemon's watcher has read the new keys
+    body = {
+        "model": "crash",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 400,
+        "stream": True,
+    }
+    async with aiohttp.ClientSession() as s:
+        doomed = await s.post(f"{env.url}/v1/chat/completions", json=body, headers=env.headers(leaver))
+        kept = await s.post(f"{env.url}/v1/chat/completions", json=body, headers=env.headers())
+        feed = await s.get(f"{env.url}/api/v1/events", headers=env.headers(demoted))
+        assert (doomed.status, kept.status, feed.status) == (200, 200, 200)
+        for r in (doomed, kept):
+            while not (await r.content.readline()).startswith(b"data: "):
+                pass  # the loading comments
+        await feed.content.readline()
+        store = KeyStore.load(keys_path)
+        store.revoke("leaver")
+        store.save(keys_path)
+        data = json.loads(keys_path.read_text())  # the same key, made a plain one (an edit by hand)
+        data["keys"] = [{**k, "scope": "user"} if k["name"] == "demoted" else k for k in data["keys"]]
+        keys_path.write_text(json.dumps(data))
+        t0 = time.monotonic()
+        async with asyncio.timeout(5):
+            rest, feed_rest = await asyncio.gather(doomed.content.read(), feed.content.read())
+        assert time.monotonic() - t0 < 3
+        last = [line for line in rest.split(b"\n\n") if line.strip()][-1]
+        assert json.loads(last.removeprefix(b"data: "))["error"]["code"] == "unauthorized", last
+        assert b"was revoked" in last
+        assert b"event: error" in feed_rest and b"no longer an admin key" in feed_rest
+        # the other key's stream runs on, and the revoked key is refused from now on
+        async with asyncio.timeout(2):
+            while not (await kept.content.readline()).startswith(b"data: {"):
+                pass
+        kept.close()
+        async with s.get(f"{env.url}/v1/models", headers=env.headers(leaver)) as r:
+            assert r.status == 401
+    await asyncio.sleep(0.2)
+    assert len(env.app[GATEWAY].holds) == 0  # every request let go of its hold

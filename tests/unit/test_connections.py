@@ -5,6 +5,8 @@ header deadline answers 408."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -119,3 +121,33 @@ async def test_headers_late_get_408_and_free_their_place(listening: Listening) -
         await _settle(listening, 0)
     finally:
         _close(conns)
+
+
+MALFORMED = [
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",  # smuggling
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS spoken to a plain port
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",  # a header too long
+    b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", MALFORMED, ids=["smuggling", "tls", "long-header", "nul"])
+async def test_a_request_the_parser_refuses_gets_the_envelope_and_one_log_line(
+    listening: Listening, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "sparkctl.gateway")
+    await listening.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listening.port)
+    try:
+        writer.write(raw)
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] in (b"400", b"413", b"431"), answer[:200]
+    assert b"application/json" in head
+    error = json.loads(body)["error"]
+    assert error["code"] in ("bad_request", "request_too_large") and error["message"].startswith("Malformed")
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a client's malformed request"
+    assert [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+    assert listening.guard.rejected == 1
