@@ -118,6 +118,11 @@ class SchedulerSettings(StrictModel):
     idle_timeout: IdleTimeout = 20 * 60.0
     drain_timeout: Duration = 10 * 60.0
     memory_wait: Duration = 60.0
+    # A ready engine is asked for its health this often; one that has not answered this many
+    # times in a row is hung (frozen, deadlocked): its requests end with an error and it is
+    # restarted. vLLM answers /health from its API process even while it generates.
+    health_interval: Duration = 10.0
+    health_failures: int = Field(default=3, ge=1)
 
 
 class RuntimeSettings(StrictModel):

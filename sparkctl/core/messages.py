@@ -96,6 +96,12 @@ class EndAll:
 
 
 @dataclass(slots=True)
+class EngineHung:
+    model: str
+    reason: str
+
+
+@dataclass(slots=True)
 class UnitState:
     model: str
     active: ActiveState
@@ -114,4 +120,5 @@ Message = (
     | Admin
     | EndAll
     | UnitState
+    | EngineHung
 )

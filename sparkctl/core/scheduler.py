@@ -201,6 +201,19 @@ class Scheduler:
         )
         self._t.stop(slot, now)
 
+    def engine_hung(self, model: str, reason: str, now: float) -> None:
+        """A ready engine stopped answering while its unit runs: end its requests, stop it
+        (waiters start it afresh)."""
+        slot = self._slot(model)
+        if slot.state not in (ModelState.READY, ModelState.DRAINING):
+            return
+        self._fx.warn(f"the engine stopped answering ({reason}); stopping it", slot.id)
+        self._t.abort(
+            slot, UpstreamError(f"The engine of '{slot.id}' stopped answering ({reason}); it is restarted.")
+        )
+        self._t.stop(slot, now)
+        self._schedule(now)
+
     def memory(self, model: str, available: int, now: float) -> None:
         """A MemAvailable reading while the gate for `model` is open."""
         if self._swap.waits_for_memory(model):

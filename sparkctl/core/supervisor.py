@@ -24,6 +24,7 @@ from sparkctl.core import messages as msg
 from sparkctl.core.effects import SupervisorEffects
 from sparkctl.core.host import MEMINFO, read_meminfo
 from sparkctl.core.lease import Lease
+from sparkctl.core.liveness import Liveness
 from sparkctl.core.messages import AdminAction
 from sparkctl.core.scheduler import GRANTED, Scheduler
 from sparkctl.core.states import ActiveState, ModelInfo, ModelState, ModelView
@@ -73,6 +74,7 @@ class Supervisor:
         self._scheduler: Scheduler | None = None
         self._owner: asyncio.Task[None] | None = None
         self._bus_keeper: asyncio.Task[None] | None = None
+        self._liveness: asyncio.Task[None] | None = None
         self._fresh: Systemd | None = None  # a new connection on its way to the owner
         self._degraded: str | None = None
 
@@ -97,6 +99,8 @@ class Supervisor:
             self._scheduler.preload(now)
         self._owner = asyncio.create_task(self._run(), name="sparkctl-supervisor")
         self._bus_keeper = asyncio.create_task(self._keep_bus(), name="sparkctl-bus")
+        liveness = Liveness(self.catalog, self.settings, self.views, self._post)
+        self._liveness = asyncio.create_task(liveness.run(), name="sparkctl-liveness")
         log.info("supervisor ready; adopted running models: %s", _running(states))
 
     async def _connect(self) -> tuple[Systemd, dict[str, ActiveState]]:
@@ -143,7 +147,7 @@ class Supervisor:
                 log.warning("%s", self._degraded)
 
     async def close(self) -> None:
-        for task in (self._bus_keeper, self._owner):
+        for task in (self._liveness, self._bus_keeper, self._owner):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -215,6 +219,8 @@ class Supervisor:
                     future.set_result(None)
             case msg.UnitState(model, active):
                 s.unit_state(model, active, now)
+            case msg.EngineHung(model, reason):
+                s.engine_hung(model, reason, now)
             case msg.EndAll(error, future):
                 s.end_all(error)
                 if not future.done():

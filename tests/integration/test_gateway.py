@@ -121,7 +121,12 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
             "body_timeout": "1s",
             "cors_origins": ["http://localhost:3000"],
         },
-        scheduler={"idle_timeout": "10m", "drain_timeout": "30s"},
+        scheduler={
+            "idle_timeout": "10m",
+            "drain_timeout": "30s",
+            "health_interval": "0.5s",
+            "health_failures": 2,
+        },
     )
     deploy(cat, settings)
     store = KeyStore()
@@ -499,6 +504,46 @@ async def test_a_backend_crash_mid_stream_ends_the_client_stream_with_an_error_e
                 t0 = time.monotonic()
     assert time.monotonic() - t0 < 3
     assert "upstream_error" in str(exc.value.body) or "stopped" in str(exc.value)
+
+
+async def test_a_frozen_engine_ends_its_stream_with_an_error_and_is_restarted(env: Env) -> None:
+    """SIGSTOP: the unit stays active and systemd sees nothing, but the engine's health stops
+    answering; within health_interval × health_failures its stream ends with an error event, and
+    the next request gets a fresh engine."""
+    body = {
+        "model": "crash",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 1000,
+        "stream": True,
+    }
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"{env.url}/v1/chat/completions", json=body, headers=env.headers())
+        while not (await r.content.readline()).startswith(b"data: {"):
+            pass
+        main_pid = (
+            await asyncio.to_thread(
+                env.box.systemctl, "show", "-p", "MainPID", "--value", "sparkctl-crash.service"
+            )
+        ).stdout.strip()
+        await asyncio.to_thread(env.box.systemctl, "kill", "--signal=SIGSTOP", "sparkctl-crash.service")
+        t0 = time.monotonic()
+        async with asyncio.timeout(8):
+            rest = await r.content.read()
+        assert time.monotonic() - t0 < 5
+        last = [event.strip() for event in rest.split(b"\n\n") if event.strip()][-1]
+        error = json.loads(last.removeprefix(b"data: "))["error"]
+        assert error["code"] == "upstream_error" and "stopped answering" in error["message"], error
+        short = {**body, "stream": False, "max_tokens": 3}
+        async with s.post(f"{env.url}/v1/chat/completions", json=short, headers=env.headers()) as again:
+            assert again.status == 200, await again.text()
+    new_pid = (
+        await asyncio.to_thread(
+            env.box.systemctl, "show", "-p", "MainPID", "--value", "sparkctl-crash.service"
+        )
+    ).stdout.strip()
+    assert new_pid not in ("0", main_pid)  # a new engine, not the frozen one thawed
+    journal = await asyncio.to_thread(env.box.journal, unit="sparkctl-crash.service", lines=50)
+    assert "Stopped" in journal or "Deactivated" in journal
 
 
 async def test_a_client_disconnect_stops_the_generation_at_once(env: Env) -> None:

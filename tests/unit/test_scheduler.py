@@ -379,6 +379,24 @@ def test_a_model_that_dies_while_serving_ends_its_leases_at_once() -> None:
     assert w.acquire(3, "a") is QUEUED and w.fake.starts() == ["a", "a"]
 
 
+def test_a_hung_engine_ends_its_leases_is_stopped_and_started_again_for_its_waiters() -> None:
+    w = World(m("a", max_concurrent=1))
+    w.acquire(1, "a")
+    w.ready("a")
+    assert w.acquire(2, "a") is QUEUED  # behind the one in flight
+    w.s.engine_hung("a", "its health check went unanswered 3 times in 30s", w.now)
+    assert set(w.fake.aborted) == {1} and "stopped answering" in w.fake.aborted[1].message
+    assert w.state("a") is ModelState.STOPPING and w.fake.stops() == ["a"]
+    assert any("stopped answering" in warning for warning in w.fake.warnings)
+    w.release(1, "a")
+    w.stopped("a")
+    assert w.fake.starts() == ["a", "a"] and w.state("a") is ModelState.STARTING  # for request 2
+    w.s.engine_hung("a", "a late report", w.now)  # about the old engine: the new one is spared
+    assert w.state("a") is ModelState.STARTING and w.fake.stops() == ["a"]
+    w.ready("a")
+    assert 2 in w.fake.granted
+
+
 def test_systemd_is_the_source_of_truth_for_changes_made_by_hand() -> None:
     w = World(m("a", exclusive=True), m("b", exclusive=True))
     w.fake.running.add("a")
@@ -585,6 +603,8 @@ def test_random_traffic_keeps_every_invariant() -> None:
                 if w.state(name) is ModelState.READY:
                     w.fake.running.discard(name)
                     w.s.unit_state(name, ActiveState.FAILED, w.now)
+            elif roll < 0.89:  # an engine hangs (or a late report about one arrives)
+                w.s.engine_hung(rng.choice(models).id, "unanswered", w.now)
             else:
                 w.advance(rng.choice([1, 5, 30, 100]))
             settle(w, held, waiting)
