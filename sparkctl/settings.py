@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -34,6 +35,15 @@ def split_host_port(value: str) -> tuple[str, int]:
 
 def _listen(value: str) -> str:
     split_host_port(value)
+    return value
+
+
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def _process_user(value: str) -> str:
+    if not _USER_RE.fullmatch(value):
+        raise ValueError(f'must be "dynamic", "root" or a user name, got {value!r}')
     return value
 
 
@@ -139,6 +149,10 @@ class RuntimeSettings(StrictModel):
     # the daemon gets it as a credential. Written by `sparkctl install`; without it, engines
     # take no key.
     engine_env: FilePath = Path("/etc/sparkctl/engine.env")
+    # Who a process engine (engine.runtime = "process") runs as: "dynamic" (systemd's
+    # DynamicUser=, a fresh unprivileged user per unit), a user name (one whose home holds the
+    # engine's virtualenv, say), or "root" (no confinement by user; not recommended).
+    process_user: Annotated[str, AfterValidator(_process_user)] = "dynamic"
 
 
 class Settings(StrictModel):

@@ -92,6 +92,9 @@ def box_settings(box: Box, **sections: dict[str, Any]) -> Settings:
             "hf_cache": str(box.path / "hf"),
             "compile_cache": str(box.path / "compile"),
             "engine_env": str(engine_env),
+            # The test engines run from this checkout's interpreter, which may live under /root
+            # (0700): a dynamic user could not run it. test_units checks the confined default.
+            "process_user": "root",
         },
     }
     for name, values in sections.items():

@@ -44,6 +44,9 @@ def check_id(value: str) -> str:
         raise ValueError(f"must not end in '-proxy' (reserved), got {value!r}")
     if value == "models":
         raise ValueError("'models' is reserved (it is a route: /v1/models)")
+    if value == "network":
+        # sparkctl.network, the engines' private Podman network, runs as sparkctl-network.service
+        raise ValueError("'network' is reserved (sparkctl-network.service is the engines' network)")
     if value == "gateway":
         # Every model's socket is handed to the daemon named by its id (FileDescriptorName=);
         # sparkctl.socket's own is "gateway".
@@ -85,6 +88,15 @@ def _device(value: str) -> str:
     if not _DEVICE_RE.fullmatch(value) or ".." in value.split("/"):
         raise ValueError(f"must be a host device like /dev/infiniband, got {value!r}")
     return value
+
+
+_CAPABILITY_RE = re.compile(r"^(CAP_)?[A-Z][A-Z_]{1,30}$")
+
+
+def _capability(value: str) -> str:
+    if not _CAPABILITY_RE.fullmatch(value):
+        raise ValueError(f"must be a Linux capability like SYS_NICE, got {value!r}")
+    return value.removeprefix("CAP_")
 
 
 def _relative_file(value: str) -> str:
@@ -189,6 +201,9 @@ class Engine(StrictModel):
     args: list[Word] = Field(default_factory=list)
     env: dict[str, UnitStr] = Field(default_factory=dict)
     devices: list[Annotated[str, AfterValidator(_device)]] = Field(default_factory=list)
+    # A container engine runs with every capability dropped; one it is known to need is kept by
+    # naming it here (say why in `notes`).
+    capabilities: list[Annotated[str, AfterValidator(_capability)]] = Field(default_factory=list)
     volumes: list[Volume] = Field(default_factory=list)
     shm_size: Size = 16 * 1024**3
     ulimits: dict[str, int] = Field(default_factory=_default_ulimits)

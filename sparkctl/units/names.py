@@ -14,9 +14,20 @@ PREFIX = "sparkctl-"
 DAEMON_SERVICE = "sparkctl.service"
 DAEMON_SOCKET = "sparkctl.socket"
 DAEMON_UNITS = (DAEMON_SERVICE, DAEMON_SOCKET)
+# The engines' own Podman network (a Quadlet .network: Quadlet runs it as sparkctl-network.service,
+# hence the catalog's reserved id "network") and its name in Podman.
+ENGINE_NETWORK = "sparkctl.network"
+ENGINE_NETWORK_NAME = "sparkctl"
 # Globs for systemd's ListUnitsByPatterns and for the unit directories.
 MODEL_UNITS_GLOB = f"{PREFIX}*"
 ALL_UNITS_GLOBS = ("sparkctl.*", MODEL_UNITS_GLOB)
+
+
+def generated_service(quadlet_file: str) -> str:
+    """The service Quadlet generates from one of its files: `X.container` → `X.service`,
+    `X.network` → `X-network.service`."""
+    stem, _, kind = quadlet_file.rpartition(".")
+    return f"{stem}.service" if kind == "container" else f"{stem}-{kind}.service"
 
 
 def _checked(model_id: str) -> str:

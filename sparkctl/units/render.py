@@ -27,12 +27,21 @@ from sparkctl.paths import TEMPLATES_DIR
 from sparkctl.quantities import format_size, systemd_seconds
 from sparkctl.settings import Settings
 from sparkctl.units import quoting
-from sparkctl.units.names import container_name, service_name, socket_name
+from sparkctl.units.names import (
+    ENGINE_NETWORK,
+    ENGINE_NETWORK_NAME,
+    container_name,
+    service_name,
+    socket_name,
+)
 
 Destination = Literal["quadlet", "unit"]
 
-# Where the shared caches appear inside containers.
+# Where the model's own compile cache appears inside its container.
 CONTAINER_COMPILE_CACHE = "/root/.cache/sparkctl-compile"
+# A process unit's compile cache: systemd's CacheDirectory= (under /var/cache), made and owned
+# for the unit's user, dynamic ones included.
+PROCESS_CACHE_DIRECTORY = "sparkctl/compile"
 CONTAINER_CHAT_TEMPLATES = "/etc/sparkctl/chat-templates"
 PROBE_INTERVAL = "10ms"
 HEALTH_INTERVAL = "30s"
@@ -68,6 +77,10 @@ def render(catalog: Catalog, settings: Settings) -> list[UnitFile]:
         conflicts[a].append(b)
         conflicts[b].append(a)
     files = []
+    if settings.runtime.container_network == "bridge" and any(
+        m.spec.engine.runtime == "container" for m in catalog.enabled
+    ):
+        files.append(_network_unit())
     for model in catalog.enabled:
         files.append(_engine_unit(model, settings, conflicts[model.id]))
         if model.direct_port is not None:
@@ -138,7 +151,12 @@ def _default_command(model: Model) -> list[str]:
 def _environment(model: Model, *, hf_home: str, compile_cache: str, quadlet: bool) -> list[str]:
     env = {
         "HF_HOME": hf_home,
-        # Compilation caches survive restarts: minutes off every cold start after the first.
+        # The HF cache is read-only to engines (`sparkctl pull` fills it): never a download, and
+        # code a `--trust-remote-code` model brings is copied into its own cache, not the shared one.
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": f"{compile_cache}/hf-modules",
+        # Compilation caches survive restarts: minutes off every cold start after the first. One per
+        # model, so a model cannot plant compiled code another loads.
         "VLLM_CACHE_ROOT": f"{compile_cache}/vllm",
         "TORCHINDUCTOR_CACHE_DIR": f"{compile_cache}/torchinductor",
         "TRITON_CACHE_DIR": f"{compile_cache}/triton",
@@ -196,6 +214,13 @@ def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFil
 def _process_unit(model: Model, settings: Settings, common: dict[str, object]) -> UnitFile:
     template_file = model.chat_template_file
     argv = _argv(model, settings, str(template_file) if template_file else None)
+    # A user's manager cannot set up mount namespaces without unprivileged user namespaces, nor
+    # switch users; its cache is under the configured path, made by the unit itself.
+    user_manager = settings.systemd.bus == "user"
+    if user_manager:
+        cache_dir = f"{settings.runtime.compile_cache}/{model.id}"
+    else:
+        cache_dir = f"/var/cache/{PROCESS_CACHE_DIRECTORY}/{model.id}"
     text = (
         templates()
         .get_template("model.service.j2")
@@ -203,17 +228,17 @@ def _process_unit(model: Model, settings: Settings, common: dict[str, object]) -
             **common,
             exec_start=quoting.command_line(argv),
             environment=_environment(
-                model,
-                hf_home=str(settings.runtime.hf_cache),
-                compile_cache=str(settings.runtime.compile_cache),
-                quadlet=False,
+                model, hf_home=str(settings.runtime.hf_cache), compile_cache=cache_dir, quadlet=False
             ),
             limits=[
                 f"Limit{name.upper()}={'infinity' if v < 0 else v}"
                 for name, v in sorted(model.spec.engine.ulimits.items())
             ],
-            # A user's manager cannot set up mount namespaces without unprivileged user namespaces.
-            user_manager=settings.systemd.bus == "user",
+            user_manager=user_manager,
+            user=settings.runtime.process_user,
+            cache_directory=f"{PROCESS_CACHE_DIRECTORY}/{model.id}",
+            make_cache=quoting.command_line(["/bin/mkdir", "-p", cache_dir]),
+            hf_cache=quoting.plain(str(settings.runtime.hf_cache)),
         )
     )
     return UnitFile("unit", service_name(model.id), text)
@@ -234,8 +259,13 @@ def _container_unit(model: Model, settings: Settings, common: dict[str, object])
             image=engine.image,
             exec=quoting.command_line(_argv(model, settings, in_container_template)),
             network=network,
+            engine_network=ENGINE_NETWORK,
             publish=f"127.0.0.1:{model.host_port}:{engine.port}" if network == "bridge" else None,
             devices=["nvidia.com/gpu=all", *engine.devices],
+            capabilities=engine.capabilities,
+            make_cache=quoting.command_line(
+                ["/bin/mkdir", "-p", "-m", "0700", _compile_cache(model, settings)]
+            ),
             volumes=_volumes(model, settings, in_container_template),
             environment=_environment(
                 model,
@@ -257,8 +287,8 @@ def _volumes(model: Model, settings: Settings, in_container_template: str | None
     """The container's Volume= lines: the shared caches, the chat template, the catalog's own."""
     template_file = model.chat_template_file
     volumes = [
-        f"{settings.runtime.hf_cache}:{settings.runtime.container_hf_home}",
-        f"{settings.runtime.compile_cache}:{CONTAINER_COMPILE_CACHE}",
+        f"{settings.runtime.hf_cache}:{settings.runtime.container_hf_home}:ro",
+        f"{_compile_cache(model, settings)}:{CONTAINER_COMPILE_CACHE}",
     ]
     if template_file is not None and in_container_template:
         volumes.append(f"{template_file}:{in_container_template}:ro")
@@ -266,6 +296,23 @@ def _volumes(model: Model, settings: Settings, in_container_template: str | None
     # Quadlet takes each Volume= line whole (no word splitting); the catalog's paths carry no
     # spaces or quotes, so only specifiers need escaping.
     return [quoting.plain(v) for v in volumes]
+
+
+def _compile_cache(model: Model, settings: Settings) -> str:
+    return f"{settings.runtime.compile_cache}/{model.id}"
+
+
+def _network_unit() -> UnitFile:
+    """The engines' own Podman network: engines reach neither the containers on Podman's default
+    bridge nor those of other networks (isolate=true), and only their published loopback ports
+    are reachable from the host. Rendered while container units use it (runtime.container_network
+    "bridge")."""
+    text = (
+        templates()
+        .get_template("sparkctl.network.j2")
+        .render(header=HEADER.format(source="the settings"), name=ENGINE_NETWORK_NAME)
+    )
+    return UnitFile("quadlet", ENGINE_NETWORK, text)
 
 
 def _podman_args(model: Model) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkctl.settings import DEFAULT_CONFIG, Settings
+from sparkctl.units.names import generated_service
 from sparkctl.units.own import own_units
 from sparkctl.units.render import UnitFile
 
@@ -68,14 +69,18 @@ def _run_quadlet(quadlet_dir: Path, containers: list[UnitFile], out: Path, repor
     version = subprocess.run(
         [quadlet, "-version"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    missing = [c.name for c in containers if not (out / c.name.replace(".container", ".service")).is_file()]
+    missing = [c.name for c in containers if not (out / generated_service(c.name)).is_file()]
     for line in proc.stderr.splitlines():
         if line.strip():
             report.lines.append(f"quadlet: {line}")
     if proc.returncode != 0 or missing:
         report.fail(f"quadlet {version}: generated no service for: {', '.join(missing) or '(see above)'}")
     else:
-        report.lines.append(f"quadlet {version}: {len(containers)} container units generated")
+        n = sum(c.name.endswith(".container") for c in containers)
+        others = ", ".join(c.name for c in containers if not c.name.endswith(".container"))
+        report.lines.append(
+            f"quadlet {version}: {n} container units generated" + (f", and {others}" if others else "")
+        )
 
 
 def _run_verify(units: list[Path], tmp: Path, settings: Settings, report: Report) -> None:

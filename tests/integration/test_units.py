@@ -60,7 +60,8 @@ def test_render_check_runs_the_real_generator_and_verify(box: Box, tmp_path: Pat
     try:
         assert proc.returncode == 0, proc.stderr
         assert "quadlet 5.4.2: 33 container units generated" in proc.stderr
-        assert "systemd-analyze verify: 66 units OK" in proc.stderr
+        assert "quadlet 5.4.2: 33 container units generated, and sparkctl.network" in proc.stderr
+        assert "systemd-analyze verify: 67 units OK" in proc.stderr  # 33 + their 33 sockets + the network
         # A unit Quadlet refuses, or that systemd-analyze finds wrong, fails the check.
         bad = (
             "from pathlib import Path; from sparkctl.units import verify; from sparkctl.units.render import UnitFile; "
@@ -145,6 +146,76 @@ def test_hostile_values_reach_the_engine_intact(
         assert {k: dump["env"].get(k) for k in HOSTILE_ENV} == HOSTILE_ENV, name
     desc = box.systemctl("show", "-p", "Description", "sparkctl-hostile-c.service").stdout.strip()
     assert desc == 'Description=sparkctl model hostile-c: hostile 100% $HOME \\ " ;'
+
+
+INTROSPECT = """
+import json, os, sys
+def writable(d):
+    try:
+        with open(os.path.join(d, ".probe"), "w"):
+            pass
+        return True
+    except OSError:
+        return False
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+print("INTROSPECT " + json.dumps({
+    "uid": os.getuid(),
+    "cap_eff": int(status["CapEff"], 16),
+    "no_new_privs": status["NoNewPrivs"].strip(),
+    "hf_writable": writable(os.environ["HF_HOME"]),
+    "cache_writable": writable(os.environ["VLLM_CACHE_ROOT"].rsplit("/", 1)[0]),
+    "cache": os.environ["VLLM_CACHE_ROOT"],
+    "offline": os.environ.get("HF_HUB_OFFLINE"),
+}), flush=True)
+"""
+# one line (catalog words take no control characters): the script, hex-encoded
+INTROSPECT_LINE = f"exec(bytes.fromhex('{INTROSPECT.encode().hex()}').decode())"
+
+
+def _introspection(box: Box, unit: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in box.journal(unit=unit, lines=100).splitlines():
+            if "INTROSPECT " in line:
+                return dict(json.loads(line.split("INTROSPECT ", 1)[1]))
+        time.sleep(0.2)
+    raise AssertionError(box.journal(unit=unit, lines=40))
+
+
+def test_engines_are_confined_by_default(box: Box, emulator_image: str, deploy: Any, tmp_path: Path) -> None:
+    """A container engine: no capability, no new privileges, the HF cache read-only and offline,
+    a compile cache of its own. A process engine: the same, as a dynamic unprivileged user."""
+    common: dict[str, Any] = {"kind": "openai", "ulimits": {}}
+    write_model(
+        tmp_path,
+        "conf-c",
+        engine={**common, "image": emulator_image, "entrypoint": ["/usr/bin/python3", "-c", INTROSPECT_LINE]},
+    )
+    write_model(
+        tmp_path,
+        "conf-p",
+        engine={
+            **common,
+            "runtime": "process",
+            "image": None,
+            "port": 28194,
+            "command": ["/usr/bin/python3", "-c", INTROSPECT_LINE],
+        },
+    )
+    settings = box_settings(box, runtime={"process_user": "dynamic"})
+    deploy(tmp_path, settings)
+    box.systemctl("start", "--no-block", "sparkctl-conf-c.service", "sparkctl-conf-p.service")
+    container = _introspection(box, "sparkctl-conf-c.service")
+    process = _introspection(box, "sparkctl-conf-p.service")
+    for seen in (container, process):
+        assert seen["cap_eff"] == 0 and seen["no_new_privs"] == "1", seen
+        assert not seen["hf_writable"] and seen["cache_writable"] and seen["offline"] == "1", seen
+    assert process["uid"] != 0 and process["cache"].endswith("/conf-p/vllm")
+    assert (settings.runtime.compile_cache / "conf-c" / ".probe").exists()  # its own, on the host
+    # systemd's own rating of the process unit (docs/systemd-security.md reports it): "OK"
+    rating = box.run("systemd-analyze", "security", "--no-pager", "sparkctl-conf-p.service", check=False).stdout
+    exposure = float(rating.rsplit("Overall exposure level for sparkctl-conf-p.service: ", 1)[1].split()[0])
+    assert exposure <= 3.5, rating
 
 
 @pytest.mark.parametrize("container", [False, True], ids=["process", "container"])

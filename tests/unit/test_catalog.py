@@ -92,7 +92,7 @@ BROKEN = [
     ),
     (
         {"engine": {"bogus": 1}},
-        "engine.bogus: unknown key (allowed: args, attention_backend, chat_template, command, "
+        "engine.bogus: unknown key (allowed: args, attention_backend, capabilities, chat_template, command, "
         "devices, dtype, enable_auto_tool_choice, enable_prefix_caching, enforce_eager, entrypoint, env, "
         "gpu_memory_utilization, health_path, host_port, image, json_args, kind, kv_cache_dtype, load_format, "
         "max_model_len, max_num_batched_tokens, max_num_seqs, port, quantization, reasoning_parser, runtime, "

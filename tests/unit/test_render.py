@@ -32,7 +32,7 @@ def test_quadlets_dir_is_the_rendering_of_models() -> None:
     """quadlets/ must be what `sparkctl --config quadlets/sparkctl.toml render --out quadlets` writes."""
     settings = load_settings(ROOT / "quadlets" / "sparkctl.toml")
     files = {f.name: f.text for f in render(load_catalog(settings), settings)}
-    on_disk = {p.name: p.read_text() for p in (ROOT / "quadlets").glob("sparkctl-*")}
+    on_disk = {p.name: p.read_text() for p in (ROOT / "quadlets").glob("sparkctl[-.]*") if p.suffix != ".toml"}
     assert sorted(on_disk) == sorted(files), (
         "run: sparkctl --config quadlets/sparkctl.toml render --out quadlets"
     )
@@ -232,7 +232,7 @@ def test_sync_writes_changes_and_removes_only_its_own_stale_files(tmp_path: Path
     files = render(load_catalog(settings, [cat]), settings)
     dirs = {"quadlet": out, "unit": out}
     first = sync(files, dirs)
-    assert len(first.added) == 4 and not first.changed
+    assert len(first.added) == 5 and not first.changed  # 2 models × 2, and the network
     (out / "sparkctl-hand-written.service").write_text("[Service]\nExecStart=/bin/true\n")
     assert not sync(files, dirs).any
     (cat / "b.toml").unlink()
