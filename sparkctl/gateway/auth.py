@@ -25,7 +25,7 @@ from sparkctl.gateway.context import GATEWAY
 from sparkctl.gateway.holds import HOLD
 from sparkctl.settings import is_loopback
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/healthz", "/openapi.json"})
 CORS_HEADERS = "Authorization, Content-Type, X-Api-Key, X-Request-Id, Prefer, OpenAI-Beta, Anthropic-Version"
 
 
