@@ -26,6 +26,7 @@ from sparkctl.settings import Settings
 from sparkctl.units.names import service_name
 
 log = logging.getLogger("sparkctl.supervisor")
+BUS_WAIT = 30.0  # seconds a start asked for while disconnected from systemd waits for it
 MEMORY_POLL = 0.1  # seconds between MemAvailable readings while a start waits for memory
 
 
@@ -49,6 +50,10 @@ class SupervisorEffects:
         self._on_state = on_state
         self._meminfo = meminfo
         self.systemd: Systemd | None = None  # connected by the supervisor's start()
+        # Set while `systemd` is connected; the supervisor clears it when the connection is lost
+        # and sets it once the new one is followed (Resync).
+        self.bus_ready = asyncio.Event()
+        self._held_starts: dict[str, asyncio.TimerHandle] = {}  # asked for while disconnected
         self.waiters: dict[int, msg.Acquire] = {}
         self._leases: dict[int, Lease] = {}
         self._timers: dict[TimerKey, asyncio.TimerHandle] = {}
@@ -71,7 +76,26 @@ class SupervisorEffects:
 
     # ------------------------------------------------------------------------------ systemd jobs
     def start_unit(self, model: str) -> None:
+        if not self.bus_ready.is_set():
+            # No connection to systemd now: the start is not sent. Its waiters wait for the
+            # connection (the scheduler decides afresh once systemd's view is read again), or,
+            # if it is not back within BUS_WAIT, are told.
+            log.warning("start of %s waits for the connection to systemd", model, extra={"model": model})
+            self._held_starts.setdefault(model, self._loop.call_later(BUS_WAIT, self._give_up_start, model))
+            return
         self._spawn(self._run_start(model), f"start {model}")
+
+    def _give_up_start(self, model: str) -> None:
+        if self._held_starts.pop(model, None) is not None:
+            self._post(msg.JobLost(model, f"no connection to systemd for {BUS_WAIT:.0f}s"))
+
+    def reconnected(self) -> None:
+        """The connection is back: the starts held meanwhile are the scheduler's to decide again
+        (systemd's view may have changed), not to be sent as they were."""
+        self.bus_ready.set()
+        for handle in self._held_starts.values():
+            handle.cancel()
+        self._held_starts.clear()
 
     def stop_unit(self, model: str) -> None:
         self._spawn(self._run_stop(model), f"stop {model}")

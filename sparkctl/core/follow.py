@@ -97,7 +97,18 @@ class Follower:
 
     def resync(self, slot: Slot, active: ActiveState, now: float) -> None:
         """systemd's view after a reconnection. Jobs in flight were lost with the connection (their
-        results came as `job_lost`); what happened meanwhile is followed like any change."""
+        results came as `job_lost`); what happened meanwhile is followed like any change. A start
+        still pending now was never sent (it was asked for while disconnected): its waiters stay
+        queued, and the scheduler decides afresh with systemd's true picture."""
+        if slot.pending == "start" and slot.state is ModelState.STARTING:
+            slot.pending = None
+            slot.load_started = None
+            self._swap.failed(slot.id)  # a swap for it is planned again, if still needed
+            if active is ActiveState.ACTIVE:
+                self._t.became_ready(slot, now)  # started by hand meanwhile: serve
+            else:
+                self._t.set_state(slot, ModelState.STOPPED, now)
+            return
         slot.pending = None
         if slot.state is ModelState.STOPPING and active in _UP:
             self._t.stop(slot, now)  # our stop never reached systemd, or its answer was lost

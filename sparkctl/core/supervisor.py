@@ -93,6 +93,7 @@ class Supervisor:
             total_memory=total,
         )
         self._fx.systemd, states = await self._connect()
+        self._fx.bus_ready.set()
         now = self._loop.time()
         self._scheduler.adopt(states, now)
         if preload:
@@ -127,6 +128,7 @@ class Supervisor:
             reason = await systemd.wait_lost()
             if not reason:
                 return  # closed by us
+            self._fx.bus_ready.clear()
             self._degraded = f"lost the connection to systemd ({reason}); reconnecting"
             log.error("%s", self._degraded)
             systemd, states = await self._reconnect()
@@ -208,6 +210,7 @@ class Supervisor:
                 s.job_lost(model, reason, now)
             case msg.Resync(systemd, states):
                 self._fx.systemd, self._fresh = systemd, None
+                self._fx.reconnected()
                 s.resync(states, now)
             case msg.Timer(key):
                 s.timer(key, now)

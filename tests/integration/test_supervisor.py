@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from sparkctl.catalog import Catalog, load_catalog
-from sparkctl.core import supervisor
+from sparkctl.core import effects, supervisor
 from sparkctl.core.host import read_meminfo
 from sparkctl.core.lease import Lease
 from sparkctl.core.states import ModelState
@@ -342,7 +342,7 @@ async def test_a_model_whose_weights_were_never_pulled_fails_at_once_naming_pull
     assert "ActiveEnterTimestampMonotonic=0" in state  # systemd was never asked
 
 
-async def test_a_lost_bus_fails_starts_at_once_keeps_ready_models_serving_and_reconnects(
+async def test_a_lost_bus_fails_its_jobs_keeps_ready_models_serving_holds_new_starts_and_reconnects(
     box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(supervisor, "RECONNECT_FIRST", 1.5)  # time to look at the disconnected state
@@ -366,8 +366,9 @@ async def test_a_lost_bus_fails_starts_at_once_keeps_ready_models_serving_and_re
         await slow  # … and its waiter is told at once, not after the start timeout
     assert time.monotonic() - t0 < 1
     assert sup.degraded is not None and "lost the connection to systemd" in sup.degraded
-    with pytest.raises(ModelStartFailedError, match="not connected to systemd"):
-        await asyncio.wait_for(sup.acquire("bus-later"), 1)  # a start now fails at once too
+    later = asyncio.create_task(sup.acquire("bus-later"))  # a start asked for now waits …
+    await asyncio.sleep(0.5)
+    assert not later.done()
     lease = await sup.acquire("bus-up")  # a ready model serves on
     try:
         async with aiohttp.ClientSession() as session:
@@ -378,4 +379,26 @@ async def test_a_lost_bus_fails_starts_at_once_keeps_ready_models_serving_and_re
     # Connected again, systemd is followed as at start-up: bus-slow's unit did start meanwhile.
     await reach(sup, within=15, bus_slow=ModelState.READY)
     assert sup.degraded is None and sup.healthy
-    (await asyncio.wait_for(sup.acquire("bus-later"), 15)).release()  # and starts work again
+    (await asyncio.wait_for(later, 15)).release()  # … and is served once it is back
+
+
+async def test_a_start_waits_for_the_lost_bus_only_so_long(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor, "RECONNECT_FIRST", 4)
+    monkeypatch.setattr(effects, "BUS_WAIT", 0.5)
+    port = next(PORTS)
+    emulated(tmp_path, "bus-wait", port)
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    drop_bus(sup)
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    with pytest.raises(ModelStartFailedError, match="no connection to systemd for 0s"):
+        await asyncio.wait_for(sup.acquire("bus-wait"), 3)
+    assert 0.4 < time.monotonic() - t0 < 2
+    for _ in range(100):  # connected again (after RECONNECT_FIRST): starts are sent again
+        if sup.degraded is None:
+            break
+        await asyncio.sleep(0.1)
+    (await asyncio.wait_for(sup.acquire("bus-wait"), 15)).release()

@@ -356,6 +356,31 @@ def test_after_a_reconnection_what_stopped_meanwhile_is_stopped() -> None:
     assert w.state("b") is ModelState.READY
 
 
+def test_a_start_that_waited_for_the_connection_survives_the_resync() -> None:
+    """A start asked for while the bus was down was never sent (the effects held it): at the
+    reconnection its waiters are still queued and the scheduler decides afresh from systemd's
+    view — here, that a model whose lost start did happen now stands in the way."""
+    models = [m("a", 0.6), m("b", 0.6)]
+    w = World(*models)
+    bus = w.fake = FlakyBus(w.fake.infos, w.fake.budget)
+    w.s = Scheduler(models, bus, memory_budget=bus.budget)
+    w.acquire(1, "b")  # b's start is sent …
+    bus.down = True
+    w.s.job_lost("b", "lost the connection to systemd (EOFError)", w.now)  # … and its answer lost
+    assert 1 in w.fake.rejected and w.state("b") is ModelState.STOPPED
+    w.acquire(2, "a")  # a fits beside a stopped b: its start is asked for, and held
+    assert w.state("a") is ModelState.STARTING and bus.held == ["a"]
+    bus.down, bus.held = False, []
+    w.s.resync({"a": ActiveState.INACTIVE, "b": ActiveState.ACTIVE}, w.now)  # b did start
+    assert 2 not in w.fake.rejected and w.state("b") is ModelState.STOPPING  # idle b makes room …
+    assert w.state("a") is ModelState.QUEUED  # … rather than a started beside it
+    w.fake.check()
+    w.stopped("b")
+    assert w.state("a") is ModelState.STARTING  # … and a is started for its waiter
+    w.ready("a")
+    assert w.fake.granted == [2]
+
+
 def test_end_all_ends_every_lease_and_waiter_with_the_error() -> None:
     w = World(m("a"), m("b", exclusive=True))
     w.acquire(1, "a")
@@ -616,15 +641,21 @@ def test_random_traffic_keeps_every_invariant() -> None:
         drain_all(w, held, waiting)
 
 
+@dataclass
 class FlakyBus(Fake):
-    """A Fake whose connection to systemd can be down: then no job reaches systemd (its answer is
-    `job_lost`), and systemd's truth (`running`) only changes by what already runs."""
+    """A Fake whose connection to systemd can be down. Jobs in flight when it goes are lost (their
+    answer is `job_lost`); a stop asked for while it is down never reaches systemd (`job_lost`
+    too); a start asked for meanwhile is held, as SupervisorEffects holds it, and dropped at the
+    reconnection, where the scheduler decides afresh. systemd's truth (`running`) only changes by
+    what reaches it."""
 
     down = False
+    held: list[str] = field(default_factory=list)
 
     def start_unit(self, model: str) -> None:
         if self.down:
-            self.calls.append(("lost-start", model))
+            self.calls.append(("held-start", model))
+            self.held.append(model)
         else:
             super().start_unit(model)
 
@@ -663,24 +694,28 @@ def test_random_traffic_with_lost_connections_keeps_every_invariant() -> None:
                         w.stopped(name)
             elif roll < 0.85:
                 w.fake.down = not w.fake.down
-                if not w.fake.down:  # found again: systemd's truth, read afresh
-                    truth = {
-                        i.id: ActiveState.ACTIVE if i.id in w.fake.running else ActiveState.INACTIVE
-                        for i in models
-                    }
-                    w.s.resync(truth, w.now)
+                if w.fake.down:  # whatever was in flight is lost
+                    for info in models:
+                        w.s.job_lost(info.id, "lost the connection to systemd", w.now)
+                else:  # found again: systemd's truth, read afresh; the starts that waited go ahead
+                    reconnect(w, models)
             else:
                 w.advance(rng.choice([1, 5, 30, 100]))
-            if w.fake.down:  # whatever was in flight, or asked for since, is lost
-                for info in models:
-                    w.s.job_lost(info.id, "lost the connection to systemd", w.now)
+            if w.fake.down:  # a stop asked for meanwhile never reached systemd
+                for c in w.fake.calls[-4:]:
+                    if c[0] == "lost-stop":
+                        w.s.job_lost(c[1], "not connected to systemd", w.now)
             settle(w, held, waiting)
             w.fake.check()
         w.fake.down = False
-        w.s.resync(
-            {i.id: ActiveState.ACTIVE if i.id in w.fake.running else ActiveState.INACTIVE for i in models},
-            w.now,
-        )
+        reconnect(w, models)
         drain_all(w, held, waiting)
-        lost_jobs += sum(1 for c in w.fake.calls if c[0].startswith("lost-"))
-    assert lost_jobs > 20  # the walks did lose jobs along the way
+        lost_jobs += sum(1 for c in w.fake.calls if c[0] in ("lost-stop", "held-start"))
+    assert lost_jobs > 20  # the walks did lose (or hold) jobs along the way
+
+
+def reconnect(w: World, models: list[ModelInfo]) -> None:
+    assert isinstance(w.fake, FlakyBus)
+    truth = {i.id: ActiveState.ACTIVE if i.id in w.fake.running else ActiveState.INACTIVE for i in models}
+    w.fake.held.clear()
+    w.s.resync(truth, w.now)
