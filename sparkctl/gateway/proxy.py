@@ -338,8 +338,9 @@ async def _relay(
             if is_sse and b'"usage"' in chunk:
                 tail = chunk
     except (TimeoutError, aiohttp.ClientError) as e:
+        cut = "its response was cut short" if isinstance(e, aiohttp.ClientPayloadError) else str(e)
         error = lease.error or UpstreamError(
-            f"The engine of '{model.id}' stopped mid-response: {e or type(e).__name__}"
+            f"The engine of '{model.id}' stopped mid-response: {cut or type(e).__name__}"
         )
         log.warning("%s: %s", model.id, error.message, extra={"model": model.id, "request_id": request_id})
         if is_sse:
