@@ -213,7 +213,9 @@ def test_engines_are_confined_by_default(box: Box, emulator_image: str, deploy: 
     assert process["uid"] != 0 and process["cache"].endswith("/conf-p/vllm")
     assert (settings.runtime.compile_cache / "conf-c" / ".probe").exists()  # its own, on the host
     # systemd's own rating of the process unit (docs/systemd-security.md reports it): "OK"
-    rating = box.run("systemd-analyze", "security", "--no-pager", "sparkctl-conf-p.service", check=False).stdout
+    rating = box.run(
+        "systemd-analyze", "security", "--no-pager", "sparkctl-conf-p.service", check=False
+    ).stdout
     exposure = float(rating.rsplit("Overall exposure level for sparkctl-conf-p.service: ", 1)[1].split()[0])
     assert exposure <= 3.5, rating
 

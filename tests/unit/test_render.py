@@ -32,7 +32,9 @@ def test_quadlets_dir_is_the_rendering_of_models() -> None:
     """quadlets/ must be what `sparkctl --config quadlets/sparkctl.toml render --out quadlets` writes."""
     settings = load_settings(ROOT / "quadlets" / "sparkctl.toml")
     files = {f.name: f.text for f in render(load_catalog(settings), settings)}
-    on_disk = {p.name: p.read_text() for p in (ROOT / "quadlets").glob("sparkctl[-.]*") if p.suffix != ".toml"}
+    on_disk = {
+        p.name: p.read_text() for p in (ROOT / "quadlets").glob("sparkctl[-.]*") if p.suffix != ".toml"
+    }
     assert sorted(on_disk) == sorted(files), (
         "run: sparkctl --config quadlets/sparkctl.toml render --out quadlets"
     )
