@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import socket
 import sys
 import urllib.error
@@ -61,6 +63,19 @@ def engine_headers(settings: Settings) -> dict[str, str]:
     key = read_engine_key(settings.runtime.engine_env)
     assert key is not None, f"no engine key in {settings.runtime.engine_env}"
     return {"Authorization": f"Bearer {key}"}
+
+
+def install(box: Box, config: Path) -> str:
+    """`sparkctl install` into the box, and an admin key: the one install printed, or (when an
+    earlier install in this box made the first key) a new one of its own."""
+    printed = box.run(SPARKCTL, "--config", str(config), "install", timeout=300).stdout.strip()
+    if printed:
+        return printed
+    name = f"tests-{os.getpid()}-{next(_KEY_NAMES)}"
+    return box.run(SPARKCTL, "--config", str(config), "keys", "add", name, "--admin").stdout.strip()
+
+
+_KEY_NAMES = itertools.count(1)
 
 
 def refused(port: int) -> bool:

@@ -31,7 +31,7 @@ import pytest
 
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.weights import write_placeholder
-from tests.integration.conftest import SPARKCTL, emulated, get
+from tests.integration.conftest import SPARKCTL, emulated, get, install
 
 PORT = 28940
 MODELS = {"f-a": 28941, "f-b": 28942, "f-x": 28943}  # f-x runs alone (gpu = "exclusive")
@@ -73,9 +73,8 @@ def installed(box: Box) -> Iterator[Stack]:
         f'compile_cache = "{base / "compile"}"\n'
         '[scheduler]\ndrain_timeout = "5s"\nhealth_interval = "0.5s"\nhealth_failures = 2\n'
     )
-    proc = box.run(SPARKCTL, "--config", str(config), "install", timeout=300)
-    key = proc.stdout.strip()
-    assert key.startswith("sk-spark-"), proc.stdout + proc.stderr
+    key = install(box, config)
+    assert key.startswith("sk-spark-"), key
     yield Stack(box, key, config, f"http://127.0.0.1:{PORT}")
     box.run(SPARKCTL, "--config", str(config), "uninstall", timeout=120)
     box.systemctl("reset-failed", check=False)

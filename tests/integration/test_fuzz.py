@@ -45,7 +45,7 @@ from sparkctl.errors import ErrorCode
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.weights import write_placeholder
 from tests.helpers import write_model
-from tests.integration.conftest import SPARKCTL, emulated
+from tests.integration.conftest import SPARKCTL, emulated, install
 
 Operation = APIOperation[Any, Any, Any, Any]
 TheCase = Case[Any]
@@ -101,7 +101,7 @@ def installed(box: Box) -> Iterator[Installed]:
         f'[runtime]\ncontainer_network = "host"\nsparkctl = "{SPARKCTL}"\nhf_cache = "{base / "hf"}"\n'
         f'compile_cache = "{base / "compile"}"\n'
     )
-    admin = box.run(SPARKCTL, "--config", str(config), "install", timeout=300).stdout.strip()
+    admin = install(box, config)
     user = box.run(SPARKCTL, "--config", str(config), "keys", "add", "fuzzer").stdout.strip()
     assert admin.startswith("sk-spark-") and user.startswith("sk-spark-"), (admin, user)
     yield Installed(box, admin, user, f"http://127.0.0.1:{PORT}")
