@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     INVALID_MODEL_NAME = "invalid_model_name", 400, "invalid_request_error"
     MODEL_DISABLED = "model_disabled", 400, "invalid_request_error"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded", 400, "invalid_request_error"
+    ROUTE_NOT_SUPPORTED = "route_not_supported", 400, "invalid_request_error"
     BAD_REQUEST = "bad_request", 400, "invalid_request_error"
     UNAUTHORIZED = "unauthorized", 401, "authentication_error"
     FORBIDDEN = "forbidden", 403, "permission_error"
@@ -162,6 +163,12 @@ class UnknownModelError(SparkError):
 
 class ModelDisabledError(SparkError):
     code = ErrorCode.MODEL_DISABLED
+
+
+class RouteNotSupportedError(SparkError):
+    """The model cannot serve the route (BRIEF §9): refused before anything starts or stops."""
+
+    code = ErrorCode.ROUTE_NOT_SUPPORTED
 
 
 class InvalidModelNameError(SparkError):

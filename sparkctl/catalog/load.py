@@ -7,6 +7,7 @@ problem in every file is collected before failing, so one run shows them all.
 
 from __future__ import annotations
 
+import difflib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,17 @@ class Catalog:
         """The model a client's `model` value names (an id or an alias)."""
         model = self.models.get(name) or self.models.get(self.aliases.get(name, ""))
         if model is None:
-            raise UnknownModelError(f"The model '{name}' does not exist.")
+            raise UnknownModelError(f"The model '{name}' does not exist.{self._did_you_mean(name)}")
         return model
+
+    def _did_you_mean(self, name: str) -> str:
+        """The close names (ids and aliases), case aside: a typo's likely meaning."""
+        names = [*self.models, *self.aliases]
+        lowered = {n.lower(): n for n in names}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+        if not close:
+            return ""
+        return " Did you mean " + " or ".join(f"'{lowered[c]}'" for c in close) + "?"
 
 
 def read_specs(

@@ -56,6 +56,16 @@ class WaitQueue:
     def waiting_for(self, model: str) -> int:
         return sum(1 for e in self._entries if isinstance(e, Waiter) and e.model == model)
 
+    def ahead_of(self, model: str) -> int:
+        """Requests queued for other models before the first one for `model` (all of them if
+        nothing is queued for it): what its requests wait behind."""
+        ahead = 0
+        for e in self._entries:
+            if e.model == model:
+                break
+            ahead += isinstance(e, Waiter)
+        return ahead
+
     def wants(self, model: str) -> bool:
         """Anything, request or start, is queued for `model`."""
         return any(e.model == model for e in self._entries)

@@ -287,6 +287,9 @@ class Scheduler:
     def queue_length(self) -> int:
         return self._queue.requests
 
+    def ahead_of(self, model: str) -> int:
+        return self._queue.ahead_of(model)
+
     def state(self, model: str) -> ModelState:
         return self._slot(model).state
 

@@ -324,6 +324,10 @@ class Supervisor:
     def queue_length(self) -> int:
         return self._sched.queue_length
 
+    def ahead_of(self, model: str) -> int:
+        """Requests for other models queued before `model`'s (a snapshot, for display)."""
+        return self._sched.ahead_of(model)
+
     def loop_to_wall(self, t: float) -> float:
         """A loop-clock instant as seconds since the epoch (for displays)."""
         return time.time() + (t - self._loop.time())

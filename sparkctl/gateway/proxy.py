@@ -23,6 +23,7 @@ from yarl import URL
 
 from sparkctl.catalog import Model
 from sparkctl.core.lease import Lease
+from sparkctl.core.states import ModelState
 from sparkctl.errors import (
     ModelStartTimeoutError,
     SparkError,
@@ -32,7 +33,7 @@ from sparkctl.gateway.bodies import decoded, read_body
 from sparkctl.gateway.context import GATEWAY, Gateway
 from sparkctl.gateway.errors import error_response, sse_error_event
 from sparkctl.gateway.holds import HOLD
-from sparkctl.gateway.routing import MODEL_ROUTES, parse_body, resolve, split_path_form
+from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve, split_path_form
 from sparkctl.gateway.shaping import shape
 from sparkctl.gateway.upstream import (
     downstream_headers,
@@ -77,6 +78,7 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
             parsed = parse_body(body, content_type)
             model = resolve(gw.catalog, gw.direct_model(request) or path_model or parsed.name)
             model_id = model.id
+            check_route(gw.catalog, model, route)
             body = _prepare(body, parsed.json, parsed.name, model, route, content_type)
             stream = bool(parsed.json and parsed.json.get("stream") is True)
             del parsed  # routed: the parsed JSON is not kept while the request waits
@@ -159,6 +161,16 @@ async def _with_lease(
         lease.release()
 
 
+def _waiting_comment(gw: Gateway, model: Model) -> bytes:
+    """The keep-alive comment of a waiting stream (BRIEF §9): `: sparkctl: waiting for ID (STATE[,
+    N ahead])`. A model that is down while its request waits in line is `queued`."""
+    state = gw.supervisor.view(model.id).state
+    shown = "queued" if state in (ModelState.STOPPED, ModelState.FAILED) else state.value
+    ahead = gw.supervisor.ahead_of(model.id)
+    more = f", {ahead} ahead" if ahead else ""
+    return f": sparkctl: waiting for {model.id} ({shown}{more})\n\n".encode()
+
+
 class _StreamFailedError(Exception):
     """A start failed after the event stream had begun: the error goes out as an event."""
 
@@ -183,8 +195,7 @@ async def _lease_with_keepalives(
                 raise _StreamFailedError(_waited_too_long(model), sse)
             if sse is None:
                 sse = await _start_sse(request, request_id)
-            state = gw.supervisor.view(model.id).state.value
-            await sse.write(f": sparkctl: waiting for {model.id} ({state})\n\n".encode())
+            await sse.write(_waiting_comment(gw, model))
             done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_EVERY)
         try:
             return acquiring.result(), sse

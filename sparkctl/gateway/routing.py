@@ -21,6 +21,7 @@ from sparkctl.errors import (
     InvalidModelNameError,
     MissingModelError,
     ModelDisabledError,
+    RouteNotSupportedError,
     UnknownModelError,
 )
 
@@ -106,6 +107,38 @@ def resolve(catalog: Catalog, name: str | None) -> Model:
     return model
 
 
+# What a model must be able to do (catalog `capabilities`, any one of them) to serve a route.
+# vLLM and SGLang both serve the generative routes, Responses and Anthropic Messages included; a
+# pooling model (embeddings) serves only the pooling routes, a speech model only audio. Routes
+# not listed (tokenize, detokenize) every model serves.
+ROUTE_NEEDS: dict[str, tuple[str, ...]] = {
+    "/v1/chat/completions": ("chat", "code"),
+    "/v1/completions": ("chat", "code"),
+    "/v1/responses": ("chat", "code"),
+    "/v1/messages": ("chat", "code"),
+    "/v1/embeddings": ("embeddings",),
+    "/v1/rerank": ("embeddings",),
+    "/v1/score": ("embeddings",),
+    "/v1/audio/transcriptions": ("audio",),
+    "/v1/audio/translations": ("audio",),
+}
+
+
+def check_route(catalog: Catalog, model: Model, route: str) -> None:
+    """Refuse a route the model cannot serve before anything is scheduled: a swap (minutes on a
+    Spark) must not be the price of an engine's 404."""
+    needs = ROUTE_NEEDS.get(route)
+    capabilities = model.spec.capabilities
+    if needs is None or any(c in capabilities for c in needs):
+        return
+    able = [m.id for m in catalog.enabled if any(c in m.spec.capabilities for c in needs)]
+    hint = f" Models that do: {', '.join(able[:5])}{' …' if len(able) > 5 else ''}." if able else ""
+    raise RouteNotSupportedError(
+        f"The model '{model.id}' does not serve {route}: that needs the capability "
+        f"{' or '.join(repr(c) for c in needs)}, and it has {', '.join(capabilities) or 'none'}.{hint}"
+    )
+
+
 def split_path_form(path: str) -> tuple[str, str] | None:
     """`/v1/<model>/<route>` (the reference stack's form) → (model, `/v1/<route>`), or None."""
     if not path.startswith("/v1/"):
@@ -120,4 +153,13 @@ def split_path_form(path: str) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["MODEL_ROUTES", "Parsed", "UnknownModelError", "parse_body", "resolve", "split_path_form"]
+__all__ = [
+    "MODEL_ROUTES",
+    "ROUTE_NEEDS",
+    "Parsed",
+    "UnknownModelError",
+    "check_route",
+    "parse_body",
+    "resolve",
+    "split_path_form",
+]

@@ -338,6 +338,16 @@ ERROR_CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     ("path form control character", "/v1/chat%0a/chat/completions", b"{}", {}, 400, "invalid_model_name"),
     ("path form odd name", "/v1/a%20b/chat/completions", b"{}", {}, 400, "invalid_model_name"),
     ("unknown route", "/v1/nonsense", b"{}", {}, 404, "not_found"),
+    # a route the model cannot serve: refused before any swap (the units are compared below)
+    (
+        "embeddings on a chat model",
+        "/v1/embeddings",
+        b'{"model": "slow", "input": "x"}',
+        {},
+        400,
+        "route_not_supported",
+    ),
+    ("audio on a chat model", "/v1/slow/audio/transcriptions", b"{}", {}, 400, "route_not_supported"),
 ]
 
 

@@ -180,6 +180,7 @@ def test_a_swap_drains_the_running_model_first_and_new_requests_queue_behind() -
     assert w.state("a") is ModelState.DRAINING and w.state("b") is ModelState.QUEUED
     # new requests for the running model wait behind b (FIFO): b cannot starve
     assert w.acquire(3, "a") is QUEUED
+    assert (w.s.ahead_of("b"), w.s.ahead_of("a")) == (0, 1)  # what a waiting stream is told
     assert w.fake.stops() == []  # a still serves request 1
     w.advance(100)
     w.release(1, "a")
