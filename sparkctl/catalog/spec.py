@@ -271,6 +271,11 @@ class RequestShaping(StrictModel):
     strip: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     force_tool_choice: Literal["required"] | None = None
     text_only: bool = False
+    # The chat template's thinking switch (chat_template_kwargs enable_thinking / thinking):
+    # map a client's `thinking` and `reasoning_effort` onto it (gateway/thinking.py) …
+    thinking_switch: bool = False
+    # … and what it is when the client says nothing (both names set).
+    thinking_default: bool | None = None
 
     @model_validator(mode="after")
     def _model_untouchable(self) -> RequestShaping:
@@ -284,7 +289,15 @@ class RequestShaping(StrictModel):
 
     @property
     def active(self) -> bool:
-        return bool(self.defaults or self.overrides or self.strip or self.force_tool_choice or self.text_only)
+        return bool(
+            self.defaults
+            or self.overrides
+            or self.strip
+            or self.force_tool_choice
+            or self.text_only
+            or self.thinking_switch
+            or self.thinking_default is not None
+        )
 
 
 def _default_capabilities() -> list[Capability]:

@@ -1,7 +1,8 @@
 """Request shaping: a model's `request.*` catalog keys applied to a client's JSON body (BRIEF §4.1).
 
-Order: strip, then defaults, then overrides, then the rules (`force_tool_choice`, `text_only`);
-only on JSON bodies of chat, completions and responses (`SHAPED_ROUTES`).
+Order: strip, then the thinking switch (chat only, gateway/thinking.py), then defaults, then
+overrides, then the rules (`force_tool_choice`, `text_only`); only on JSON bodies of chat,
+completions and responses (`SHAPED_ROUTES`).
 
 Pure functions, no I/O. The reference stack did these rewrites in JavaScript with defects that are
 deliberately not repeated here (seed inventory §3.2, §12 items 18–20):
@@ -29,8 +30,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sparkctl.catalog.spec import RequestShaping
+from sparkctl.gateway import thinking
 
 SHAPED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+THINKING_ROUTE = "/v1/chat/completions"
 
 # Content parts that count as text for `text_only` (chat: "text"; responses API: "input_text",
 # "output_text"). Bare strings in a content array count as text too.
@@ -48,6 +51,11 @@ def shape(body: dict[str, Any], rules: RequestShaping, route: str) -> dict[str, 
     out = body
     if rules.strip:
         out = _strip(out, rules.strip)
+    if route == THINKING_ROUTE:  # the switch is the chat template's
+        if rules.thinking_switch:
+            out = thinking.map_switch(out)
+        if rules.thinking_default is not None:
+            out = thinking.apply_default(out, rules.thinking_default)
     if rules.defaults:
         out = _merge_defaults(out, rules.defaults)
     if rules.overrides:

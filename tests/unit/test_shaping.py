@@ -169,7 +169,7 @@ def test_defaults_merge_at_depth() -> None:
 
 def test_glm_4_7_flash_default_non_thinking(catalog_rules: dict[str, RequestShaping]) -> None:
     r = catalog_rules["glm-4.7-flash-awq"]
-    assert r.defaults == {"chat_template_kwargs": {"enable_thinking": False}}
+    assert r.thinking_default is False and not r.thinking_switch and not r.defaults
     assert not r.overrides and not r.strip and r.force_tool_choice is None and not r.text_only
     msgs = [{"role": "user", "content": "hello"}]
 
@@ -177,24 +177,18 @@ def test_glm_4_7_flash_default_non_thinking(catalog_rules: dict[str, RequestShap
     assert out == {
         "model": "glm-4.7-flash-awq",
         "messages": msgs,
-        "chat_template_kwargs": {"enable_thinking": False},
+        # both names: GLM's template reads `thinking`, Qwen's `enable_thinking`
+        "chat_template_kwargs": {"enable_thinking": False, "thinking": False},
     }
 
     opted_in = {"messages": msgs, "chat_template_kwargs": {"enable_thinking": True}}
     assert shape(opted_in, r, CHAT) is opted_in
 
-    other = {"messages": msgs, "chat_template_kwargs": {"reasoning_effort": "low"}}
-    assert shaped(other, r)["chat_template_kwargs"] == {"reasoning_effort": "low", "enable_thinking": False}
-
-    # The catalog's table is never aliased into a body: editing the result leaves the rules alone.
-    out["chat_template_kwargs"]["enable_thinking"] = True
-    assert r.defaults == {"chat_template_kwargs": {"enable_thinking": False}}
-
 
 def test_every_shipped_thinking_default_is_a_default_not_an_override(
     catalog_rules: dict[str, RequestShaping],
 ) -> None:
-    with_default = [mid for mid, r in catalog_rules.items() if "chat_template_kwargs" in r.defaults]
+    with_default = [mid for mid, r in catalog_rules.items() if r.thinking_default is not None]
     assert "glm-4.7-flash-awq" in with_default
     for mid in with_default:
         body = {"messages": [], "chat_template_kwargs": {"enable_thinking": True}}
@@ -639,3 +633,95 @@ def test_fuzz_never_raises_never_mutates_and_is_idempotent() -> None:
                     if out is not body:
                         out["__probe__"] = 1
                         assert "__probe__" not in body
+
+
+# ---- the thinking switch (gateway/thinking.py) ---------------------------------------------------
+
+SWITCH = RequestShaping(thinking_switch=True)
+
+
+@pytest.mark.parametrize(
+    ("given", "switch"),
+    [
+        ({"thinking": True}, True),
+        ({"thinking": False}, False),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, True),
+        ({"reasoning_effort": "none"}, False),
+        ({"reasoning_effort": "high"}, True),
+        ({"reasoningEffort": "minimal"}, True),
+        ({"reasoning": {"effort": "none"}}, False),
+        ({"reasoning_effort": "max"}, True),
+        ({"reasoning_effort": "auto"}, True),
+    ],
+)
+def test_a_clients_thinking_or_effort_reaches_the_switch(given: dict[str, Any], switch: bool) -> None:
+    body = {"model": "m", "messages": [], **given}
+    before = copy.deepcopy(body)
+    out = shape(body, SWITCH, CHAT)
+    assert body == before  # never mutated
+    assert out["chat_template_kwargs"] == {"enable_thinking": switch, "thinking": switch}
+    assert not {"thinking", "reasoning_effort", "reasoningEffort", "reasoning"} & set(out)
+
+
+def test_an_unknown_effort_is_dropped_and_changes_nothing() -> None:
+    out = shape({"model": "m", "reasoning_effort": "extreme"}, SWITCH, CHAT)
+    assert out == {"model": "m"}
+
+
+def test_the_clients_own_switch_wins_and_other_kwargs_stay() -> None:
+    body = {
+        "model": "m",
+        "reasoning_effort": "high",
+        "chat_template_kwargs": {"enable_thinking": False, "x": 1},
+    }
+    out = shape(body, SWITCH, CHAT)
+    assert out["chat_template_kwargs"] == {"enable_thinking": False, "x": 1} and "reasoning_effort" not in out
+    out = shape({"model": "m", "thinking": True, "chat_template_kwargs": {"x": 1}}, SWITCH, CHAT)
+    assert out["chat_template_kwargs"] == {"x": 1, "enable_thinking": True, "thinking": True}
+
+
+def test_a_reasoning_object_keeps_what_is_not_the_effort() -> None:
+    out = shape({"model": "m", "reasoning": {"effort": "low", "summary": "auto"}}, SWITCH, CHAT)
+    assert out["reasoning"] == {"summary": "auto"} and out["chat_template_kwargs"]["thinking"] is True
+
+
+def test_the_default_sets_both_names_unless_the_client_chose() -> None:
+    rules = RequestShaping(thinking_switch=True, thinking_default=False)
+    assert shape({"model": "m"}, rules, CHAT)["chat_template_kwargs"] == {
+        "enable_thinking": False,
+        "thinking": False,
+    }
+    assert shape({"model": "m", "reasoning_effort": "medium"}, rules, CHAT)["chat_template_kwargs"] == {
+        "enable_thinking": True,
+        "thinking": True,
+    }
+    chosen = {"model": "m", "chat_template_kwargs": {"thinking": True}}
+    assert shape(chosen, rules, CHAT) is chosen  # nothing to change: the very same object
+
+
+def test_the_switch_is_the_chat_templates_only() -> None:
+    rules = RequestShaping(thinking_switch=True, thinking_default=False)
+    for route in ("/v1/completions", "/v1/responses"):
+        body = {"model": "m", "reasoning": {"effort": "high"}}
+        assert shape(body, rules, route) is body
+
+
+def test_the_shipped_thinking_models_carry_the_reference_mapping(
+    catalog_rules: dict[str, RequestShaping],
+) -> None:
+    binary = {
+        "huihui-qwen3.6-27b-abliterated",
+        "qwen3.6-27b-fp8",
+        "qwen3.6-27b-fp8-mtp",
+        "qwen3.6-35b-a3b-fp8",
+        "qwen3.6-35b-a3b-fp8-mtp",
+    }
+    non_thinking = binary | {
+        "glm-4.7-flash-awq",
+        "nemotron-3-nano-30b-nvfp4",
+        "huihui-qwen3.5-35b-a3b-abliterated",
+        "qwen3.5-122b-a10b-int4-autoround",
+    }
+    assert {m for m, r in catalog_rules.items() if r.thinking_switch} == binary
+    assert {m for m, r in catalog_rules.items() if r.thinking_default is False} == non_thinking
+    assert not any("chat_template_kwargs" in r.defaults for r in catalog_rules.values())

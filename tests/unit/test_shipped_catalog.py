@@ -249,17 +249,11 @@ def test_qwen3_vl_32b_keeps_its_tools(catalog: Catalog) -> None:
 
 
 def test_non_thinking_defaults(catalog: Catalog) -> None:
-    defaulted = {
-        m.id
-        for m in catalog
-        if m.spec.request.defaults == {"chat_template_kwargs": {"enable_thinking": False}}
-    }
+    defaulted = {m.id for m in catalog if m.spec.request.thinking_default is False}
     assert defaulted == NON_THINKING
     # A default, never an override: the client can still turn thinking on.
     assert all(not m.spec.request.overrides for m in catalog)
-    assert spec(catalog, "glm-4.7-flash-awq").request.defaults["chat_template_kwargs"] == {
-        "enable_thinking": False
-    }
+    assert not spec(catalog, "glm-4.7-flash-awq").request.defaults
 
 
 def test_tool_stripping(catalog: Catalog) -> None:
