@@ -41,6 +41,15 @@ def _listen(value: str) -> str:
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
+def _origin_entry(entry: str) -> str:
+    if entry in ("*", "local") or re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s]+", entry):
+        return entry
+    raise ValueError(
+        'must be an origin like "http://localhost:3000" (scheme://host[:port], no path), a pattern '
+        f'like "http://localhost:*", "*" or "local", got {entry!r}'
+    )
+
+
 def _process_user(value: str) -> str:
     if not _USER_RE.fullmatch(value):
         raise ValueError(f'must be "dynamic", "root" or a user name, got {value!r}')
@@ -64,7 +73,8 @@ class GatewaySettings(StrictModel):
     listen: list[Listen] = Field(default_factory=lambda: ["127.0.0.1:8009"], min_length=1)
     auth: Literal["required", "none"] = "required"
     api_keys_file: FilePath = Path("/etc/sparkctl/api-keys")
-    cors_origins: list[str] = Field(default_factory=list)
+    # Exact origins, patterns ("http://localhost:*"), "*" or "local" (gateway/cors.py).
+    cors_origins: list[Annotated[str, AfterValidator(_origin_entry)]] = Field(default_factory=list)
     max_body: Size = 64 * 1024**2
     queue_limit: int = Field(default=256, ge=1)
     # A client that has not sent its whole request body within this long gets 408: a stalled

@@ -20,9 +20,10 @@ from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.errors import RequestTooLargeError, SparkError
 from sparkctl.gateway import admin, openai, openapi, proxy
-from sparkctl.gateway.auth import auth_middleware, cors_middleware
+from sparkctl.gateway.auth import auth_middleware
 from sparkctl.gateway.bodies import BodyBudget
 from sparkctl.gateway.context import GATEWAY, AccessLog, ConsoleAccessLog, Gateway
+from sparkctl.gateway.cors import OriginMatcher, cors_middleware
 from sparkctl.gateway.errors import error_response, http_error_response
 from sparkctl.gateway.metrics import Metrics
 from sparkctl.settings import Settings
@@ -70,8 +71,8 @@ def build_app(
         engine_auth=f"Bearer {engine_key}" if engine_key else None,
     )
     middlewares: list[Middleware] = [errors_middleware]
-    if settings.gateway.cors_origins:
-        middlewares.append(cors_middleware(list(settings.gateway.cors_origins)))
+    if allowed := OriginMatcher(settings.gateway.cors_origins):
+        middlewares.append(cors_middleware(allowed))
     middlewares.append(auth_middleware)
     # Bodies stay as they come until a route, after authentication, decompresses them
     # (gateway/bodies.py): aiohttp's own decompression runs before any middleware.

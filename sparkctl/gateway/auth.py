@@ -1,5 +1,5 @@
 """Who may call the gateway: API keys before anything is scheduled (BRIEF §2.4), on every port;
-root (or the daemon's own user) on the local admin socket; and CORS for browser origins.
+root (or the daemon's own user) on the local admin socket. (CORS: gateway/cors.py.)
 
 With `gateway.auth = "none"` (loopback listeners only) no key is asked, so a request must also
 look like it comes from this machine's own programs (#13): a loopback `Host` (a foreign one is DNS
@@ -17,16 +17,16 @@ import struct
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
 from sparkctl.apikeys import presented_key
 from sparkctl.errors import ForbiddenError, UnauthorizedError, UnsupportedMediaTypeError
 from sparkctl.gateway.context import GATEWAY
+from sparkctl.gateway.cors import OriginMatcher
 from sparkctl.gateway.holds import HOLD
 from sparkctl.settings import is_loopback
 
 OPEN_PATHS = frozenset({"/health", "/healthz", "/openapi.json"})
-CORS_HEADERS = "Authorization, Content-Type, X-Api-Key, X-Request-Id, Prefer, OpenAI-Beta, Anthropic-Version"
 
 
 @web.middleware
@@ -41,7 +41,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if _unix_peer_uid(request) in (0, os.getuid()):
         return await handler(request)  # root (or the daemon's own user) on the local admin socket
     if gw.keys is None:
-        _local_only(request, gw.settings.gateway.cors_origins)
+        _local_only(request, OriginMatcher(gw.settings.gateway.cors_origins))
     else:
         entry = gw.keys.authenticate(presented_key(request.headers))
         if entry is None:
@@ -53,42 +53,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             request[HOLD] = held
             return await handler(request)
     return await handler(request)
-
-
-def cors_middleware(origins: list[str]) -> Middleware:
-    allow_any = "*" in origins
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        allowed = origin is not None and (allow_any or origin in origins)
-        if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
-            if not allowed:
-                raise ForbiddenError(f"The origin {origin!r} may not call this API (gateway.cors_origins).")
-            return web.Response(status=204, headers=_cors_headers(origin, preflight=True))
-        response = await handler(request)
-        if allowed and not response.prepared:
-            response.headers.update(_cors_headers(origin))
-        return response
-
-    return cors
-
-
-def _cors_headers(origin: str | None, *, preflight: bool = False) -> dict[str, str]:
-    headers = {
-        "Access-Control-Allow-Origin": origin or "",
-        "Vary": "Origin",
-        "Access-Control-Expose-Headers": "Retry-After, X-Request-Id",
-    }
-    if preflight:
-        headers.update(
-            {
-                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                "Access-Control-Allow-Headers": CORS_HEADERS,
-                "Access-Control-Max-Age": "600",
-            }
-        )
-    return headers
 
 
 def _unix_peer_uid(request: web.Request) -> int | None:
@@ -121,7 +85,7 @@ def _local_client(request: web.Request) -> bool:
     )
 
 
-def _local_only(request: web.Request, cors_origins: list[str]) -> None:
+def _local_only(request: web.Request, allowed: OriginMatcher) -> None:
     """`auth = "none"`: refuse what a web page or a rebound DNS name could send."""
     host = request.headers.get("Host", "")
     if not _is_loopback_host(host):
@@ -130,7 +94,7 @@ def _local_only(request: web.Request, cors_origins: list[str]) -> None:
             "clients are served (a foreign Host is how DNS rebinding reaches a local port)."
         )
     origin = request.headers.get("Origin")
-    if origin is not None and origin not in cors_origins and not _is_loopback_host(urlsplit(origin).netloc):
+    if origin is not None and not allowed(origin) and not _is_loopback_host(urlsplit(origin).netloc):
         raise ForbiddenError(f"The origin {origin!r} may not call this API (gateway.cors_origins).")
     if request.method == "POST" and not _json_or_none(request, browser=origin is not None):
         raise UnsupportedMediaTypeError(

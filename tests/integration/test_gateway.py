@@ -119,7 +119,7 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
             "api_keys_file": str(tmp_path / "api-keys"),
             "max_body": "16m",
             "body_timeout": "1s",
-            "cors_origins": ["http://localhost:3000"],
+            "cors_origins": ["http://localhost:3000", "vscode-webview://*"],
         },
         scheduler={
             "idle_timeout": "10m",
@@ -586,6 +586,12 @@ async def test_cors_preflight_and_headers(env: Env) -> None:
             headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
         ) as r:
             assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+        webview = "vscode-webview://0a1b2c3d"  # Cline's and Continue's panels, by pattern
+        async with s.options(
+            f"{env.url}/v1/chat/completions",
+            headers={"Origin": webview, "Access-Control-Request-Method": "POST"},
+        ) as r:
+            assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == webview
         async with s.options(
             f"{env.url}/v1/chat/completions",
             headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
