@@ -27,6 +27,9 @@ WATCHED = {
 }
 
 
+BOX_PORTS = range(28180, 28182)  # what the containers of the runs below listen on
+
+
 def host_state(ignore_cgroup: str | None) -> dict[str, object]:
     """What a box could leave behind: mounts, cgroups, processes, links, listeners, files."""
     mounts = subprocess.run(
@@ -56,10 +59,12 @@ def host_state(ignore_cgroup: str | None) -> dict[str, object]:
         "cgroups": sorted(p.name for p in cg_root.iterdir() if p.name.startswith("sparkctl-box")),
         "processes": sorted(procs),
         "links": sorted(p.name for p in Path("/sys/class/net").iterdir()),
+        # listeners on the ports these tests give their containers: other programs on the host
+        # (another test run, a build) open and close listeners of their own meanwhile
         "tcp": sorted(
             ln.split()[1]
             for ln in Path("/proc/net/tcp").read_text().splitlines()[1:]
-            if ln.split()[3] == "0A"
+            if ln.split()[3] == "0A" and int(ln.split()[1].rsplit(":", 1)[1], 16) in BOX_PORTS
         ),
         "boxes": sorted(p.name for p in sandbox.ROOT.iterdir()) if sandbox.ROOT.exists() else [],
         "run": sorted(p.name for p in Path("/run").iterdir()),
@@ -83,7 +88,7 @@ def test_two_runs_back_to_back_leave_nothing_behind(box: Box) -> None:
             image.import_into(b, tar)
             # leave a container running at teardown: down() must still clean everything
             b.run(
-                "podman", "run", "-d", "--name", "left-running", image.IMAGE, "m", "--port", str(28180 + run)
+                "podman", "run", "-d", "--name", "left-running", image.IMAGE, "m", "--port", str(BOX_PORTS[run])
             )
             b.run("systemd-run", "--unit=left-running-too", "sleep", "600")
         finally:
