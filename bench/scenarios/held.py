@@ -38,7 +38,8 @@ async def _run(ctx: Context) -> dict[str, Any]:
     await asyncio.sleep(1.0)  # let the warm-up's garbage settle before the baseline
     before = rss_kib(daemon)
     body = json.dumps(
-        {"model": SLOW, "messages": MESSAGES, "max_tokens": 3600, "stream": True}, separators=(",", ":")
+        {"model": SLOW, "messages": MESSAGES, "max_tokens": 3600, "stream": True, "ignore_eos": True},
+        separators=(",", ":"),
     ).encode()
     request = http_request(stack.port, "/v1/chat/completions", body, stack.auth)
     samples: list[dict[str, float]] = [{"connections": 0, "rss_kib": before, "t": 0.0}]

@@ -26,7 +26,13 @@ async def _run(ctx: Context) -> dict[str, Any]:
     engine_pids = stack.pin_engine(FAST)
     tgts = targets(ctx, stack.engine_port(FAST))
     body = json.dumps(
-        {"model": FAST, "messages": MESSAGES, "max_tokens": prof.stream_tokens, "stream": True},
+        {
+            "model": FAST,
+            "messages": MESSAGES,
+            "max_tokens": prof.stream_tokens,
+            "stream": True,
+            "ignore_eos": True,
+        },
         separators=(",", ":"),
     ).encode()
     requests = {t.name: http_request(t.port, "/v1/chat/completions", body, stack.auth) for t in tgts}

@@ -10,10 +10,15 @@ and sparkctl/__init__.py (sparkctl/sandbox/image.py copies them), so it imports 
 the standard library, aiohttp and its own modules. Each module imports only those listed above it:
 
 - `config`: the command line, which accepts whatever `vllm serve` accepts;
-- `protocol`: reading requests into Jobs, and vLLM's error bodies for those it refuses;
-- `responses`: what a generation came to (Outcome) and the JSON bodies that report it;
+- `tokens`: the stand-in tokenizer (a token is a word), reply words, where a reply ends;
+- `wire`: reading JSON fields as vLLM's pydantic models do, vLLM's error bodies, JSON helpers;
+- `tools`: which tool a reply calls, the same rule on every route;
+- `protocol`: reading chat and text completion requests into Jobs, the limits every route shares;
+- `responses`: what a generation came to (Outcome) and the chat/completion bodies reporting it;
 - `metrics`: the counters /metrics reports, in vLLM's Prometheus names;
-- `generation`: producing tokens over time, paced, buffered or streamed as SSE;
+- `generation`: producing tokens over time, paced, buffered or handed to a route's Stream;
+- `responses_api`, `anthropic`: the OpenAI Responses and Anthropic Messages routes' shapes;
+- `tokenization`: /tokenize and /detokenize;
 - `log`: the one-line messages on stdout that tests and benchmarks parse;
 - `server`: the aiohttp routes;
 - `lifecycle`: the process: load, bind, announce readiness, serve, stop or crash.

@@ -27,6 +27,7 @@ class Config:
     crash_after: float | None
     exit_code: int
     log_requests: bool
+    seed: int  # vLLM's --seed: with the prompt, it decides where each reply ends
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
     p.add_argument("--enable-log-requests", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
     knobs = p.add_argument_group("emulation knobs (not vLLM flags)")
     knobs.add_argument("--load-time", type=float, default=0.0, metavar="S")
     knobs.add_argument("--tokens-per-second", type=float, default=0.0, metavar="N")
@@ -78,4 +80,5 @@ def parse_args(argv: list[str]) -> Config:
         crash_after=ns.crash_after,
         exit_code=ns.exit_code,
         log_requests=ns.enable_log_requests,
+        seed=ns.seed,
     )

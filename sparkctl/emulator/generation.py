@@ -1,38 +1,48 @@
 """Producing tokens over time: the Engine runs a Job to its Outcome, paced at the configured
-tokens per second (or as fast as it can), buffering the text or writing it as SSE chunks.
+tokens per second (or as fast as it can), buffering the text or handing each token to a Stream.
 
-Generated text cycles through the words of lorem ipsum, one word (plus a space) per token, so a
-test can predict any reply exactly. The Engine keeps the Stats /metrics reports, and counts a
-generation whose client went away (its handler cancelled, or a write failed) as an abort.
+Each route frames a streamed reply its own way (a Stream: chat and text completion chunks here,
+Responses and Messages events in their modules). The Engine keeps the Stats /metrics reports,
+and counts a generation whose client went away (its handler cancelled, or a write failed) as an
+abort.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from sparkctl.emulator.config import Config
 from sparkctl.emulator.metrics import Stats
-from sparkctl.emulator.protocol import Job, ToolCall, dumps
-from sparkctl.emulator.responses import Outcome, delta_choice
+from sparkctl.emulator.protocol import Job
+from sparkctl.emulator.responses import Outcome, delta_choice, usage
+from sparkctl.emulator.tokens import TOKENS, TOKENS_JSON
+from sparkctl.emulator.tools import ToolCall
+from sparkctl.emulator.wire import dumps
 
 _ARG_PIECE = 8  # characters of tool-call arguments per streamed chunk (one "token" each)
 _YIELD_EVERY = 64  # unpaced generation still lets other connections in this often
-
-# Generated text cycles through these words; each token is a word plus a space.
-_LOREM = (
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
-    "labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris "
-    "nisi aliquip ex ea commodo consequat"
-)
-_TOKENS = tuple(w + " " for w in _LOREM.split())
-_TOKENS_JSON = tuple(json.dumps(t).encode() for t in _TOKENS)
 _OPEN = b'"logprobs":null,"finish_reason":null}]}\n\n'
+_DONE = b"data: [DONE]\n\n"
+
+
+class Stream(Protocol):
+    """A streamed reply on its way to the client, in one route's framing."""
+
+    async def begin(self) -> None: ...
+
+    async def text(self, k: int) -> None:
+        """The reply's next token, TOKENS[k]."""
+
+    async def tool_start(self, call: ToolCall) -> None: ...
+
+    async def tool_args(self, piece: str) -> None: ...
+
+    async def end(self, outcome: Outcome) -> None: ...
 
 
 class Pacer:
@@ -57,15 +67,16 @@ class Pacer:
             await asyncio.sleep(0)
 
 
-class Sse:
-    """An open event stream and the byte templates of one request's chunks."""
+class ChatStream:
+    """Chat and text completion chunks (`data: {…}` lines, then `data: [DONE]`)."""
 
-    __slots__ = ("base", "resp", "tokens")
+    __slots__ = ("base", "job", "resp", "tokens")
 
     def __init__(self, resp: web.StreamResponse, job: Job, rid: str, created: int) -> None:
         obj = "chat.completion.chunk" if job.chat else "text_completion"
         model = json.dumps(job.model)
         self.resp = resp
+        self.job = job
         # Everything up to the choices array; a chunk is base + choices + "}\n\n".
         self.base = (
             f'data: {{"id":"{rid}","object":"{obj}","created":{created},"model":{model},"choices":'.encode()
@@ -73,13 +84,34 @@ class Sse:
         head = self.base + b'[{"index":0,' + (b'"delta":{"content":' if job.chat else b'"text":')
         tail = (b"}," if job.chat else b",") + _OPEN
         # Token chunks differ only by their word: build them once per request, not once per token.
-        self.tokens = [head + word + tail for word in _TOKENS_JSON]
+        self.tokens = [head + word.encode() + tail for word in TOKENS_JSON]
 
-    async def send(self, data: bytes) -> None:
-        await self.resp.write(data)
-
-    async def send_choice(self, choice: dict[str, Any]) -> None:
+    async def _choice(self, choice: dict[str, Any]) -> None:
         await self.resp.write(self.base + dumps([choice]) + b"}\n\n")
+
+    async def begin(self) -> None:
+        if self.job.chat:
+            await self._choice(delta_choice({"role": "assistant", "content": ""}))
+
+    async def text(self, k: int) -> None:
+        await self.resp.write(self.tokens[k])
+
+    async def tool_start(self, call: ToolCall) -> None:
+        header = {"index": 0, "id": call.call_id, "type": "function"}
+        header["function"] = {"name": call.name, "arguments": ""}
+        await self._choice(delta_choice({"tool_calls": [header]}))
+
+    async def tool_args(self, piece: str) -> None:
+        await self._choice(delta_choice({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+
+    async def end(self, outcome: Outcome) -> None:
+        if self.job.chat:
+            await self._choice(delta_choice({}, outcome.finish))
+        else:
+            await self._choice({"index": 0, "text": "", "logprobs": None, "finish_reason": outcome.finish})
+        if self.job.include_usage:
+            await self.resp.write(self.base + b'[],"usage":' + dumps(usage(self.job, outcome)) + b"}\n\n")
+        await self.resp.write(_DONE)
 
 
 class Engine:
@@ -89,12 +121,12 @@ class Engine:
         self.cfg = cfg
         self.stats = Stats()
 
-    async def generate(self, job: Job, sse: Sse | None) -> Outcome:
+    async def generate(self, job: Job, stream: Stream | None) -> Outcome:
         stats = self.stats
         stats.running += 1
         stats.prompt_tokens += job.prompt_tokens
         try:
-            outcome = await (self._tool(job.tool, sse) if job.tool else self._text(job, sse))
+            outcome = await (self._tool(job.tool, stream) if job.tool else self._text(job, stream))
         except BaseException:
             # Client gone (cancelled handler or failed write), or shutdown: vLLM counts an abort.
             stats.finished["abort"] += 1
@@ -104,43 +136,40 @@ class Engine:
         stats.finished["length" if outcome.finish == "length" else "stop"] += 1
         return outcome
 
-    async def _text(self, job: Job, sse: Sse | None) -> Outcome:
+    async def _text(self, job: Job, stream: Stream | None) -> Outcome:
         pacer = Pacer(self.cfg.tokens_per_second)
         stats = self.stats
         stops = job.stop
         words: list[str] = []
-        finish = "stop" if job.natural_end else "length"
+        # The model stops by itself (EOS) before the cap, or the cap cuts it.
+        finish = "stop" if job.length < job.max_tokens else "length"
+        matched: str | None = None
         count = 0
-        for i in range(job.max_tokens):
+        for i in range(min(job.length, job.max_tokens)):
             await pacer.tick()
-            k = i % len(_TOKENS)
-            if stops and any(s in _TOKENS[k] for s in stops):
+            k = i % len(TOKENS)
+            if stops and (matched := next((s for s in stops if s in TOKENS[k]), None)):
                 finish = "stop"
                 break
-            if sse is None:
-                words.append(_TOKENS[k])
+            if stream is None:
+                words.append(TOKENS[k])
             else:
-                await sse.send(sse.tokens[k])
+                await stream.text(k)
             count += 1
             stats.generation_tokens += 1
-        return Outcome("".join(words), None, count, finish)
+        return Outcome("".join(words), None, count, finish, matched)
 
-    async def _tool(self, tool: ToolCall, sse: Sse | None) -> Outcome:
-        call_id = "call_" + secrets.token_hex(12)
+    async def _tool(self, tool: ToolCall, stream: Stream | None) -> Outcome:
         args = tool.arguments
         pieces = [args[i : i + _ARG_PIECE] for i in range(0, len(args), _ARG_PIECE)]
         pacer = Pacer(self.cfg.tokens_per_second)
         await pacer.tick()
-        if sse is not None:
-            header = {"index": 0, "id": call_id, "type": "function"}
-            header["function"] = {"name": tool.name, "arguments": ""}
-            await sse.send_choice(delta_choice({"tool_calls": [header]}))
+        if stream is not None:
+            await stream.tool_start(tool)
         self.stats.generation_tokens += 1
         for piece in pieces:
             await pacer.tick()
-            if sse is not None:
-                await sse.send_choice(
-                    delta_choice({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-                )
+            if stream is not None:
+                await stream.tool_args(piece)
             self.stats.generation_tokens += 1
-        return Outcome("", (call_id, tool), 1 + len(pieces), "tool_calls")
+        return Outcome("", tool, 1 + len(pieces), "tool_calls")

@@ -1,43 +1,30 @@
-"""Reading vLLM's OpenAI requests: a body becomes a Job (with the tool call to answer with, if
-any), and every malformed request becomes an ApiError carrying the error body vLLM would send.
-
-There is no tokenizer: a prompt's tokens are its whitespace-separated words (or its token ids,
-when it is given as ids). The JSON helpers here are the ones every response goes through.
+"""What a generation request comes to (Job), and reading vLLM's chat and text completion requests
+into one; the rules every generating route shares: how long a reply may run (the context
+window, `max_tokens`), where it ends by itself (`Prompt.answer_length`, `min_tokens`,
+`ignore_eos`), and vLLM's refusals on the way.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from sparkctl.emulator.tokens import Prompt
+from sparkctl.emulator.tools import Choice, Function, Named, ToolCall, decide
+from sparkctl.emulator.wire import (
+    as_dict,
+    bad,
+    flag,
+    invalid,
+    missing,
+    opt_dict,
+    opt_int,
+    opt_list,
+    str_list,
+    value_error,
+)
 
-DEFAULT_MAX_TOKENS = 16
-JSON_TYPE = "application/json"
-_DUMMIES: dict[str, Any] = {"string": "x", "number": 1, "integer": 1, "boolean": True, "null": None}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-
-    def response(self) -> web.Response:
-        body = {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.status}}
-        return json_response(body, self.status)
-
-
-def bad(message: str) -> ApiError:
-    return ApiError(400, "BadRequestError", message)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    name: str
-    arguments: str  # a JSON document, as OpenAI transmits it
+NO_SUCH_TOOL = "The tool specified in `tool_choice` does not match any of the specified `tools`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,192 +34,190 @@ class Job:
     chat: bool
     model: str
     prompt_tokens: int
-    max_tokens: int
-    natural_end: bool  # no max_tokens asked: running out reads as the model stopping by itself
+    max_tokens: int  # the cap: what was asked, else what the context window leaves
+    length: int  # tokens before the model stops by itself; at or past max_tokens the cap cuts it
     stream: bool
     include_usage: bool
     stop: tuple[str, ...]
     tool: ToolCall | None
 
 
-def _words(text: str) -> int:
-    return len(text.split())
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """The sampling parameters that decide where a reply ends."""
+
+    max_tokens: int | None
+    min_tokens: int = 0
+    ignore_eos: bool = False  # vLLM's extension: never stop before the cap
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
 
 
-def chat_prompt(messages: Any) -> tuple[int, str]:
-    """Prompt tokens of a chat, and the role of its last message."""
-    if not isinstance(messages, list) or not messages:
-        raise bad("`messages` must be a non-empty array of message objects.")
-    total = 0
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise bad("Each message must be an object with a string `role`.")
-        content = m.get("content")
-        if isinstance(content, str):
-            total += _words(content)
-        elif isinstance(content, list):
-            for part in content:
-                if not isinstance(part, dict):
-                    raise bad("Message content parts must be objects.")
-                text = part.get("text")
-                if isinstance(text, str):
-                    total += _words(text)
-        elif content is not None:
-            raise bad("Message `content` must be a string, an array of parts or null.")
-    return total, messages[-1]["role"]
+def context_cap(prompt_tokens: int, requested: int | None, limit: int) -> int:
+    """The reply's cap, or vLLM's 400 when the prompt and the reply do not fit the context."""
+    if requested is None:
+        if prompt_tokens >= limit:
+            raise bad(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_tokens} tokens in the messages, Please reduce the length of the messages."
+            )
+        return limit - prompt_tokens
+    if prompt_tokens + requested > limit:
+        raise bad(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{prompt_tokens + requested} tokens ({prompt_tokens} in the messages, {requested} in "
+            "the completion). Please reduce the length of the messages or completion."
+        )
+    return requested
 
 
-def completion_prompt(prompt: Any) -> int:
-    if isinstance(prompt, str):
-        return _words(prompt)
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(p, str) for p in prompt):
-            return sum(_words(p) for p in prompt)
-        if all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-            return len(prompt)  # token ids
-        if all(isinstance(p, list) for p in prompt):
-            return sum(len(p) for p in prompt)
-    raise bad("`prompt` must be a string, an array of strings or an array of token ids.")
+def reply_length(prompt: Prompt, sampling: Sampling, cap: int, seed: int) -> int:
+    """Where the reply ends by itself, after vLLM's own checks of the sampling parameters."""
+    if sampling.min_tokens < 0:
+        raise bad(f"min_tokens must be greater than or equal to 0, got {sampling.min_tokens}.")
+    if sampling.min_tokens > cap:
+        raise bad(f"min_tokens must be less than or equal to max_tokens={cap}, got {sampling.min_tokens}.")
+    if sampling.ignore_eos:
+        return cap
+    own_seed = seed if sampling.seed is None else sampling.seed
+    return max(prompt.answer_length(own_seed), sampling.min_tokens)
 
 
-def requested_max_tokens(body: dict[str, Any]) -> int | None:
+def positive(value: int | None, name: str = "max_tokens") -> int | None:
+    if value is not None and value < 1:
+        raise bad(f"{name} must be at least 1, got {value}.")
+    return value
+
+
+def openai_sampling(body: dict[str, Any], *, chat: bool) -> Sampling:
     # vLLM: max_completion_tokens supersedes the deprecated max_tokens.
-    value = body.get("max_completion_tokens")
-    if value is None:
-        value = body.get("max_tokens")
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise bad("`max_tokens` must be an integer.")
-    if value < 1:
-        raise bad(f"max_tokens must be at least 1, got {value}.")
-    return value
+    requested = opt_int(body, "max_completion_tokens") if chat else None
+    if requested is None:
+        requested = opt_int(body, "max_tokens")
+    return Sampling(
+        max_tokens=requested,
+        min_tokens=opt_int(body, "min_tokens") or 0,
+        ignore_eos=flag(body, "ignore_eos"),
+        seed=opt_int(body, "seed"),
+        stop=tuple(s for s in str_list(body, "stop") if s),
+    )
 
 
-def stop_sequences(body: dict[str, Any]) -> tuple[str, ...]:
-    stop = body.get("stop")
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        return (stop,) if stop else ()
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        return tuple(s for s in stop if s)
-    raise bad("`stop` must be a string or an array of strings.")
+def chat_prompt(body: dict[str, Any]) -> tuple[Prompt, str | None]:
+    """The prompt of a chat, and the text of its last message if a user wrote it."""
+    messages = opt_list(body, "messages")
+    if messages is None:
+        raise missing(body, ("messages",))
+    prompt = Prompt()
+    last_user: str | None = None
+    for i, raw in enumerate(messages):
+        message = as_dict(raw, ("messages", i))
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise missing(message, ("messages", i, "role"))
+        texts = _content_texts(message.get("content"), ("messages", i, "content"))
+        for text in texts:
+            prompt.add(text)
+        last_user = " ".join(texts) if role == "user" else None
+    return prompt, last_user
 
 
-def flag(body: dict[str, Any], key: str) -> bool:
-    value = body.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise bad(f"`{key}` must be a boolean.")
-    return value
+def _content_texts(content: Any, loc: tuple[str | int, ...]) -> list[str]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        texts = []
+        for j, raw in enumerate(content):
+            text = as_dict(raw, (*loc, j)).get("text")
+            if isinstance(text, str):
+                texts.append(text)
+        return texts
+    raise invalid(loc, "string_type", "Input should be a valid string", content)
+
+
+def completion_prompt(body: dict[str, Any]) -> Prompt:
+    if "prompt" not in body:
+        raise missing(body, ("prompt",))
+    value = body["prompt"]
+    prompt = Prompt()
+    if isinstance(value, str):
+        prompt.add(value)
+        return prompt
+    if isinstance(value, list) and value:
+        if all(isinstance(p, str) for p in value):
+            for p in value:
+                prompt.add(p)
+            return prompt
+        if all(isinstance(p, int) and not isinstance(p, bool) for p in value):
+            prompt.add_ids(value)  # token ids
+            return prompt
+        if all(isinstance(p, list) for p in value):
+            for p in value:
+                prompt.add_ids(p)
+            return prompt
+    raise invalid(("prompt",), "string_type", "Input should be a valid string", value)
 
 
 def include_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    if options is None:
-        return False
-    if not isinstance(options, dict):
-        raise bad("`stream_options` must be an object.")
-    return flag(options, "include_usage")
+    options = opt_dict(body, "stream_options")
+    return options is not None and flag(options, "include_usage", ("stream_options",))
 
 
-def _tool_functions(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise bad("`tools` must be an array.")
+def chat_tool(body: dict[str, Any], last_user: str | None) -> ToolCall | None:
+    """The tool call a chat reply makes (vLLM's check_tool_usage rules), or None for text."""
+    tools = opt_list(body, "tools")
     functions = []
-    for tool in tools:
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise bad("Each tool must be an object with a `function` that has a string `name`.")
-        functions.append(fn)
-    return functions
+    for i, raw in enumerate(tools or []):
+        fn = opt_dict(as_dict(raw, ("tools", i)), "function", ("tools", i))
+        if fn is None:
+            raise missing(raw, ("tools", i, "function"))
+        name = fn.get("name")
+        if not isinstance(name, str):
+            raise missing(fn, ("tools", i, "function", "name"))
+        functions.append(Function(name, fn.get("parameters")))
+    return decide(functions, _chat_choice(body, functions), last_user)
 
 
-def pick_tool(body: dict[str, Any], last_role: str) -> ToolCall | None:
-    """The tool call to answer with, or None to answer with text."""
-    tools = body.get("tools")
-    if not tools:
-        return None
-    functions = _tool_functions(tools)
+def _chat_choice(body: dict[str, Any], functions: list[Function]) -> Choice:
     choice = body.get("tool_choice")
+    if choice is None:
+        return "auto"
     if choice == "none":
-        return None
-    if isinstance(choice, dict):
-        fn_choice = choice.get("function")
-        name = fn_choice.get("name") if isinstance(fn_choice, dict) else None
-        chosen = next((fn for fn in functions if fn["name"] == name), None)
-        if chosen is None:
-            raise bad(f"Tool '{name}' has not been passed in `tools`.")
-    elif choice == "required":
-        chosen = functions[0]
-    elif choice in (None, "auto"):
-        # A model that just received a tool result answers in prose.
-        if last_role != "user":
-            return None
-        chosen = functions[0]
-    else:
-        raise bad("`tool_choice` must be 'none', 'auto', 'required' or a named function.")
-    arguments = _dummy_object(chosen.get("parameters"))
-    return ToolCall(chosen["name"], dumps(arguments).decode())
+        return "none"
+    if body.get("tools") is None:
+        raise value_error("When using `tool_choice`, `tools` must be set.", body)
+    if choice in ("auto", "required"):
+        return "none" if choice == "required" and not functions else choice
+    usage = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
+    if not isinstance(choice, dict):
+        raise value_error(
+            f"Invalid value for `tool_choice`: {choice}! "
+            'Only named tools, "none", "auto" or "required" are supported.',
+            body,
+        )
+    fn = choice.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str) or not name:
+        raise value_error(f"Invalid value for `function`: `{fn}` in `tool_choice`! {usage}", body)
+    if not any(f.name == name for f in functions):
+        raise value_error(NO_SUCH_TOOL, body)
+    return Named(name)
 
 
-def _dummy_object(schema: Any) -> dict[str, Any]:
-    """An object that fills every required property of a JSON schema with a plausible value."""
-    if not isinstance(schema, dict):
-        return {}
-    props = schema.get("properties")
-    props = props if isinstance(props, dict) else {}
-    required = schema.get("required")
-    names = [n for n in required if isinstance(n, str)] if isinstance(required, list) else []
-    return {name: _dummy_value(props.get(name)) for name in names}
-
-
-def _dummy_value(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return "x"
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object":
-        return _dummy_object(schema)
-    if kind == "array":
-        return []
-    return _DUMMIES.get(kind, "x") if isinstance(kind, str) else "x"
-
-
-def embedding_inputs(value: Any) -> list[tuple[str, int]]:
+def embedding_inputs(body: dict[str, Any]) -> list[tuple[str, int]]:
     """(text to hash, prompt tokens) for each input."""
+    value = body.get("input")
     if isinstance(value, str):
-        return [(value, _words(value))]
+        return [(value, len(value.split()))]
     if isinstance(value, list) and value:
         if all(isinstance(v, str) for v in value):
-            return [(v, _words(v)) for v in value]
+            return [(v, len(v.split())) for v in value]
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return [(" ".join(map(str, value)), len(value))]
         if all(isinstance(v, list) for v in value):
             return [(" ".join(map(str, v)), len(v)) for v in value]
-    raise bad("`input` must be a string, an array of strings or an array of token ids.")
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise bad(f"Invalid JSON in request body: {exc}") from None
-    if not isinstance(body, dict):
-        raise bad("The request body must be a JSON object.")
-    return body
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=dumps(body), status=status, content_type=JSON_TYPE)
+    if value is None:
+        raise missing(body, ("input",))
+    raise invalid(("input",), "string_type", "Input should be a valid string", value)

@@ -13,7 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from sparkctl.emulator.protocol import Job, ToolCall
+from sparkctl.emulator.protocol import Job
+from sparkctl.emulator.tools import ToolCall
 
 EMBEDDING_DIM = 32
 
@@ -21,9 +22,10 @@ EMBEDDING_DIM = 32
 @dataclass(frozen=True, slots=True)
 class Outcome:
     text: str
-    call: tuple[str, ToolCall] | None  # (call id, call)
+    call: ToolCall | None
     completion_tokens: int
-    finish: str
+    finish: str  # vLLM's finish_reason: stop, length or tool_calls
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
 
 def delta_choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -40,8 +42,9 @@ def usage(job: Job, outcome: Outcome) -> dict[str, int]:
     }
 
 
-def _tool_call_json(call_id: str, call: ToolCall) -> dict[str, Any]:
-    return {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+def _tool_call_json(call: ToolCall) -> dict[str, Any]:
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.call_id, "type": "function", "function": function}
 
 
 def completion_body(job: Job, outcome: Outcome, rid: str, created: int) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def completion_body(job: Job, outcome: Outcome, rid: str, created: int) -> dict[
     if not job.chat:
         choice["text"] = outcome.text
     elif outcome.call is not None:
-        call = _tool_call_json(*outcome.call)
+        call = _tool_call_json(outcome.call)
         choice["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
     else:
         choice["message"] = {"role": "assistant", "content": outcome.text}

@@ -1,8 +1,11 @@
 """The routes of vLLM's OpenAI-compatible server (health, version, metrics, models, chat and text
-completions, embeddings), answered by an Engine, with vLLM's optional API-key check on /v1.
+completions, embeddings, the Responses and Anthropic Messages APIs, tokenize and detokenize),
+answered by an Engine, with vLLM's optional API-key check on /v1.
 
-Handlers turn each ApiError from reading a request into vLLM's error body; a client that hangs up
-mid-stream ends its response quietly (the Engine has already counted the abort).
+A request is read whole before it is judged, as vLLM's pydantic models read it: a malformed body
+is a validation error even when it names an unknown model; then the model (404), then the
+limits. A client that hangs up mid-stream ends its response quietly (the Engine has already
+counted the abort).
 """
 
 from __future__ import annotations
@@ -11,41 +14,51 @@ import hmac
 import mmap
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from sparkctl.emulator import anthropic, responses_api
 from sparkctl.emulator.config import Config
-from sparkctl.emulator.generation import Engine, Sse
+from sparkctl.emulator.generation import ChatStream, Engine, Stream
 from sparkctl.emulator.log import say
 from sparkctl.emulator.metrics import render_metrics
 from sparkctl.emulator.protocol import (
-    DEFAULT_MAX_TOKENS,
+    Job,
+    Sampling,
+    chat_prompt,
+    chat_tool,
+    completion_prompt,
+    context_cap,
+    embedding_inputs,
+    include_usage,
+    openai_sampling,
+    positive,
+    reply_length,
+)
+from sparkctl.emulator.responses import Outcome, completion_body, embedding
+from sparkctl.emulator.tokenization import detokenize, tokenize
+from sparkctl.emulator.tokens import Prompt, Vocabulary
+from sparkctl.emulator.tools import ToolCall
+from sparkctl.emulator.wire import (
     JSON_TYPE,
     ApiError,
-    Job,
-    ToolCall,
-    bad,
-    chat_prompt,
-    completion_prompt,
     dumps,
-    embedding_inputs,
     flag,
-    include_usage,
+    invalid,
     json_response,
-    pick_tool,
+    not_found,
+    opt_str,
     read_json,
-    requested_max_tokens,
-    stop_sequences,
+    value_error,
 )
-from sparkctl.emulator.responses import Outcome, completion_body, delta_choice, embedding, usage
 
 VERSION = "0.0.0+sparkctl.emulator"
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_DONE = b"data: [DONE]\n\n"
 
 
 def _auth_middleware(api_key: str) -> Middleware:
@@ -53,7 +66,9 @@ def _auth_middleware(api_key: str) -> Middleware:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        # Like vLLM: only /v1 is guarded, and CORS preflights pass.
+        # Like vLLM (0.26 included): only /v1 is guarded, CORS preflights pass, and the key is read
+        # from `Authorization: Bearer` alone — an Anthropic client's `x-api-key` is refused
+        # (vllm-project/vllm#51572); /tokenize and /detokenize are open.
         if request.method != "OPTIONS" and request.path.startswith("/v1"):
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
@@ -69,6 +84,7 @@ class Server:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.engine = Engine(cfg)
+        self.vocab = Vocabulary()
         self.healthy = True
         self.accepted_models = frozenset((*cfg.served_names, cfg.model))
         self.created = int(time.time())
@@ -101,6 +117,12 @@ class Server:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_get("/v1/responses/{response_id}", self.stored_response)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_post("/detokenize", self.detokenize)
         return app
 
     async def health(self, request: web.Request) -> web.Response:
@@ -116,76 +138,77 @@ class Server:
     async def models(self, request: web.Request) -> web.Response:
         return web.Response(body=self._models_body, content_type=JSON_TYPE)
 
-    def _model(self, body: dict[str, Any]) -> str:
-        name = body.get("model")
+    def _model(self, name: str | None) -> str:
         if name is None:
             return self.cfg.served_names[0]
-        if not isinstance(name, str):
-            raise bad("`model` must be a string.")
         if name not in self.accepted_models:
-            raise ApiError(404, "NotFoundError", f"The model `{name}` does not exist.")
+            raise not_found(f"The model `{name}` does not exist.")
         return name
 
     def _job(
-        self,
-        body: dict[str, Any],
-        model: str,
-        prompt_tokens: int,
-        *,
-        chat: bool,
-        tool: ToolCall | None = None,
-    ) -> Job:
-        requested = requested_max_tokens(body)
-        max_tokens = DEFAULT_MAX_TOKENS if requested is None else requested
-        limit = self.cfg.max_model_len
-        if prompt_tokens + max_tokens > limit:
-            raise bad(
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in "
-                "the completion). Please reduce the length of the messages or completion."
-            )
-        stream = flag(body, "stream")
+        self, model: str, prompt: Prompt, sampling: Sampling, cap: int, tool: ToolCall | None, *,
+        chat: bool = True, stream: bool = False, usage: bool = False,
+    ) -> Job:  # fmt: skip
         return Job(
             chat=chat,
             model=model,
-            prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
-            natural_end=requested is None,
+            prompt_tokens=prompt.tokens,
+            max_tokens=cap,
+            length=reply_length(prompt, sampling, cap, self.cfg.seed),
             stream=stream,
-            include_usage=stream and include_usage(body),
-            stop=stop_sequences(body),
+            include_usage=usage,
+            stop=sampling.stop,
             tool=tool,
         )
+
+    def _openai_job(self, body: dict[str, Any], prompt: Prompt, tool: ToolCall | None, *, chat: bool) -> Job:
+        name = opt_str(body, "model")
+        sampling = openai_sampling(body, chat=chat)
+        stream = flag(body, "stream")
+        if body.get("stream_options") and not stream:
+            raise value_error("Stream options can only be defined when `stream=True`.", body)
+        usage = stream and include_usage(body)
+        model = self._model(name)
+        cap = context_cap(prompt.tokens, positive(sampling.max_tokens), self.cfg.max_model_len)
+        return self._job(model, prompt, sampling, cap, tool, chat=chat, stream=stream, usage=usage)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await read_json(request)
-            model = self._model(body)  # an unknown model is a 404 before anything else is judged
-            prompt_tokens, last_role = chat_prompt(body.get("messages"))
-            job = self._job(body, model, prompt_tokens, chat=True, tool=pick_tool(body, last_role))
+            prompt, last_user = chat_prompt(body)
+            job = self._openai_job(body, prompt, chat_tool(body, last_user), chat=True)
         except ApiError as exc:
             return exc.response()
-        return await self._serve(request, job)
+        return await self._openai_serve(request, job, "chatcmpl-")
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await read_json(request)
-            model = self._model(body)
-            if "prompt" not in body:
-                raise bad("`prompt` is required.")
-            job = self._job(body, model, completion_prompt(body["prompt"]), chat=False)
+            job = self._openai_job(body, completion_prompt(body), None, chat=False)
         except ApiError as exc:
             return exc.response()
-        return await self._serve(request, job)
+        return await self._openai_serve(request, job, "cmpl-")
+
+    async def _openai_serve(self, request: web.Request, job: Job, prefix: str) -> web.StreamResponse:
+        rid = prefix + secrets.token_hex(16)
+        created = int(time.time())
+        return await self._serve(
+            request,
+            job,
+            rid,
+            lambda resp: ChatStream(resp, job, rid, created),
+            lambda outcome: completion_body(job, outcome, rid, created),
+        )
 
     async def embeddings(self, request: web.Request) -> web.Response:
         try:
             body = await read_json(request)
-            model = self._model(body)
-            inputs = embedding_inputs(body.get("input"))
+            inputs = embedding_inputs(body)
             encoding = body.get("encoding_format") or "float"
             if encoding not in ("float", "base64"):
-                raise bad("`encoding_format` must be 'float' or 'base64'.")
+                msg = "Input should be 'float' or 'base64'"
+                raise invalid(("encoding_format",), "literal_error", msg, encoding)
+            model = self._model(opt_str(body, "model"))
         except ApiError as exc:
             return exc.response()
         tokens = sum(n for _, n in inputs)
@@ -197,16 +220,86 @@ class Server:
         counts = {"prompt_tokens": tokens, "total_tokens": tokens}
         return json_response({"object": "list", "data": data, "model": model, "usage": counts})
 
-    async def _serve(self, request: web.Request, job: Job) -> web.StreamResponse:
-        rid = ("chatcmpl-" if job.chat else "cmpl-") + secrets.token_hex(16)
-        created = int(time.time())
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_json(request)
+            req = responses_api.read(body)
+            model = self._model(req.model)
+            if previous := req.echo["previous_response_id"]:
+                raise responses_api.not_stored(previous)  # vLLM kept nothing to continue from
+            requested = positive(req.sampling.max_tokens, "max_output_tokens")
+            cap = responses_api.context_cap(req.prompt.tokens, requested, self.cfg.max_model_len)
+            job = self._job(model, req.prompt, req.sampling, cap, req.tool, stream=req.stream)
+        except ApiError as exc:
+            return exc.response()
+        reply = responses_api.Reply(req, model, job.prompt_tokens, cap)
+        return await self._serve(
+            request, job, reply.id, lambda resp: responses_api.ResponsesStream(resp, reply), reply.body
+        )
+
+    async def stored_response(self, request: web.Request) -> web.Response:
+        return responses_api.not_stored(request.match_info["response_id"]).response()
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_json(request)
+            req = anthropic.read(body)
+            model = self._model(req.model)
+            cap = context_cap(req.prompt.tokens, req.sampling.max_tokens, self.cfg.max_model_len)
+            job = self._job(model, req.prompt, req.sampling, cap, req.tool, stream=req.stream)
+        except ApiError as exc:
+            return anthropic.error_response(exc)
+        mid = "msg_" + secrets.token_hex(12)
+        return await self._serve(
+            request,
+            job,
+            mid,
+            lambda resp: anthropic.MessagesStream(resp, mid, model, job.prompt_tokens),
+            lambda outcome: anthropic.message_body(mid, model, job.prompt_tokens, outcome),
+        )
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        try:
+            req = anthropic.read(await read_json(request), counting=True)
+            self._model(req.model)
+        except ApiError as exc:
+            return anthropic.error_response(exc)
+        return json_response(anthropic.count_body(req.prompt.tokens))
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_json(request)
+            self._model(opt_str(body, "model"))
+            return json_response(tokenize(body, self.vocab, self.cfg.max_model_len))
+        except ApiError as exc:
+            return exc.response()
+
+    async def detokenize(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_json(request)
+            self._model(opt_str(body, "model"))
+            return json_response(detokenize(body, self.vocab))
+        except ApiError as exc:
+            return exc.response()
+
+    async def _serve(
+        self,
+        request: web.Request,
+        job: Job,
+        rid: str,
+        stream_of: Callable[[web.StreamResponse], Stream],
+        body_of: Callable[[Outcome], dict[str, Any]],
+    ) -> web.StreamResponse:
+        """Runs a job: streamed through the route's Stream, or answered whole with its body."""
         started = time.monotonic()
         outcome: Outcome | None
         if job.stream:
-            resp, outcome = await self._stream(request, job, rid, created)
+            resp = web.StreamResponse(headers=_SSE_HEADERS)
+            await resp.prepare(request)
+            outcome = await self._stream(resp, job, stream_of(resp))
         else:
             outcome = await self.engine.generate(job, None)
-            resp = json_response(completion_body(job, outcome, rid, created))
+            resp = json_response(body_of(outcome))
         if self.cfg.log_requests and outcome is not None:
             ms = (time.monotonic() - started) * 1000
             say(
@@ -216,27 +309,13 @@ class Server:
             )
         return resp
 
-    async def _stream(
-        self, request: web.Request, job: Job, rid: str, created: int
-    ) -> tuple[web.StreamResponse, Outcome | None]:
-        resp = web.StreamResponse(headers=_SSE_HEADERS)
-        await resp.prepare(request)
-        sse = Sse(resp, job, rid, created)
+    async def _stream(self, resp: web.StreamResponse, job: Job, stream: Stream) -> Outcome | None:
         try:
-            if job.chat:
-                await sse.send_choice(delta_choice({"role": "assistant", "content": ""}))
-            outcome = await self.engine.generate(job, sse)
-            if job.chat:
-                last = delta_choice({}, outcome.finish)
-            else:
-                last = {"index": 0, "text": "", "logprobs": None, "finish_reason": outcome.finish}
-            await sse.send_choice(last)
-            if job.include_usage:
-                counts = dumps(usage(job, outcome))
-                await sse.send(sse.base + b'[],"usage":' + counts + b"}\n\n")
-            await sse.send(_DONE)
+            await stream.begin()
+            outcome = await self.engine.generate(job, stream)
+            await stream.end(outcome)
             await resp.write_eof()
         except ConnectionError:
             # The client hung up between writes: routine for streams, not worth a traceback.
-            return resp, None
-        return resp, outcome
+            return None
+        return outcome

@@ -39,7 +39,11 @@ HOP_BY_HOP = frozenset(
 # The body goes up decompressed (gateway/bodies.py): its old Content-Encoding would be a lie.
 NOT_UPSTREAM = HOP_BY_HOP | {"authorization", "x-api-key", "cookie", "content-encoding"}
 NOT_DOWNSTREAM = HOP_BY_HOP | {"server", "date"}
-_CONTEXT = re.compile(r"maximum context length|context length|too many tokens|prompt is too long", re.I)
+# vLLM's words for a prompt too long: chat ("maximum context length"), Responses ("exceeds the
+# max_model_len"), and other engines'.
+_CONTEXT = re.compile(
+    r"maximum context length|context length|max_model_len|too many tokens|prompt is too long", re.I
+)
 
 
 def upstream_headers(

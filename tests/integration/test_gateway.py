@@ -8,14 +8,11 @@ import contextlib
 import gzip
 import hashlib
 import json
-import shutil
-import socket
+import os
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import openai
@@ -25,130 +22,14 @@ from openai.types.chat import ChatCompletionToolParam
 
 from sparkctl.apikeys import KeyFile, KeyStore
 from sparkctl.apikeys.engine import read_engine_key
-from sparkctl.catalog import load_catalog
 from sparkctl.core import supervisor
 from sparkctl.core.states import ModelState
-from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.app import build_app
 from sparkctl.gateway.context import GATEWAY
-from sparkctl.sandbox.box import Box
-from tests.conftest import box_settings
-from tests.helpers import write_model
-from tests.integration.conftest import drop_bus, emulated, reach
+from tests.integration.conftest import drop_bus, reach
+from tests.integration.gateway_env import Env, env, free_port
 
-ECHO = str(Path(__file__).with_name("echo_engine.py"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Env:
-    url: str
-    admin: str
-    user: str
-    sup: Supervisor
-    box: Box
-    direct_url: str
-    ports: dict[str, int]
-    app: web.Application
-
-    def client(self, key: str | None = None) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=f"{self.url}/v1", api_key=key or self.user, max_retries=0, timeout=60
-        )
-
-    def headers(self, key: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key or self.user}"}
-
-    async def unit_states(self) -> dict[str, str]:
-        out = await asyncio.to_thread(
-            self.box.systemctl, "list-units", "--all", "--plain", "--no-legend", "sparkctl-*.service"
-        )
-        return {line.split()[0]: line.split()[2] for line in out.stdout.splitlines() if line.strip()}
-
-
-@pytest.fixture
-async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
-    ports = {
-        name: 28600 + i for i, name in enumerate(["chat", "slow", "ex-a", "ex-b", "echo", "tools", "crash"])
-    }
-    cat = tmp_path / "catalog"
-    emulated(
-        cat,
-        "chat",
-        ports["chat"],
-        load_time=0.3,
-        aliases=["chat-alias"],
-        capabilities=["chat", "tools", "embeddings"],
-        request={"defaults": {"max_tokens": 12}},
-    )
-    emulated(cat, "slow", ports["slow"], load_time=2.0)
-    emulated(cat, "ex-a", ports["ex-a"], load_time=0.3, serve={"gpu": "exclusive"})
-    emulated(cat, "ex-b", ports["ex-b"], load_time=0.3, serve={"gpu": "exclusive"})
-    emulated(
-        cat,
-        "crash",
-        ports["crash"],
-        load_time=0.1,
-        engine={"args": ["--load-time", "0.1", "--tokens-per-second", "20"]},
-    )
-    # The engine runs in a unit with PrivateTmp=: it must not live under /tmp, where a checkout may.
-    echo = box.path / "echo_engine.py"
-    shutil.copy(ECHO, echo)
-    write_model(
-        cat,
-        "echo",
-        engine={
-            "kind": "openai",
-            "runtime": "process",
-            "image": None,
-            "port": ports["echo"],
-            "command": [sys.executable, str(echo), "--port", str(ports["echo"])],
-            "ulimits": {},
-        },
-        aliases=["echo-alias"],
-    )
-    write_model(cat, "off", status="disabled", disabled_reason="it hangs on load")
-    settings = box_settings(
-        box,
-        gateway={
-            "api_keys_file": str(tmp_path / "api-keys"),
-            "max_body": "16m",
-            "body_timeout": "1s",
-            "cors_origins": ["http://localhost:3000", "vscode-webview://*"],
-        },
-        scheduler={
-            "idle_timeout": "10m",
-            "drain_timeout": "30s",
-            "health_interval": "0.5s",
-            "health_failures": 2,
-        },
-    )
-    deploy(cat, settings)
-    store = KeyStore()
-    admin, user = store.add("ops", admin=True), store.add("app")
-    store.save(tmp_path / "api-keys")
-    catalog = load_catalog(settings, [cat])
-    sup = Supervisor(catalog, settings)
-    await sup.start()
-    direct = free_port()
-    keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys")  # reads the file: off the loop
-    engine_key = read_engine_key(settings.runtime.engine_env)
-    app = build_app(settings, catalog, sup, keys=keys, direct_ports={direct: "chat"}, engine_key=engine_key)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    port = free_port()
-    for p in (port, direct):
-        await web.TCPSite(runner, "127.0.0.1", p).start()
-    try:
-        yield Env(f"http://127.0.0.1:{port}", admin, user, sup, box, f"http://127.0.0.1:{direct}", ports, app)
-    finally:
-        await runner.cleanup()
-        await sup.close()
+__all__ = ["env"]  # the fixture, used by name
 
 
 async def test_openai_client_chat_stream_tools_embeddings_with_a_cold_start(env: Env) -> None:
@@ -189,7 +70,7 @@ async def test_openai_client_chat_stream_tools_embeddings_with_a_cold_start(env:
     call = await client.chat.completions.create(
         model="chat",
         tools=tools,
-        messages=[{"role": "user", "content": "weather?"}],
+        messages=[{"role": "user", "content": "weather? use get_weather"}],
     )
     assert call.choices[0].finish_reason == "tool_calls"
     tool_calls = call.choices[0].message.tool_calls
@@ -199,7 +80,7 @@ async def test_openai_client_chat_stream_tools_embeddings_with_a_cold_start(env:
         model="chat",
         tools=tools,
         stream=True,
-        messages=[{"role": "user", "content": "weather?"}],
+        messages=[{"role": "user", "content": "weather? use get_weather"}],
     )
     names = [
         function.name
@@ -231,7 +112,10 @@ async def test_a_request_during_a_swap_is_served_after_it(env: Env) -> None:
     # a slow stream holds ex-a while ex-b is requested: ex-b waits for ex-a to drain, then starts
     slow = asyncio.create_task(
         client.chat.completions.create(
-            model="ex-a", messages=[{"role": "user", "content": "a"}], max_tokens=30, extra_body={}
+            model="ex-a",
+            messages=[{"role": "user", "content": "a"}],
+            max_tokens=30,
+            extra_body={"ignore_eos": True},
         )
     )
     b = await client.chat.completions.create(model="ex-b", messages=[{"role": "user", "content": "b"}])
@@ -503,7 +387,11 @@ async def test_loading_feedback_and_prefer_wait_zero(env: Env) -> None:
 async def test_a_backend_crash_mid_stream_ends_the_client_stream_with_an_error_event(env: Env) -> None:
     client = env.client()
     stream = await client.chat.completions.create(
-        model="crash", messages=[{"role": "user", "content": "x"}], max_tokens=1000, stream=True
+        model="crash",
+        messages=[{"role": "user", "content": "x"}],
+        max_tokens=1000,
+        stream=True,
+        extra_body={"ignore_eos": True},
     )
     got = 0
     with pytest.raises(openai.APIError) as exc:
@@ -524,6 +412,7 @@ async def test_a_frozen_engine_ends_its_stream_with_an_error_and_is_restarted(en
         "model": "crash",
         "messages": [{"role": "user", "content": "x"}],
         "max_tokens": 1000,
+        "ignore_eos": True,
         "stream": True,
     }
     async with aiohttp.ClientSession() as s:
@@ -562,6 +451,7 @@ async def test_a_client_disconnect_stops_the_generation_at_once(env: Env) -> Non
             "model": "crash",
             "messages": [{"role": "user", "content": "x"}],
             "max_tokens": 1000,
+            "ignore_eos": True,
             "stream": True,
         }
         r = await s.post(f"{env.url}/v1/chat/completions", json=body, headers=env.headers())
@@ -755,6 +645,7 @@ async def test_the_bytes_of_waiting_bodies_have_a_budget(env: Env) -> None:
         "model": "crash",
         "stream": True,
         "max_tokens": 60,
+        "ignore_eos": True,
         "messages": [{"role": "user", "content": pad}],
     }
     try:
@@ -792,6 +683,7 @@ async def test_revoking_a_key_ends_its_streams_and_event_feed_at_once(env: Env, 
         "messages": [{"role": "user", "content": "x"}],
         "max_tokens": 400,
         "stream": True,
+        "ignore_eos": True,
     }
     async with aiohttp.ClientSession() as s:
         doomed = await s.post(f"{env.url}/v1/chat/completions", json=body, headers=env.headers(leaver))
@@ -825,3 +717,37 @@ async def test_revoking_a_key_ends_its_streams_and_event_feed_at_once(env: Env, 
             assert r.status == 401
     await asyncio.sleep(0.2)
     assert len(env.app[GATEWAY].holds) == 0  # every request let go of its hold
+
+
+def _documented_block(heading: str, language: str) -> str:
+    """The first ```language block under `## heading` in docs/integrations.md."""
+    text = (Path(__file__).parents[2] / "docs" / "integrations.md").read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_llm_cli_as_the_docs_configure_it(env: Env, tmp_path: Path) -> None:
+    """docs/integrations.md's `llm` configuration, as written, against the real stack (with this
+    test's URL and model put in place of the Spark's)."""
+    home = tmp_path / "llm"
+    home.mkdir()
+    config = _documented_block("llm", "yaml")
+    assert "http://127.0.0.1:8009/v1" in config and "gpt-oss-20b" in config
+    config = config.replace("http://127.0.0.1:8009/v1", f"{env.url}/v1").replace("gpt-oss-20b", "chat")
+    (home / "extra-openai-models.yaml").write_text(config)
+    llm = str(Path(sys.executable).with_name("llm"))
+    environment = {**os.environ, "LLM_USER_PATH": str(home)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [llm, *args], capture_output=True, text=True, env=environment, timeout=60, check=False
+        )
+
+    assert (await asyncio.to_thread(run, "keys", "set", "sparkctl", "--value", env.user)).returncode == 0
+    for extra in ((), ("--no-stream",)):
+        done = await asyncio.to_thread(run, "-m", "spark-gpt-oss", *extra, "Say hello")
+        assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    refused = await asyncio.to_thread(
+        run, "-m", "spark-gpt-oss", "-o", "max_tokens", "3", "hi", "--key", "sk-wrong"
+    )
+    assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout

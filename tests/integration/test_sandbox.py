@@ -88,7 +88,15 @@ def test_two_runs_back_to_back_leave_nothing_behind(box: Box) -> None:
             image.import_into(b, tar)
             # leave a container running at teardown: down() must still clean everything
             b.run(
-                "podman", "run", "-d", "--name", "left-running", image.IMAGE, "m", "--port", str(BOX_PORTS[run])
+                "podman",
+                "run",
+                "-d",
+                "--name",
+                "left-running",
+                image.IMAGE,
+                "m",
+                "--port",
+                str(BOX_PORTS[run]),
             )
             b.run("systemd-run", "--unit=left-running-too", "sleep", "600")
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import queue
@@ -21,6 +22,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from sparkctl.emulator.config import parse_args
 from sparkctl.emulator.responses import EMBEDDING_DIM
@@ -57,7 +59,7 @@ CLOCK_TOOL: Any = {"type": "function", "function": {"name": "get_time", "paramet
 
 
 def expected_text(n: int) -> str:
-    return "".join(w + " " for w in (LOREM.split() * 2)[:n])
+    return "".join(w + " " for w in itertools.islice(itertools.cycle(LOREM.split()), n))
 
 
 def free_port() -> int:
@@ -199,18 +201,19 @@ def test_chat(emu: Emu) -> None:
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (5, 5, 10)
 
 
-def test_chat_defaults_to_16_tokens_and_echoes_any_accepted_name(emu: Emu) -> None:
+def test_chat_without_max_tokens_ends_at_a_natural_length_and_echoes_any_accepted_name(emu: Emu) -> None:
     client = emu.client()
-    for name in ("alias", MODEL):
-        parts: Any = [
-            {"type": "text", "text": "look at this"},
-            {"type": "image_url", "image_url": {"url": "x"}},
-        ]
+    parts: Any = [{"type": "text", "text": "look at this"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    lengths = set()
+    for name in ("alias", MODEL, "m"):
         reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": parts}])
-        assert reply.model == name
-        assert reply.choices[0].message.content == expected_text(16)
-        assert reply.choices[0].finish_reason == "stop"
-        assert reply.usage is not None and reply.usage.prompt_tokens == 3
+        assert reply.model == name and reply.usage is not None and reply.usage.prompt_tokens == 3
+        n = reply.usage.completion_tokens
+        assert reply.choices[0].message.content == expected_text(n)
+        # The context (64) leaves 61 tokens: the model stops by itself before, or that cap cuts it.
+        assert 16 <= n <= 61 and reply.choices[0].finish_reason == ("stop" if n < 61 else "length")
+        lengths.add(n)
+    assert len(lengths) == 1  # the same prompt, the same answer
 
 
 def test_chat_stop_sequence(emu: Emu) -> None:
@@ -291,7 +294,9 @@ def test_embeddings_base64_and_float(emu: Emu) -> None:
 
 def test_tool_call(emu: Emu) -> None:
     reply = emu.client().chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER_TOOL, CLOCK_TOOL]
+        model="m",
+        messages=[{"role": "user", "content": "weather? ask get_weather"}],
+        tools=[CLOCK_TOOL, WEATHER_TOOL],
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -302,8 +307,28 @@ def test_tool_call(emu: Emu) -> None:
     assert json.loads(call.function.arguments) == {"city": "x", "days": 1, "metric": True, "unit": "celsius"}
 
 
+def first_call(reply: ChatCompletion) -> str | None:
+    calls = reply.choices[0].message.tool_calls or []
+    return calls[0].function.name if calls and calls[0].type == "function" else None
+
+
 def test_tool_choice_rules(emu: Emu) -> None:
     client = emu.client()
+    # auto: a tool is called only when the user names it (as a whole word), the first one named
+    for text, called in [
+        ("weather?", None),
+        ("get_time_zone please", None),
+        ("get_time then get_weather", "get_time"),
+        ("use get_weather, not get_time", "get_weather"),
+    ]:
+        reply = client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": text}],
+            tools=[WEATHER_TOOL, CLOCK_TOOL],
+            max_tokens=2,
+        )
+        assert first_call(reply) == called, text
+        assert reply.choices[0].finish_reason == ("tool_calls" if called else "length")
     named = client.chat.completions.create(
         model="m",
         messages=[{"role": "user", "content": "time?"}],
@@ -324,9 +349,10 @@ def test_tool_choice_rules(emu: Emu) -> None:
     )
     assert prose.choices[0].message.content == expected_text(2) and not prose.choices[0].message.tool_calls
     forced = client.chat.completions.create(
-        model="m", messages=after_result, tools=[WEATHER_TOOL], tool_choice="required"
+        model="m", messages=after_result, tools=[CLOCK_TOOL, WEATHER_TOOL], tool_choice="required"
     )
     assert forced.choices[0].finish_reason == "tool_calls"
+    assert first_call(forced) == "get_time"  # nothing named: the first tool
     declined = client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER_TOOL], tool_choice="none"
     )
@@ -336,7 +362,7 @@ def test_tool_choice_rules(emu: Emu) -> None:
 async def test_tool_call_streaming(emu: Emu) -> None:
     stream = await emu.aclient().chat.completions.create(
         model="m",
-        messages=[{"role": "user", "content": "weather?"}],
+        messages=[{"role": "user", "content": "what does get_weather say?"}],
         tools=[WEATHER_TOOL],
         stream=True,
         stream_options={"include_usage": True},
@@ -377,24 +403,55 @@ def test_unknown_model_is_a_404(emu: Emu) -> None:
 
 
 async def test_malformed_requests_get_vllm_error_bodies(emu: Emu) -> None:
-    bad: list[tuple[str, bytes]] = [
-        ("/v1/chat/completions", b"{not json"),
-        ("/v1/chat/completions", b"[1, 2]"),
-        ("/v1/chat/completions", b'{"model": "m"}'),
-        ("/v1/chat/completions", b'{"messages": "hello"}'),
-        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}'),
-        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}'),
-        ("/v1/completions", b'{"model": "m"}'),
-        ("/v1/completions", b'{"prompt": 42}'),
-        ("/v1/embeddings", b'{"input": {"a": 1}}'),
+    # What vLLM's pydantic models reject, FastAPI's validation handler answers: type "Bad Request",
+    # the offending field as param, pydantic's error in the message; even for an unknown model.
+    chat = "/v1/chat/completions"
+    user = [{"role": "user", "content": "x"}]
+    invalid: list[tuple[str, Any, str, str]] = [
+        (chat, b"{not json", "body.0", "json_invalid"),
+        (chat, [1, 2], "body", "model_attributes_type"),
+        (chat, {"model": "nope"}, "body.messages", "missing"),
+        (chat, {"messages": "hello"}, "body.messages", "list_type"),
+        (chat, {"messages": [1]}, "body.messages.0", "model_attributes_type"),
+        (chat, {"messages": user, "max_tokens": "nine"}, "body.max_tokens", "int_parsing"),
+        (chat, {"messages": user, "max_tokens": 1.5}, "body.max_tokens", "int_from_float"),
+        (chat, {"messages": user, "stream": "maybe"}, "body.stream", "bool_parsing"),
+        (chat, {"messages": user, "stop": [1]}, "body.stop.0", "string_type"),
+        (chat, {"messages": user, "stream_options": {"include_usage": True}}, "body", "value_error"),
+        (chat, {"messages": user, "tool_choice": "auto"}, "body", "value_error"),
+        ("/v1/completions", {"model": "m"}, "body.prompt", "missing"),
+        ("/v1/completions", {"prompt": 42}, "body.prompt", "string_type"),
+        ("/v1/embeddings", {"input": {"a": 1}}, "body.input", "string_type"),
+        ("/v1/embeddings", {"input": "a", "encoding_format": "hex"}, "body.encoding_format", "literal_error"),
     ]
     async with aiohttp.ClientSession() as session:
-        for path, body in bad:
-            async with session.post(f"{emu.url}{path}", data=body) as resp:
-                assert resp.status == 400, (path, body)
+        for path, body, param, kind in invalid:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            async with session.post(f"{emu.url}{path}", data=data) as resp:
                 error = (await resp.json())["error"]
-                assert error["type"] == "BadRequestError" and error["code"] == 400 and error["param"] is None
-                assert error["message"]
+                assert resp.status == 400 and error["code"] == 400, (path, body, error)
+                assert (error["type"], error["param"]) == ("Bad Request", param), (body, error)
+                assert error["message"].startswith("1 validation error:") and f"'{kind}'" in error["message"]
+        # Lax, as pydantic is: vLLM takes these, so the emulator does
+        lax = {"messages": user, "max_tokens": "3", "stream": "false", "ignore_eos": 1}
+        async with session.post(f"{emu.url}{chat}", json=lax) as resp:
+            assert resp.status == 200 and (await resp.json())["usage"]["completion_tokens"] == 3
+        # The handler's own refusals are typed errors
+        refused = [
+            ({"messages": user, "max_tokens": 0}, 400, "BadRequestError", "max_tokens must be at least 1, got 0."),
+            ({"messages": user, "model": "x"}, 404, "NotFoundError", "The model `x` does not exist."),
+            ({"messages": user, "min_tokens": 9, "max_tokens": 5}, 400, "BadRequestError",
+             "min_tokens must be less than or equal to max_tokens=5, got 9."),
+        ]  # fmt: skip
+        for body, status, kind, message in refused:
+            async with session.post(f"{emu.url}{chat}", json=body) as resp:
+                error = (await resp.json())["error"]
+                assert (resp.status, error["type"], error["message"], error["param"]) == (
+                    status,
+                    kind,
+                    message,
+                    None,
+                )
         async with session.post(f"{emu.url}/v1/embeddings", json={"model": "x", "input": "a"}) as resp:
             assert resp.status == 404
             assert (await resp.json())["error"]["type"] == "NotFoundError"
@@ -552,3 +609,16 @@ async def test_api_key(spawn: Callable[..., Emu]) -> None:
         for path in ("/health", "/version", "/metrics"):
             async with session.get(f"{emu.url}{path}") as resp:
                 assert resp.status == 200, path
+        # As in vLLM (vllm-project/vllm#51572): the key goes in `Authorization: Bearer`, on every
+        # /v1 route; an Anthropic client's `x-api-key` is refused
+        message = {"max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], "model": MODEL}
+        async with session.post(
+            f"{emu.url}/v1/messages", json=message, headers={"x-api-key": "sesame"}
+        ) as resp:
+            assert resp.status == 401 and await resp.json() == {"error": "Unauthorized"}
+        bearer = {"Authorization": "Bearer sesame"}
+        async with session.post(f"{emu.url}/v1/messages", json=message, headers=bearer) as resp:
+            assert resp.status == 200
+        # /tokenize and /detokenize are outside /v1: open, as in vLLM
+        async with session.post(f"{emu.url}/tokenize", json={"prompt": "a b"}) as resp:
+            assert resp.status == 200
