@@ -1,5 +1,7 @@
 """`sparkctl models list|show|validate|schema` and `sparkctl render`: the catalog and the units it
-renders to. They work without the daemon; `models list` adds live states when it can ask it."""
+renders to. They work without the daemon; `models list` adds live states when it can ask it, and
+`models list|show` describe what the daemon serves: a running demo's catalog, when the command
+reaches the demo (`admin_command`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sparkctl.cli.app import Context, fail, pass_ctx
+from sparkctl.cli.app import Context, admin_command, fail, pass_ctx
 from sparkctl.cli.output import emit_json, print_table, tokens
 from sparkctl.errors import InvalidFilesError, SparkError
 
@@ -62,6 +64,7 @@ def _duration(seconds: float) -> str:
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array on stdout.")
 @pass_ctx
+@admin_command
 def models_list(ctx: Context, as_json: bool) -> None:
     """Every catalog model, with its status, capabilities and (from the daemon) live state."""
     rows = [_model_row(m) for m in ctx.catalog()]
@@ -109,6 +112,7 @@ def _live_states(ctx: Context) -> dict[str, str] | None:
 @click.argument("model_id")
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @pass_ctx
+@admin_command
 def models_show(ctx: Context, model_id: str, as_json: bool) -> None:
     """One model: its settings and the units it renders to."""
     model = ctx.catalog().resolve(model_id)

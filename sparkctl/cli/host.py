@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sparkctl.cli.app import fail
+from sparkctl.cli.app import admin_command, fail
 from sparkctl.cli.output import emit_json, print_table
 from sparkctl.errors import PodmanUnavailableError, SparkError
 
@@ -177,14 +177,16 @@ _MARKS = {"pass": ("PASS", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL"
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of checks on stdout.")
 @click.pass_obj
+@admin_command
 def doctor(ctx: Context, as_json: bool) -> None:
     """Check this host for sparkctl: systemd, cgroups, Podman and Quadlet, the GPU (CDI, driver),
-    memory, disk, the port, API keys, polkit and the socket; each failure with its fix."""
+    memory, disk, the port, API keys, polkit and the socket; each failure with its fix. Next to
+    a running demo (as root), the demo's sandbox and service are checked instead."""
     import sys
 
     from sparkctl.tools.doctor import run_checks
 
-    checks = run_checks(ctx.settings)
+    checks = run_checks(ctx.settings, demo=ctx.in_demo)
     if as_json:
         emit_json([c.to_json() for c in checks])
     else:

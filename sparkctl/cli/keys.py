@@ -1,7 +1,8 @@
 """`sparkctl keys add|list|revoke` (BRIEF §4.4): edit the key file named by `gateway.api_keys_file`.
 
 They work on the file directly, not through the daemon, which notices the change within a second
-(apikeys.KeyFile). apikeys is loaded only when a keys command runs.
+(apikeys.KeyFile); a running demo's file when they reach the demo (`admin_command`). apikeys is
+loaded only when a keys command runs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sparkctl.cli.app import admin_command
 from sparkctl.cli.output import emit_json, print_table
 from sparkctl.errors import InvalidKeyNameError
 
@@ -36,6 +38,7 @@ def keys() -> None:
 @click.argument("name", callback=_name)
 @click.option("--admin", is_flag=True, help="Also allow the admin API (/api/v1/…).")
 @click.pass_obj
+@admin_command
 def keys_add(ctx: Context, name: str, admin: bool) -> None:
     """Create a key named NAME and print it: the only time it is shown."""
     from sparkctl.apikeys import edit
@@ -54,6 +57,7 @@ def keys_add(ctx: Context, name: str, admin: bool) -> None:
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array on stdout.")
 @click.pass_obj
+@admin_command
 def keys_list(ctx: Context, as_json: bool) -> None:
     """Every key's name, scope and creation time (the keys themselves are not stored)."""
     from sparkctl.apikeys import KeyStore
@@ -71,6 +75,7 @@ def keys_list(ctx: Context, as_json: bool) -> None:
 @keys.command("revoke")
 @click.argument("name", callback=_name)
 @click.pass_obj
+@admin_command
 def keys_revoke(ctx: Context, name: str) -> None:
     """Delete the key named NAME (the daemon refuses it within a second)."""
     from sparkctl.apikeys import edit

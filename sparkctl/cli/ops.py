@@ -1,5 +1,6 @@
 """Operator commands: the daemon (`serve`), putting it on a host (`install`, `uninstall`), and
-driving it (`ps`, `start`, `stop`, `logs`) — the last as clients of its admin API."""
+driving it (`ps`, `start`, `stop`, `logs`) — the last as clients of its admin API, which reach a
+running demo by themselves (`admin_command`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sparkctl.cli.app import Context, fail, pass_ctx
+from sparkctl.cli.app import Context, admin_command, fail, pass_ctx
 from sparkctl.cli.output import ago, emit_json, print_table, until
 from sparkctl.core.states import ModelState
 
@@ -36,6 +37,7 @@ def serve(ctx: Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array on stdout.")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Stopped models too.")
 @pass_ctx
+@admin_command
 def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
     """Models the daemon runs: state, since when, requests, when the idle stop comes."""
     status = _client(ctx).status()
@@ -56,6 +58,7 @@ def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
 @click.argument("model_id")
 @click.option("--no-wait", is_flag=True, help="Return once the start is queued.")
 @pass_ctx
+@admin_command
 def start(ctx: Context, model_id: str, no_wait: bool) -> None:
     """Start a model now (as a request would), and wait until it is ready."""
     client = _client(ctx)
@@ -76,6 +79,7 @@ def start(ctx: Context, model_id: str, no_wait: bool) -> None:
 @click.option("--all", "stop_all", is_flag=True, help="Every running model.")
 @click.option("--now", is_flag=True, help="Do not wait for in-flight requests: end them with an error.")
 @pass_ctx
+@admin_command
 def stop(ctx: Context, model_id: str | None, stop_all: bool, now: bool) -> None:
     """Stop a model once its in-flight requests are done (the idle path with timeout 0)."""
     if bool(model_id) == stop_all:
@@ -110,6 +114,7 @@ def _wait(client: Client, model: str, done: set[ModelState], failed: set[ModelSt
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "--lines", default=100, show_default=True, help="How many lines to show.")
 @pass_ctx
+@admin_command
 def logs(ctx: Context, model_id: str, follow: bool, lines: int) -> None:
     """The model's own output: its unit's journal (journalctl -u sparkctl-ID.service)."""
     from sparkctl.units.names import service_name

@@ -4,13 +4,16 @@ It boots sparkctl's sandbox (a throwaway systemd with its bus, Podman 5 and Quad
 sparkctl into it exactly as `sparkctl install` would on a host, with a small catalog of emulated
 models (`sparkctl emulate` standing in for vLLM: one as a plain service, two as Quadlet
 containers, one of them exclusive), sends a first chat completion with the `openai` client — a
-cold start through socket activation, the supervisor and systemd — and then serves until Ctrl-C,
-when everything is torn down again. Needs root and the sandbox substrate (./scripts/setup).
+cold start through socket activation, the supervisor and systemd — and then serves until Ctrl-C
+(or SIGTERM), when everything is torn down again. Needs root and the sandbox substrate
+(./scripts/setup).
+
+While it serves, it leaves a record of where it is (tools/demo_locator.py), so that root's admin
+commands (`sparkctl ps`, `models list`, `logs`, `keys`, `doctor`, …) reach it without flags.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -22,6 +25,7 @@ from sparkctl.errors import DemoError
 from sparkctl.sandbox import image
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.weights import write_placeholder
+from sparkctl.tools import demo_locator
 
 DEMO_MODELS = {
     "demo-chat": {
@@ -115,9 +119,27 @@ def first_request(url: str, key: str, say: Callable[[str], None]) -> None:
 
 
 def run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
+    # SIGINT (Ctrl-C; also when started where it is ignored, as in a script's background job)
+    # and SIGTERM end the demo alike: the sandbox is torn down and its record removed.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(port, once=once, say=say)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
     sparkctl = str(Path(sys.executable).parent / "sparkctl")
+    running = demo_locator.read()
+    if running is not None:  # its sandbox has the same name: a second demo would tear it down
+        raise DemoError(
+            f"a demo already runs at {running.url} (pid {running.pid})",
+            hint="use it (root's sparkctl commands reach it), or stop it first (Ctrl-C where it runs)",
+        )
     say("booting the sandbox (systemd 252, D-Bus, Podman 5, Quadlet) …")
     box = Box.up(name="demo")
+    here: demo_locator.Demo | None = None
     try:
         image.import_into(box)
         config = prepare(box, port, sparkctl)
@@ -126,7 +148,11 @@ def run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
         if proc.returncode != 0:
             raise DemoError(f"sparkctl install failed in the sandbox:\n{proc.stderr}")
         key = proc.stdout.strip()
+        # From here on root's admin commands find the demo by themselves.
+        here = demo_locator.this_demo(f"127.0.0.1:{port}", config, box.path, Path(sparkctl))
+        demo_locator.write(here)
         url = f"http://127.0.0.1:{port}/v1"
+        command = sys.argv[0] if Path(sys.argv[0]).name == "sparkctl" else sparkctl  # as it was typed
         first_request(url, key, say)
         say(
             "\nsparkctl is serving emulated models at\n"
@@ -135,25 +161,32 @@ def run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
             f"  curl {url}/chat/completions -H 'Authorization: Bearer {key}' \\\n"
             "       -H 'Content-Type: application/json' \\\n"
             '       -d \'{"model": "demo-large", "messages": [{"role": "user", "content": "hi"}]}\'\n'
+            f"  {command} ps -a            (root's sparkctl commands find the demo by themselves:\n"
+            f"  {command} logs demo-chat    models list|show, start, stop, keys, doctor, …)\n"
             f"  {box.path}/bin/systemctl list-units 'sparkctl*'      (systemd inside the sandbox)\n"
             f"  {box.path}/bin/journalctl -u sparkctl -f\n"
         )
         if not once:
             say("Ctrl-C stops the demo and removes the sandbox.")
             _wait_for_signal()
+        demo_locator.remove(here)  # no longer serving: the commands stop reaching it
         box.run(sparkctl, "--config", str(config), "uninstall", check=False, timeout=120)
     finally:
+        if here is not None:
+            demo_locator.remove(here)
         say("tearing the sandbox down …")
         box.down()
     return 0
 
 
-def _wait_for_signal() -> None:
-    async def wait() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
-    asyncio.run(wait())
+
+def _wait_for_signal() -> None:
+    """Until SIGINT or SIGTERM (which `run` turns into KeyboardInterrupt)."""
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass

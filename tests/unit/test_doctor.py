@@ -1,6 +1,7 @@
 """`sparkctl doctor` against constructed hosts: a healthy Spark, then one thing wrong at a time
 (no CDI spec, Podman 4.3, Podman 4.9, no key, a full disk, cgroup v1, the port taken, …), each
-failing state with its fix. The real host (this machine, and the sandbox in
+failing state with its fix — the fix that is right for the host's distribution (Debian 12, DGX OS
+7, …) — and a demo's sandbox. The real host (this machine, and the sandbox in
 tests/integration/test_spark_tools.py) is checked too."""
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from sparkctl.catalog import load_catalog
 from sparkctl.cli import cli
 from sparkctl.settings import Settings
 from sparkctl.tools import doctor
+from sparkctl.tools.demo_locator import Demo
 from sparkctl.tools.doctor import CDI_FIX, GIB, Check, Disk, Host, Result, run_checks
+from sparkctl.tools.doctor.distro import distro
 from sparkctl.units.own import polkit_rule
 from tests.helpers import write_model
 
@@ -38,6 +41,10 @@ devices:
   name: all
 kind: nvidia.com/gpu
 """
+DGX_OS_7 = 'PRETTY_NAME="Ubuntu 24.04.3 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nID_LIKE=debian\n'
+DEBIAN_12 = (
+    'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
+)
 SOCKET_SHOW = (
     "ActiveState=active\nListen=127.0.0.1:8009 (Stream)\nListen=/run/sparkctl/sparkctl.sock (Stream)\n"
 )
@@ -74,6 +81,8 @@ class Spark:
             "/usr/libexec/podman/quadlet": "",
             "/run/podman/podman.sock": "",
             "/usr/lib/polkit-1/polkitd": "",
+            "/etc/os-release": DGX_OS_7,
+            "/etc/dgx-release": 'DGX_NAME="DGX Spark"\n',
         }
         self.commands: dict[str, Result | None] = {
             "systemctl --version": Result(0, "systemd 255 (255.4-1ubuntu8.6)\n+PAM +AUDIT\n"),
@@ -89,6 +98,7 @@ class Spark:
         }
         self.free = 900 * GIB
         self.port_free = False  # sparkctl.socket holds 8009
+        self.demo: Demo | None = None  # no `sparkctl demo` runs here
         self.keys = self.root / "etc/sparkctl/api-keys"
         with edit(self.keys, create_dir=True) as store:
             store.add("admin", admin=True)
@@ -129,6 +139,7 @@ class Spark:
             disk=lambda p: Disk(p, 1000 * GIB, self.free),
             port_free=lambda _h, _p: self.port_free,
             euid=0,
+            demo=lambda: self.demo,
         )
 
 
@@ -177,12 +188,77 @@ def test_podman_4_3_has_no_quadlet(spark: Spark) -> None:
     spark.commands["podman --version"] = Result(0, "podman version 4.3.1\n")
     del spark.files["/usr/libexec/podman/quadlet"]
     assert_fails(
-        spark.check(doctor.check_podman), detail="Podman 4.3.1 predates Quadlet (4.4)", fix="Podman 4.9"
+        spark.check(doctor.check_podman),
+        detail="Podman 4.3.1 predates Quadlet (4.4)",
+        fix="sudo apt update && sudo apt install podman: DGX OS 7 (Ubuntu 24.04) ships Podman 4.9",
     )
-    assert_fails(
-        spark.check(doctor.check_quadlet), detail="generator is not installed", fix="sudo apt install podman"
-    )
+    assert_fails(spark.check(doctor.check_quadlet), detail="generator is not installed", fix="Podman check")
     assert spark.check(doctor.check_notify_healthy).status == "warn"
+
+
+def test_debian_12_gets_a_fix_that_works_there(spark: Spark) -> None:
+    """`apt install podman` on bookworm brings 4.3 (no Quadlet), and bookworm-backports has none:
+    the fix must say so and name what works."""
+    spark.files["/etc/os-release"] = DEBIAN_12
+    del spark.files["/etc/dgx-release"]
+    debian_fix = (
+        "on Debian 12 `apt install podman` gives Podman 4.3, which has no Quadlet, and "
+        "bookworm-backports has no Podman: upgrade to Debian 13 (its `sudo apt install podman` gives "
+        "5.4, with Quadlet) or run sparkctl on DGX OS 7 / Ubuntu 24.04 (Podman 4.9); meanwhile "
+        "`sparkctl demo` runs its own Podman 5 in a sandbox"
+    )
+    spark.commands["podman --version"] = None
+    assert spark.check(doctor.check_podman) == Check("Podman", "fail", "Podman is not installed", debian_fix)
+    spark.commands["podman --version"] = Result(0, "podman version 4.3.1\n")
+    old = spark.check(doctor.check_podman)
+    assert old.status == "fail" and old.fix == debian_fix
+    del spark.files["/usr/libexec/podman/quadlet"]
+    assert spark.check(doctor.check_quadlet).fix == "it comes with Podman 4.4 or newer: see the Podman check"
+
+
+@pytest.mark.parametrize(
+    ("os_release", "dgx", "name", "fix"),
+    [
+        (
+            DGX_OS_7,
+            True,
+            "DGX OS 7 (Ubuntu 24.04)",
+            "sudo apt install podman: DGX OS 7 (Ubuntu 24.04) ships Podman 4.9 (universe), with Quadlet",
+        ),
+        (DGX_OS_7, False, "Ubuntu 24.04", "sudo apt install podman: Ubuntu 24.04 ships Podman 4.9"),
+        (
+            DGX_OS_7.replace("24.04", "22.04"),
+            True,
+            "DGX OS 6 (Ubuntu 22.04)",
+            "DGX OS 6 (Ubuntu 22.04) packages Podman 3.4, which has no Quadlet: upgrade to DGX OS 7",
+        ),
+        (DGX_OS_7.replace("24.04", "22.04"), False, "Ubuntu 22.04", "upgrade to Ubuntu 24.04 (Podman 4.9"),
+        (
+            DEBIAN_12.replace('"12"', '"13"'),
+            False,
+            "Debian 13",
+            "sudo apt install podman: Debian 13 ships Podman 5",
+        ),
+        (DEBIAN_12, False, "Debian 12", "bookworm-backports has no Podman"),
+        (
+            'NAME="Fedora Linux"\nID=fedora\nVERSION_ID=42\n',
+            False,
+            "Fedora Linux",
+            "install Podman 4.4 or newer",
+        ),
+        ("", False, "this distribution", "install Podman 4.4 or newer"),
+    ],
+)
+def test_the_podman_fix_for_each_distribution(
+    spark: Spark, os_release: str, dgx: bool, name: str, fix: str
+) -> None:
+    spark.files["/etc/os-release"] = os_release
+    if not dgx:
+        del spark.files["/etc/dgx-release"]
+    spark.commands["podman --version"] = None
+    assert distro(spark.host()).name == name
+    missing = spark.check(doctor.check_podman)
+    assert missing.status == "fail" and missing.fix is not None and fix in missing.fix, missing.fix
 
 
 def test_podman_5_has_notify_healthy_and_a_mismatched_quadlet_warns(spark: Spark) -> None:
@@ -196,6 +272,11 @@ def test_podman_5_has_notify_healthy_and_a_mismatched_quadlet_warns(spark: Spark
     assert spark.check(doctor.check_podman).status == "warn"
     spark.commands["podman --version"] = None
     assert_fails(spark.check(doctor.check_podman), detail="not installed", fix="sudo apt install podman")
+    spark.commands["podman --version"] = Result(0, "podman version 4.9.3\n")
+    del spark.files["/usr/libexec/podman/quadlet"]  # a Podman with Quadlet, but its generator gone
+    assert_fails(
+        spark.check(doctor.check_quadlet), detail="not installed", fix="sudo apt install --reinstall podman"
+    )
 
 
 def test_no_api_key(spark: Spark) -> None:
@@ -241,6 +322,47 @@ def test_the_port_taken_by_another_program(spark: Spark) -> None:
     )
     spark.port_free = True
     assert spark.check(doctor.check_port) == Check("gateway port", "pass", "127.0.0.1:8009 free")
+
+
+def test_the_port_held_by_a_running_demo_is_no_failure(spark: Spark, tmp_path: Path) -> None:
+    spark.commands["systemctl show sparkctl.socket --property=ActiveState,Listen"] = Result(
+        0, "ActiveState=inactive\n"
+    )
+    spark.commands["ss -Hltnp sport = :8009"] = Result(
+        0, 'LISTEN 0 4096 127.0.0.1:8009 0.0.0.0:* users:(("systemd",pid=777,fd=40))\n'
+    )
+    box = tmp_path / "box"
+    spark.demo = Demo(1, 1, "127.0.0.1:8009", box / "demo/sparkctl.toml", box, Path("/venv/bin/sparkctl"))
+    held = spark.check(doctor.check_port)
+    assert held.status == "warn", held
+    assert held.detail == (
+        "127.0.0.1:8009 is held by the running sparkctl demo (http://127.0.0.1:8009): "
+        "free again once the demo ends"
+    )
+    assert held.fix is not None and "stop the demo (Ctrl-C where it runs)" in held.fix
+    # a demo on another port does not explain who holds this one
+    spark.demo = Demo(1, 1, "127.0.0.1:28961", box / "demo/sparkctl.toml", box, Path("/venv/bin/sparkctl"))
+    assert_fails(spark.check(doctor.check_port), detail="taken by systemd (pid 777)", fix="gateway.listen")
+
+
+def test_in_a_demos_sandbox_only_what_applies_is_checked(spark: Spark) -> None:
+    """What `sparkctl doctor` runs inside a demo: no driver, swap or weights disk (emulated
+    engines), a first line naming the demo, and the demo's port held by its own socket unit."""
+    del spark.files["/etc/dgx-release"]
+    spark.commands["nvidia-smi --query-gpu=name,driver_version --format=csv,noheader"] = None
+    spark.files["/proc/meminfo"] = "MemTotal: 16000000 kB\nMemAvailable: 15000000 kB\nSwapTotal: 0 kB\n"
+    spark.free = 2 * GIB
+    results = run_checks(spark.settings(), spark.host(), demo="http://127.0.0.1:8009")
+    assert results[0].name == "demo" and results[0].status == "pass"
+    assert results[0].detail.startswith("the running sparkctl demo at http://127.0.0.1:8009: its sandbox")
+    names = [c.name for c in results]
+    assert not {"NVIDIA driver", "unified memory", "swap", "HF cache disk"} & set(names)
+    assert [c for c in results if c.status == "fail"] == []
+    assert {c.name: c for c in results}["gateway port"].detail == "127.0.0.1:8009 held by sparkctl.socket"
+    # the same host, outside a demo, fails on the missing driver and the full disk
+    outside = {c.name: c.status for c in run_checks(spark.settings(), spark.host())}
+    assert outside["NVIDIA driver"] == "fail" and outside["HF cache disk"] == "fail"
+    assert outside["unified memory"] == "warn" and outside["swap"] == "warn"
 
 
 def test_systemd_too_old_or_not_running(spark: Spark) -> None:

@@ -9,6 +9,10 @@ works, with a limit worth knowing.
 The checks live by subject (runtime: systemd, cgroups, Podman, Quadlet; hardware: GPU, memory,
 swap, disk; service: port, API key, polkit, socket unit, models); `CHECKS` is their order in the
 report, and `run_checks` reads it from this module at call time, so a test may replace it.
+
+Inside a demo's sandbox (`sparkctl doctor` next to a running demo runs there: tools/demo_locator.py)
+the checks that are a Spark's alone — the NVIDIA driver, memory sized for real models, swap, the
+disk for real weights — are left out, and a first line says that this is the demo.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "CDI_FIX",
     "CHECKS",
     "GIB",
+    "SPARK_ONLY",
     "Check",
     "CheckFn",
     "Disk",
@@ -93,10 +98,28 @@ CHECKS: tuple[CheckFn, ...] = (
 )
 
 
-def run_checks(settings: Settings, host: Host | None = None) -> list[Check]:
+# What only a Spark needs: the demo's engines are emulated (no GPU, no real memory footprint,
+# placeholder weights).
+SPARK_ONLY: tuple[CheckFn, ...] = (check_driver, check_memory, check_swap, check_disk)
+
+
+def run_checks(settings: Settings, host: Host | None = None, *, demo: str | None = None) -> list[Check]:
+    """Every check, in report order. `demo`: the URL of the demo whose sandbox this runs in."""
     host = host or Host()
     results = []
-    for check in CHECKS:
+    checks = CHECKS
+    if demo:
+        checks = tuple(c for c in CHECKS if c not in SPARK_ONLY)
+        results.append(
+            Check(
+                "demo",
+                "pass",
+                f"the running sparkctl demo at {demo}: its sandbox (systemd, Podman, Quadlet) and "
+                "service are checked; the GPU driver, memory, swap and weights disk are a Spark's "
+                "(stop the demo to check this host itself)",
+            )
+        )
+    for check in checks:
         try:
             results.append(check(host, settings))
         except Exception as e:  # one broken check must not hide the others

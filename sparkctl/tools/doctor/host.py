@@ -1,9 +1,10 @@
 """What the doctor's checks may look at: a `Host`, and the real machine's ways of answering.
 
-A `Host` reads files under its `root`, runs commands through `run`, measures disks through `disk`
-and asks whether a port is free through `port_free`. `Host()` is this machine; a test swaps any
-of them to lay out a host in a state that is hard to reach for real. `run` answers None when the
-program is not installed, so a check can tell "missing" from "failed".
+A `Host` reads files under its `root`, runs commands through `run`, measures disks through `disk`,
+asks whether a port is free through `port_free` and whether a `sparkctl demo` runs here through
+`demo`. `Host()` is this machine; a test swaps any of them to lay out a host in a state that is
+hard to reach for real. `run` answers None when the program is not installed, so a check can tell
+"missing" from "failed".
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkctl.settings import Settings
+from sparkctl.tools import demo_locator
+from sparkctl.tools.demo_locator import Demo
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class Host:
     disk: Callable[[Path], Disk | None] = disk_of
     port_free: Callable[[str, int], bool] = port_is_free
     euid: int = field(default_factory=os.geteuid)
+    demo: Callable[[], Demo | None] = demo_locator.read
 
     def path(self, p: str | Path) -> Path:
         return self.root / str(p).lstrip("/")

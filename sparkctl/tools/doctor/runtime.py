@@ -11,6 +11,7 @@ import re
 
 from sparkctl.settings import Settings
 from sparkctl.tools.doctor.check import Check
+from sparkctl.tools.doctor.distro import distro, podman_fix
 from sparkctl.tools.doctor.host import Host, parse_version, shown
 
 QUADLET_PATHS = (
@@ -79,7 +80,7 @@ def check_podman(host: Host, settings: Settings) -> Check:
     name = "Podman"
     out = host.run(["podman", "--version"])
     if out is None:
-        return Check(name, "fail", "Podman is not installed", "sudo apt install podman")
+        return Check(name, "fail", "Podman is not installed", podman_fix(distro(host)))
     version = parse_version(out.stdout)
     if out.returncode != 0 or version is None:
         return Check(
@@ -90,7 +91,7 @@ def check_podman(host: Host, settings: Settings) -> Check:
             name,
             "fail",
             f"Podman {shown(version)} predates Quadlet (4.4), which turns .container units into services",
-            "upgrade to DGX OS 7 / Ubuntu 24.04 (Podman 4.9) or a newer Podman",
+            podman_fix(distro(host)),
         )
     if version < PODMAN_TESTED:
         return Check(
@@ -106,11 +107,14 @@ def check_quadlet(host: Host, settings: Settings) -> Check:
     name = "Quadlet"
     found = next((p for p in QUADLET_PATHS if host.path(p).exists()), None)
     if found is None:
+        podman = podman_version(host)
         return Check(
             name,
             "fail",
             "Quadlet's systemd generator is not installed",
-            "sudo apt install podman (Podman 4.4 or newer ships Quadlet)",
+            "sudo apt install --reinstall podman (Podman 4.4 or newer ships Quadlet)"
+            if podman is not None and podman >= QUADLET_MIN
+            else "it comes with Podman 4.4 or newer: see the Podman check",
         )
     out = host.run([str(host.path(found)), "-version"])
     version = parse_version(out.stdout) if out is not None and out.returncode == 0 else None

@@ -49,13 +49,15 @@ def _port_owner(host: Host, port: int) -> str | None:
 
 def check_port(host: Host, settings: Settings) -> Check:
     name = "gateway port"
-    held, taken = [], []
+    held, taken, demo_holds = [], [], []
     for address in settings.gateway.listen:
         host_part, port = split_host_port(address)
         if _socket_listens(host, settings, address):
             held.append(address)
         elif host.port_free(host_part, port):
             held.append(f"{address} free")
+        elif (demo := host.demo()) is not None and demo.port == port:
+            demo_holds.append(f"{address} is held by the running sparkctl demo ({demo.url})")
         else:
             owner = _port_owner(host, port)
             taken.append(f"{address} is taken" + (f" by {owner}" if owner else ""))
@@ -66,6 +68,15 @@ def check_port(host: Host, settings: Settings) -> Check:
             "; ".join(taken) + f" (not by {DAEMON_SOCKET})",
             "stop that program, or move sparkctl: gateway.listen in /etc/sparkctl/sparkctl.toml, "
             "then sudo sparkctl install",
+        )
+    if demo_holds:
+        # Not a failure: the demo lends the port and gives it back when it ends.
+        return Check(
+            name,
+            "warn",
+            "; ".join(demo_holds) + ": free again once the demo ends",
+            "stop the demo (Ctrl-C where it runs) before sparkctl.socket needs the port, or move "
+            "sparkctl: gateway.listen in /etc/sparkctl/sparkctl.toml",
         )
     return Check(
         name,
