@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 from sparkctl.sandbox.box import ROOT, Box
 from sparkctl.settings import DEFAULT_CONFIG
 from sparkctl.tools.demo_locator import LOCATOR, Demo
+from tests.integration import agents
 
 SPARKCTL = str(Path(sys.executable).parent / "sparkctl")
 DEMO_MODELS = ["demo-chat", "demo-coder", "demo-large"]
@@ -107,6 +110,19 @@ def test_demo_serves_until_interrupted(box: Box) -> None:
         assert "NVIDIA driver" not in checks  # a Spark's check: the demo's engines are emulated
         failed = [c for c in checks.values() if c["status"] == "fail"]
         assert doctor.returncode == 0 and not failed, failed
+
+        # the coding agents a newcomer runs, as docs/integrations.md configures them: each
+        # finishes in seconds (a bound, not a benchmark) with the demo's answer
+        for run in (agents.opencode, agents.claude, agents.codex):
+            home = Path(tempfile.mkdtemp(prefix="sparkctl-agent-"))
+            try:
+                t0 = time.monotonic()
+                done = run("http://127.0.0.1:28961", key, "demo-chat", home, "Say hello")
+                took = time.monotonic() - t0
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
+            assert done.returncode == 0 and "lorem" in done.output, (done.agent, done.output[-2000:])
+            assert took < 60, (done.agent, took)
 
         # a second demo would tear this one's sandbox down: it is refused
         second = admin("demo", "--port", "28963")
