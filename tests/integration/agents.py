@@ -1,4 +1,4 @@
-"""The coding agents a Spark owner runs (OpenCode, Claude Code, Codex), driven headless against a
+"""The coding agents a Spark owner runs (OpenCode, Claude Code, Codex, Continue), driven headless against a
 running sparkctl with the configurations docs/integrations.md gives, the Spark's URL and model ids
 put in place of the documented ones. `scripts/setup` installs the agents from npm, pinned."""
 
@@ -105,3 +105,13 @@ def codex(url: str, key: str, model: str, home: Path, prompt: str) -> Run:
     env = {"HOME": str(home), "CODEX_HOME": str(home / "codex"), "SPARKCTL_API_KEY": key}
     done = _run([agent("codex"), "exec", "--skip-git-repo-check", prompt], env, home)
     return Run("codex", done.returncode, done.stdout + done.stderr)
+
+
+def continue_cli(url: str, key: str, model: str, home: Path, prompt: str) -> Run:
+    text = documented_block("Continue (VS Code, JetBrains)", "yaml")
+    assert f"apiBase: {DOCUMENTED_URL}/v1" in text and "model: gpt-oss-20b" in text
+    text = text.replace(f"{DOCUMENTED_URL}/v1", f"{url}/v1").replace("gpt-oss-20b", model)
+    text = text.replace("apiKey: sk-spark-...", f"apiKey: {key}")
+    (home / "config.yaml").write_text(text)
+    done = _run([agent("cn"), "-p", prompt, "--config", str(home / "config.yaml")], {"HOME": str(home)}, home)
+    return Run("continue", done.returncode, done.stdout + done.stderr)

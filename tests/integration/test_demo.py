@@ -113,7 +113,7 @@ def test_demo_serves_until_interrupted(box: Box) -> None:
 
         # the coding agents a newcomer runs, as docs/integrations.md configures them: each
         # finishes in seconds (a bound, not a benchmark) with the demo's answer
-        for run in (agents.opencode, agents.claude, agents.codex):
+        for run in (agents.opencode, agents.claude, agents.codex, agents.continue_cli):
             home = Path(tempfile.mkdtemp(prefix="sparkctl-agent-"))
             try:
                 t0 = time.monotonic()
