@@ -159,6 +159,8 @@ class RuntimeSettings(StrictModel):
     # the daemon gets it as a credential. Written by `sparkctl install`; without it, engines
     # take no key.
     engine_env: FilePath = Path("/etc/sparkctl/engine.env")
+    # What the daemon learns and keeps across restarts (BRIEF §9): models' load times and more.
+    state_dir: FilePath = Path("/var/lib/sparkctl/state")
     # Who a process engine (engine.runtime = "process") runs as: "dynamic" (systemd's
     # DynamicUser=, a fresh unprivileged user per unit), a user name (one whose home holds the
     # engine's virtualenv, say), or "root" (no confinement by user; not recommended).

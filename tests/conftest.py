@@ -95,6 +95,7 @@ def box_settings(box: Box, **sections: dict[str, Any]) -> Settings:
             # The test engines run from this checkout's interpreter, which may live under /root
             # (0700): a dynamic user could not run it. test_units checks the confined default.
             "process_user": "root",
+            "state_dir": str(box.path / "state"),  # what the in-process supervisors learn
         },
     }
     for name, values in sections.items():

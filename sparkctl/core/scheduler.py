@@ -290,6 +290,18 @@ class Scheduler:
     def ahead_of(self, model: str) -> int:
         return self._queue.ahead_of(model)
 
+    def learned_load(self, model: str, seconds: float) -> None:
+        """The typical load time of `model` as learned over its starts (and kept across
+        restarts): what estimates (Retry-After, ETA) start from."""
+        self._slot(model).last_load = seconds
+
+    def eta(self, model: str, now: float) -> float | None:
+        """Seconds until `model` is likely ready, once a load time is known."""
+        slot = self._slot(model)
+        if slot.state is ModelState.READY:
+            return 0.0
+        return estimate(slot, now) if slot.last_load is not None else None
+
     def state(self, model: str) -> ModelState:
         return self._slot(model).state
 

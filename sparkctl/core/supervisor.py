@@ -23,6 +23,7 @@ from sparkctl.catalog import Catalog, Model
 from sparkctl.core import messages as msg
 from sparkctl.core.effects import SupervisorEffects
 from sparkctl.core.host import MEMINFO, read_meminfo
+from sparkctl.core.learned import Learned
 from sparkctl.core.lease import Lease
 from sparkctl.core.liveness import Liveness
 from sparkctl.core.messages import AdminAction
@@ -75,6 +76,9 @@ class Supervisor:
         self._owner: asyncio.Task[None] | None = None
         self._bus_keeper: asyncio.Task[None] | None = None
         self._liveness: asyncio.Task[None] | None = None
+        self._learned = Learned(None)
+        self._before: dict[str, ModelState] = {}  # each model's previous state, for learning
+        self._saves: set[asyncio.Task[None]] = set()
         self._fresh: Systemd | None = None  # a new connection on its way to the owner
         self._degraded: str | None = None
 
@@ -92,6 +96,11 @@ class Supervisor:
             queue_limit=self.settings.gateway.queue_limit,
             total_memory=total,
         )
+        self._learned = await asyncio.to_thread(Learned.load, self.settings.runtime.state_dir)
+        for model in self.catalog.enabled:
+            if (typical := self._learned.typical_load(model.id)) is not None:
+                self._scheduler.learned_load(model.id, typical)
+        self._listeners.append(self._learn)  # first: estimates are right for those after it
         self._fx.systemd, states = await self._connect()
         self._fx.bus_ready.set()
         now = self._loop.time()
@@ -149,6 +158,7 @@ class Supervisor:
                 log.warning("%s", self._degraded)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._saves, return_exceptions=True)  # what was learned is kept
         for task in (self._liveness, self._bus_keeper, self._owner):
             if task is not None:
                 task.cancel()
@@ -293,6 +303,33 @@ class Supervisor:
     def unsubscribe(self, listener: StateListener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def _learn(self, model: str, state: ModelState) -> None:
+        """A start's outcome, learned: its load time once ready, or a failure; then saved."""
+        before, self._before[model] = self._before.get(model), state
+        if before is not ModelState.STARTING:
+            return
+        record = self._learned.record(model)
+        if state is ModelState.READY:
+            if (seconds := self._sched.view(model).last_load_seconds) is None:
+                return
+            self._learned.loaded(model, seconds)
+            self._sched.learned_load(model, self._learned.typical_load(model) or seconds)
+        elif state in (ModelState.FAILED, ModelState.BACKOFF):
+            record.failures += 1
+        else:
+            return
+        task = asyncio.create_task(asyncio.to_thread(self._learned.save, self._learned.text()))
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+
+    def typical_load(self, model: str) -> float | None:
+        """The learned typical load time of `model` (None before its first start)."""
+        return self._learned.typical_load(model)
+
+    def eta(self, model: str) -> float | None:
+        """Seconds until `model` is likely ready, once a load time is known (a snapshot)."""
+        return self._sched.eta(model, self._loop.time())
 
     def _notify(self, model: str, state: ModelState) -> None:
         for listener in list(self._listeners):

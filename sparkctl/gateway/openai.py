@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -9,6 +10,12 @@ from aiohttp import web
 from sparkctl.catalog import Model
 from sparkctl.core.states import ModelState
 from sparkctl.gateway.context import GATEWAY, Gateway
+
+NODE = socket.gethostname()
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return round(seconds, 1) if seconds is not None else None
 
 
 def model_object(gw: Gateway, model: Model) -> dict[str, Any]:
@@ -25,6 +32,10 @@ def model_object(gw: Gateway, model: Model) -> dict[str, Any]:
         "context_length": spec.advertised_context,
         "status": spec.status.value,
         "description": spec.description,
+        "node": NODE,  # (one node until a cluster is configured)
+        # learned over the model's starts, kept across restarts; null before the first
+        "load_time_s": _rounded(gw.supervisor.typical_load(model.id)) if spec.enabled else None,
+        "memory_bytes": None,  # not measured yet
     }
     if spec.aliases:
         obj["aliases"] = list(spec.aliases)

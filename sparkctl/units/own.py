@@ -43,12 +43,25 @@ def own_units(settings: Settings, executable: Path, config: Path, *, user: bool 
             protect_home="read-only" if home else "yes",
             user=user,
             stop_timeout=systemd_seconds(settings.gateway.shutdown_grace + STOP_MARGIN),
+            **_state_dir(settings, user=user),
         )
     )
     return [
         UnitFile("unit", DAEMON_SERVICE, service_text),
         UnitFile("unit", DAEMON_SOCKET, socket_text),
     ]
+
+
+def _state_dir(settings: Settings, *, user: bool) -> dict[str, str | None]:
+    """runtime.state_dir, writable to the daemon: systemd's StateDirectory= (made and owned for
+    it) where it lies under /var/lib, else the path itself (made by the operator). A user's
+    manager keeps it as the user's own files allow."""
+    state = settings.runtime.state_dir
+    if user:
+        return {"state_directory": None, "state_paths": None}
+    if state.is_relative_to("/var/lib"):
+        return {"state_directory": quoting.plain(str(state.relative_to("/var/lib"))), "state_paths": None}
+    return {"state_directory": None, "state_paths": "-" + quoting.plain(str(state))}
 
 
 def _runs_from(executable: Path) -> list[Path]:

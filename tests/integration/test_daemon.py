@@ -419,3 +419,25 @@ async def test_a_failed_start_tells_the_client_what_the_engine_said(installed: I
     assert isinstance(body, dict) and body["code"] == "model_start_failed"
     # the engine's own last words, read from the unit's journal by the unprivileged daemon
     assert "invalid float value: 'soon'" in body["message"], body
+
+
+async def test_models_list_their_learned_load_time_across_a_restart(installed: Installed) -> None:
+    """/v1/models carries `load_time_s` (BRIEF §9) once a model has started, and the daemon's
+    state directory keeps it when the daemon restarts."""
+    headers = {"Authorization": f"Bearer {installed.key}"}
+    client = openai.AsyncOpenAI(base_url=f"{installed.url}/v1", api_key=installed.key, max_retries=0)
+    await client.chat.completions.create(
+        model="d-beta", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+
+    async def listed() -> dict[str, dict[str, object]]:
+        status, body = await asyncio.to_thread(get, f"{installed.url}/v1/models", 5, headers)
+        assert status == 200
+        return {m["id"]: m for m in json.loads(body)["data"]}
+
+    before = (await listed())["d-beta"]
+    assert isinstance(before["load_time_s"], float) and 0.3 <= before["load_time_s"] < 5, before
+    assert before["node"] and before["memory_bytes"] is None
+    await asyncio.to_thread(installed.box.systemctl, "restart", "sparkctl.service")
+    assert (await listed())["d-beta"]["load_time_s"] == before["load_time_s"]
+    assert installed.box.run("test", "-s", "/var/lib/sparkctl/state/learned.json").returncode == 0

@@ -402,3 +402,29 @@ async def test_a_start_waits_for_the_lost_bus_only_so_long(
             break
         await asyncio.sleep(0.1)
     (await asyncio.wait_for(sup.acquire("bus-wait"), 15)).release()
+
+
+async def test_load_times_are_learned_and_kept_across_a_restart(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    emulated(tmp_path, "learner", next(PORTS), load_time=3)
+    settings = box_settings(
+        box, scheduler={"idle_timeout": "10m"}, runtime={"state_dir": str(tmp_path / "state")}
+    )
+    deploy(tmp_path, settings)
+    catalog = load_catalog(settings, [tmp_path])
+    sup = await supervise(open_supervisors, catalog, settings)
+    assert sup.typical_load("learner") is None and sup.eta("learner") is None  # no history yet
+    for _ in range(3):
+        (await sup.acquire("learner")).release()
+        await sup.stop_model("learner")
+        await reach(sup, learner=ModelState.STOPPED)
+    typical = sup.typical_load("learner")
+    assert typical is not None and 3 <= typical <= 3 * 1.25, typical  # the truth, within 25 %
+    await sup.close()
+    open_supervisors.remove(sup)
+    # a new daemon knows it before any start: for /v1/models, Retry-After and the ETA
+    again = await supervise(open_supervisors, catalog, settings)
+    assert again.typical_load("learner") == pytest.approx(typical, abs=0.001)  # (kept to the ms)
+    eta = again.eta("learner")
+    assert eta is not None and eta == pytest.approx(typical, abs=0.01)

@@ -85,8 +85,11 @@ class _View:
 
 
 class _Supervisor:
-    def __init__(self, state: ModelState, ahead: int) -> None:
-        self._state, self._ahead = state, ahead
+    def __init__(self, state: ModelState, ahead: int, eta: float | None) -> None:
+        self._state, self._ahead, self._eta = state, ahead, eta
+
+    def eta(self, model: str) -> float | None:
+        return self._eta
 
     def view(self, model: str) -> _View:
         return _View(self._state)
@@ -101,17 +104,18 @@ class _Gateway:
 
 
 @pytest.mark.parametrize(
-    ("state", "ahead", "said"),
+    ("state", "ahead", "eta", "said"),
     [
-        (ModelState.STOPPED, 2, "(queued, 2 ahead)"),
-        (ModelState.QUEUED, 0, "(queued)"),
-        (ModelState.STARTING, 0, "(starting)"),
-        (ModelState.FAILED, 1, "(queued, 1 ahead)"),
+        (ModelState.STOPPED, 2, None, "(queued, 2 ahead)"),
+        (ModelState.QUEUED, 0, None, "(queued)"),
+        (ModelState.STARTING, 0, None, "(starting)"),
+        (ModelState.STARTING, 0, 41.6, "(starting, eta=42s)"),
+        (ModelState.FAILED, 1, 90.0, "(queued, 1 ahead, eta=90s)"),
     ],
 )
 def test_a_waiting_stream_hears_where_it_stands(
-    catalog: Catalog, state: ModelState, ahead: int, said: str
+    catalog: Catalog, state: ModelState, ahead: int, eta: float | None, said: str
 ) -> None:
-    gw = _Gateway(_Supervisor(state, ahead))
+    gw = _Gateway(_Supervisor(state, ahead, eta))
     comment = _waiting_comment(gw, catalog.models["qwen-chat"])  # type: ignore[arg-type]
     assert comment == f": sparkctl: waiting for qwen-chat {said}\n\n".encode()

@@ -1,0 +1,127 @@
+"""What the daemon learns about its models and keeps across restarts (`runtime.state_dir`):
+per model, the recent load times (request to ready), start failures and last use.
+
+One small JSON file, `learned.json`, written whole and atomically (a crash mid-write leaves the
+previous file), with a version: a file from a newer sparkctl, or one that does not parse, is set
+aside with a warning (`learned.json.corrupt-TIME`) and learning starts afresh; never fatal. A
+directory the daemon cannot write (a hand-run `sparkctl serve`) keeps the learning in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparkctl.paths import write_atomic
+
+log = logging.getLogger("sparkctl.supervisor")
+VERSION = 1
+FILE = "learned.json"
+KEPT_LOADS = 10  # the recent load times a typical one is taken from
+
+
+@dataclass
+class ModelRecord:
+    loads: list[float] = field(default_factory=list)  # seconds from a start's request to ready
+    failures: int = 0
+    last_used: float | None = None  # wall clock
+
+    @property
+    def typical_load(self) -> float | None:
+        return statistics.median(self.loads) if self.loads else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "loads": [round(s, 3) for s in self.loads],
+            "failures": self.failures,
+            "last_used": self.last_used,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelRecord:
+        if not isinstance(data, dict):
+            raise ValueError("a model's record is not an object")
+        loads = data.get("loads", [])
+        if not isinstance(loads, list) or not all(isinstance(s, (int, float)) and s >= 0 for s in loads):
+            raise ValueError("loads must be a list of seconds")
+        failures = data.get("failures", 0)
+        last_used = data.get("last_used")
+        if not isinstance(failures, int) or (
+            last_used is not None and not isinstance(last_used, (int, float))
+        ):
+            raise ValueError("failures or last_used of the wrong type")
+        return cls([float(s) for s in loads][-KEPT_LOADS:], failures, last_used)
+
+
+class Learned:
+    """The records, by model id. Mutated by the owner's subscriber; saved from a worker thread."""
+
+    def __init__(self, path: Path | None, records: dict[str, ModelRecord] | None = None) -> None:
+        self.path = path
+        self.records = records or {}
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Learned:
+        path = state_dir / FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(path)
+        except OSError as e:
+            log.warning("cannot read %s (%s): learning starts afresh, in memory", path, e.strerror)
+            return cls(None)
+        try:
+            return cls(path, _parse(text))
+        except ValueError as e:
+            aside = path.with_name(f"{FILE}.corrupt-{int(time.time())}")
+            try:
+                path.rename(aside)
+                log.warning("%s: %s; set aside as %s, learning starts afresh", path, e, aside.name)
+            except OSError:
+                log.warning("%s: %s; learning starts afresh", path, e)
+            return cls(path)
+
+    def record(self, model: str) -> ModelRecord:
+        return self.records.setdefault(model, ModelRecord())
+
+    def loaded(self, model: str, seconds: float) -> None:
+        loads = self.record(model).loads
+        loads.append(seconds)
+        del loads[:-KEPT_LOADS]
+
+    def typical_load(self, model: str) -> float | None:
+        record = self.records.get(model)
+        return record.typical_load if record else None
+
+    def text(self) -> str:
+        data = {"version": VERSION, "models": {m: r.to_json() for m, r in sorted(self.records.items())}}
+        return json.dumps(data, indent=1) + "\n"
+
+    def save(self, text: str) -> None:
+        """Write `text` (taken on the loop: `self.text()`) to the file; a failure is logged, once
+        per failure, and the records stay in memory."""
+        if self.path is None:
+            return
+        try:
+            write_atomic(self.path, text, 0o640)
+        except OSError as e:
+            log.warning("cannot write %s (%s): what was learned stays in memory", self.path, e.strerror)
+            self.path = None
+
+
+def _parse(text: str) -> dict[str, ModelRecord]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise ValueError("not a record of models")
+    version = data.get("version")
+    if version != VERSION:  # (the one version so far: a newer file is not guessed at)
+        raise ValueError(f"version {version!r}, this sparkctl reads version {VERSION}")
+    return {str(m): ModelRecord.from_json(r) for m, r in data["models"].items()}

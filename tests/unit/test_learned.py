@@ -1,0 +1,79 @@
+"""What the daemon learns and keeps (core/learned.py): a versioned file written whole, read back
+after a restart, and a broken or foreign one set aside with a warning, never fatal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from sparkctl.core.learned import FILE, KEPT_LOADS, VERSION, Learned
+
+
+def test_load_times_are_kept_across_a_restart(tmp_path: Path) -> None:
+    learned = Learned.load(tmp_path)
+    assert learned.typical_load("m") is None  # nothing before the first start
+    for seconds in (40.0, 42.0, 90.0):
+        learned.loaded("m", seconds)
+    learned.record("m").failures += 1
+    learned.save(learned.text())
+    again = Learned.load(tmp_path)
+    assert again.typical_load("m") == 42.0  # the median: one slow start does not skew it
+    assert again.records["m"].failures == 1
+    assert json.loads((tmp_path / FILE).read_text())["version"] == VERSION
+    assert (tmp_path / FILE).stat().st_mode & 0o777 == 0o640
+
+
+def test_only_the_recent_loads_are_kept(tmp_path: Path) -> None:
+    learned = Learned.load(tmp_path)
+    for seconds in range(30):
+        learned.loaded("m", float(seconds))
+    assert learned.records["m"].loads == [float(s) for s in range(30 - KEPT_LOADS, 30)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        json.dumps({"version": VERSION + 1, "models": {}}),  # a newer sparkctl's
+        json.dumps({"version": VERSION, "models": {"m": {"loads": ["fast"]}}}),
+        json.dumps([1, 2]),
+        "",
+    ],
+    ids=["garbled", "newer", "bad-loads", "not-an-object", "empty"],
+)
+def test_a_file_it_cannot_read_is_set_aside_not_fatal(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / FILE).write_text(text)
+    with caplog.at_level(logging.WARNING):
+        learned = Learned.load(tmp_path)
+    assert learned.records == {} and learned.path == tmp_path / FILE  # learning starts afresh
+    aside = list(tmp_path.glob(f"{FILE}.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == text  # kept, for a look
+    assert "set aside" in caplog.text
+    learned.loaded("m", 5.0)
+    learned.save(learned.text())
+    assert Learned.load(tmp_path).typical_load("m") == 5.0
+
+
+def test_a_directory_it_cannot_write_keeps_learning_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if os.geteuid() == 0:
+        target = tmp_path / "not-a-dir"
+        target.write_text("")  # even root cannot make a directory where a file is
+        state_dir = target
+    else:
+        state_dir = tmp_path / "ro"
+        state_dir.mkdir(mode=0o500)
+    with caplog.at_level(logging.WARNING):
+        learned = Learned.load(state_dir)
+        learned.loaded("m", 3.0)
+        learned.save(learned.text())
+        learned.save(learned.text())
+    assert learned.typical_load("m") == 3.0
+    assert caplog.text.count("in memory") == 1, caplog.text  # said once
