@@ -116,6 +116,7 @@ class SupervisorEffects:
             return
         log.info("starting %s", unit, extra={"model": model, "unit": unit})
         detail = ""
+        available = await self._available()
         try:
             job = await self.systemd.start(unit)
             result = await job.wait()
@@ -131,6 +132,28 @@ class SupervisorEffects:
             log.error("cannot start %s: %s", unit, e, extra={"model": model, "unit": unit})
             result, unit_result = JobResult.FAILED, e.message if isinstance(e, SparkError) else repr(e)
         self._post(msg.StartFinished(model, result, unit_result, detail))
+        if result is JobResult.DONE:
+            await self._measure(model, unit, available)
+
+    async def _available(self) -> int | None:
+        return (await asyncio.to_thread(read_meminfo, self._meminfo)).get("MemAvailable")
+
+    async def _measure(self, model: str, unit: str, available_before: int | None) -> None:
+        """What the ready model takes: the drop of MemAvailable over its start (on the Spark's
+        unified memory its GPU allocations show there, not in any cgroup) or its unit's cgroup
+        accounting, whichever is larger (another model starting or stopping meanwhile blurs the
+        drop; the cgroup misses what the GPU holds)."""
+        try:
+            status = await self.systemd.status(unit) if self.systemd is not None else None
+            available_after = await self._available()
+        except (SparkError, OSError) as e:
+            log.info("%s: its footprint could not be measured (%s)", model, e, extra={"model": model})
+            return
+        seen = [status.memory_current] if status is not None and status.memory_current else []
+        if available_before is not None and available_after is not None:
+            seen.append(available_before - available_after)
+        if (footprint := max(seen, default=0)) > 0:
+            self._post(msg.Measured(model, footprint))
 
     async def _run_stop(self, model: str) -> None:
         assert self.systemd is not None

@@ -1,5 +1,6 @@
 """What the daemon learns about its models and keeps across restarts (`runtime.state_dir`):
-per model, the recent load times (request to ready), start failures and last use.
+per model, the recent load times (start to ready), start failures and the memory it was last seen
+to take once ready.
 
 One small JSON file, `learned.json`, written whole and atomically (a crash mid-write leaves the
 previous file), with a version: a file from a newer sparkctl, or one that does not parse, is set
@@ -30,6 +31,7 @@ class ModelRecord:
     loads: list[float] = field(default_factory=list)  # seconds from a start's request to ready
     failures: int = 0
     last_used: float | None = None  # wall clock
+    memory_bytes: int | None = None  # what it was last seen to take once ready
 
     @property
     def typical_load(self) -> float | None:
@@ -40,6 +42,7 @@ class ModelRecord:
             "loads": [round(s, 3) for s in self.loads],
             "failures": self.failures,
             "last_used": self.last_used,
+            "memory_bytes": self.memory_bytes,
         }
 
     @classmethod
@@ -55,7 +58,10 @@ class ModelRecord:
             last_used is not None and not isinstance(last_used, (int, float))
         ):
             raise ValueError("failures or last_used of the wrong type")
-        return cls([float(s) for s in loads][-KEPT_LOADS:], failures, last_used)
+        memory = data.get("memory_bytes")
+        if memory is not None and (not isinstance(memory, int) or memory < 0):
+            raise ValueError("memory_bytes must be a count of bytes")
+        return cls([float(s) for s in loads][-KEPT_LOADS:], failures, last_used, memory)
 
 
 class Learned:

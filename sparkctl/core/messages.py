@@ -96,6 +96,14 @@ class EndAll:
 
 
 @dataclass(slots=True)
+class Measured:
+    """What a model was seen to take once ready, in bytes."""
+
+    model: str
+    footprint: int
+
+
+@dataclass(slots=True)
 class EngineHung:
     model: str
     reason: str
@@ -121,4 +129,5 @@ Message = (
     | EndAll
     | UnitState
     | EngineHung
+    | Measured
 )

@@ -234,6 +234,9 @@ class Supervisor:
                 s.unit_state(model, active, now)
             case msg.EngineHung(model, reason):
                 s.engine_hung(model, reason, now)
+            case msg.Measured(model, footprint):
+                self._learned.record(model).memory_bytes = footprint
+                self._save_learned()
             case msg.EndAll(error, future):
                 s.end_all(error)
                 if not future.done():
@@ -319,9 +322,17 @@ class Supervisor:
             record.failures += 1
         else:
             return
+        self._save_learned()
+
+    def _save_learned(self) -> None:
         task = asyncio.create_task(asyncio.to_thread(self._learned.save, self._learned.text()))
         self._saves.add(task)
         task.add_done_callback(self._saves.discard)
+
+    def footprint(self, model: str) -> int | None:
+        """What `model` was last seen to take once ready, in bytes (None before that)."""
+        record = self._learned.records.get(model)
+        return record.memory_bytes if record else None
 
     def typical_load(self, model: str) -> float | None:
         """The learned typical load time of `model` (None before its first start)."""

@@ -68,6 +68,7 @@ class UnitStatus:
     main_pid: int
     exec_main_status: int
     active_enter_us: int  # CLOCK_REALTIME µs; 0 if never
+    memory_current: int | None = None  # the unit's cgroup memory in bytes; None if not accounted
 
     @property
     def running(self) -> bool:
@@ -249,6 +250,7 @@ class Systemd:
             main_pid=svc["MainPID"].value if "MainPID" in svc else 0,
             exec_main_status=svc["ExecMainStatus"].value if "ExecMainStatus" in svc else 0,
             active_enter_us=props["ActiveEnterTimestamp"].value,
+            memory_current=_accounted(svc.get("MemoryCurrent")),
         )
 
     async def list_units(
@@ -309,3 +311,9 @@ class Job:
     async def wait(self) -> JobResult:
         """How the job ended."""
         return await asyncio.shield(self.result)
+
+
+def _accounted(variant: Any) -> int | None:
+    """A cgroup counter: systemd says "not accounted" with the all-ones value."""
+    value = variant.value if variant is not None else None
+    return value if isinstance(value, int) and 0 < value < 2**64 - 1 else None

@@ -437,7 +437,10 @@ async def test_models_list_their_learned_load_time_across_a_restart(installed: I
 
     before = (await listed())["d-beta"]
     assert isinstance(before["load_time_s"], float) and 0.3 <= before["load_time_s"] < 5, before
-    assert before["node"] and before["memory_bytes"] is None
+    assert before["node"] == installed.box.run("hostname").stdout.strip()
+    # (a footprint where the host showed one: the sandbox has no cgroup memory accounting)
+    footprint = before["memory_bytes"]
+    assert footprint is None or (isinstance(footprint, int) and footprint > 0)
     await asyncio.to_thread(installed.box.systemctl, "restart", "sparkctl.service")
     assert (await listed())["d-beta"]["load_time_s"] == before["load_time_s"]
     assert installed.box.run("test", "-s", "/var/lib/sparkctl/state/learned.json").returncode == 0

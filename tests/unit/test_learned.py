@@ -19,10 +19,11 @@ def test_load_times_are_kept_across_a_restart(tmp_path: Path) -> None:
     for seconds in (40.0, 42.0, 90.0):
         learned.loaded("m", seconds)
     learned.record("m").failures += 1
+    learned.record("m").memory_bytes = 70 * 2**30
     learned.save(learned.text())
     again = Learned.load(tmp_path)
     assert again.typical_load("m") == 42.0  # the median: one slow start does not skew it
-    assert again.records["m"].failures == 1
+    assert again.records["m"].failures == 1 and again.records["m"].memory_bytes == 70 * 2**30
     assert json.loads((tmp_path / FILE).read_text())["version"] == VERSION
     assert (tmp_path / FILE).stat().st_mode & 0o777 == 0o640
 
