@@ -29,6 +29,10 @@ class ModelStatus(Record):
     failures: int
     backoff_until: float | None
     last_load_seconds: float | None
+    # the learned typical load time, and, while the model is on its way (starting, queued, or a
+    # request waits for it), the seconds until it is likely ready: None until a load is known
+    load_time_s: float | None = None
+    eta_seconds: float | None = None
     unit: str
     gpu_memory_utilization: float
     gpu: Literal["exclusive", "shared"]

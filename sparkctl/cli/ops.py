@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from sparkctl.cli.app import Context, admin_command, fail, pass_ctx
-from sparkctl.cli.output import ago, emit_json, print_table, until
+from sparkctl.cli.output import ago, emit_json, eta, print_table, until
 from sparkctl.core.states import ModelState
 
 if TYPE_CHECKING:
@@ -46,10 +46,20 @@ def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
         emit_json([m.model_dump(mode="json") for m in models])
         return
     rows = [
-        [m.id, m.state.value, ago(m.since), str(m.in_flight), str(m.waiting), until(m.idle_stop_at), m.unit]
+        [
+            m.id,
+            m.state.value,
+            ago(m.since),
+            str(m.in_flight),
+            str(m.waiting),
+            eta(m.eta_seconds),
+            until(m.idle_stop_at),
+            m.unit,
+        ]
         for m in models
     ]
-    print_table(["MODEL", "STATE", "SINCE", "IN-FLIGHT", "WAITING", "IDLE STOP", "UNIT"], rows, wrap={"UNIT"})
+    headers = ["MODEL", "STATE", "SINCE", "IN-FLIGHT", "WAITING", "ETA", "IDLE STOP", "UNIT"]
+    print_table(headers, rows, wrap={"UNIT"})
     if not models:
         click.echo("no model is running (sparkctl ps -a lists them all)", err=True)
 

@@ -126,6 +126,13 @@ def until(wall: float | None) -> str:
     return "in " + human_duration(max(0.0, wall - time.time()))
 
 
+def eta(seconds: float | None) -> str:
+    """A learned estimate as "~42s" ("-" when there is none)."""
+    if seconds is None:
+        return "-"
+    return "~" + human_duration(seconds)
+
+
 def tokens(n: int) -> str:
     """Context sizes as people say them: 131072 → 128k, 128000 → 128k, 240000 → 240k."""
     if n % 1000 == 0:

@@ -26,6 +26,16 @@ def _wall(gw: Gateway, t: float | None) -> float | None:
     return round(gw.supervisor.loop_to_wall(t), 3) if t is not None else None
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return round(seconds, 1) if seconds is not None else None
+
+
+def _on_its_way(view: ModelView) -> bool:
+    return view.state in (ModelState.STARTING, ModelState.QUEUED) or (
+        view.waiting > 0 and view.state is not ModelState.READY
+    )
+
+
 def model_status(gw: Gateway, view: ModelView) -> ModelStatus:
     spec = gw.catalog.models[view.id].spec
     return ModelStatus(
@@ -38,6 +48,8 @@ def model_status(gw: Gateway, view: ModelView) -> ModelStatus:
         failures=view.failures,
         backoff_until=_wall(gw, view.backoff_until),
         last_load_seconds=round(view.last_load_seconds, 3) if view.last_load_seconds is not None else None,
+        load_time_s=_rounded(gw.supervisor.typical_load(view.id)),
+        eta_seconds=_rounded(gw.supervisor.eta(view.id)) if _on_its_way(view) else None,
         unit=service_name(view.id),
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         gpu=spec.serve.gpu,

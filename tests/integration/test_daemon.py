@@ -444,3 +444,5 @@ async def test_models_list_their_learned_load_time_across_a_restart(installed: I
     await asyncio.to_thread(installed.box.systemctl, "restart", "sparkctl.service")
     assert (await listed())["d-beta"]["load_time_s"] == before["load_time_s"]
     assert installed.box.run("test", "-s", "/var/lib/sparkctl/state/learned.json").returncode == 0
+    ps = {m["id"]: m for m in json.loads(await asyncio.to_thread(installed.sparkctl, "ps", "-a", "--json"))}
+    assert ps["d-beta"]["load_time_s"] == before["load_time_s"] and ps["d-beta"]["eta_seconds"] is None

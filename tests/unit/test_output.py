@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sparkctl.cli import cli
+from sparkctl.cli import cli, output
 from sparkctl.cli.output import print_table
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -84,3 +84,8 @@ def test_models_list_on_a_narrow_terminal_and_as_json(
     rows = json.loads(CliRunner().invoke(cli, ["--config", str(config), "models", "list", "--json"]).stdout)
     assert len(table.stdout.splitlines()) == 1 + len(rows)  # a pipe: one whole line per model
     assert {"id", "status", "capabilities", "description", "unit"} <= set(rows[0])
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(None, "-"), (41.6, "~42s"), (150, "~2m"), (0.2, "~0s")])
+def test_an_eta_reads_as_an_estimate(seconds: float | None, shown: str) -> None:
+    assert output.eta(seconds) == shown
