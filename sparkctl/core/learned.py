@@ -30,7 +30,6 @@ KEPT_LOADS = 10  # the recent load times a typical one is taken from
 class ModelRecord:
     loads: list[float] = field(default_factory=list)  # seconds from a start's request to ready
     failures: int = 0
-    last_used: float | None = None  # wall clock
     memory_bytes: int | None = None  # what it was last seen to take once ready
 
     @property
@@ -41,7 +40,6 @@ class ModelRecord:
         return {
             "loads": [round(s, 3) for s in self.loads],
             "failures": self.failures,
-            "last_used": self.last_used,
             "memory_bytes": self.memory_bytes,
         }
 
@@ -53,15 +51,12 @@ class ModelRecord:
         if not isinstance(loads, list) or not all(isinstance(s, (int, float)) and s >= 0 for s in loads):
             raise ValueError("loads must be a list of seconds")
         failures = data.get("failures", 0)
-        last_used = data.get("last_used")
-        if not isinstance(failures, int) or (
-            last_used is not None and not isinstance(last_used, (int, float))
-        ):
-            raise ValueError("failures or last_used of the wrong type")
+        if not isinstance(failures, int) or failures < 0:
+            raise ValueError("failures must be a count")
         memory = data.get("memory_bytes")
         if memory is not None and (not isinstance(memory, int) or memory < 0):
             raise ValueError("memory_bytes must be a count of bytes")
-        return cls([float(s) for s in loads][-KEPT_LOADS:], failures, last_used, memory)
+        return cls([float(s) for s in loads][-KEPT_LOADS:], failures, memory)
 
 
 class Learned:

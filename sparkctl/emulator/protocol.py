@@ -115,14 +115,15 @@ def chat_prompt(body: dict[str, Any]) -> tuple[Prompt, str | None]:
         role = message.get("role")
         if not isinstance(role, str):
             raise missing(message, ("messages", i, "role"))
-        texts = _content_texts(message.get("content"), ("messages", i, "content"))
+        texts = content_texts(message.get("content"), ("messages", i, "content"))
         for text in texts:
             prompt.add(text)
         last_user = " ".join(texts) if role == "user" else None
     return prompt, last_user
 
 
-def _content_texts(content: Any, loc: tuple[str | int, ...]) -> list[str]:
+def content_texts(content: Any, loc: tuple[str | int, ...]) -> list[str]:
+    """The texts of a message's content: a string, or the `text` of each part (None: none)."""
     if content is None:
         return []
     if isinstance(content, str):

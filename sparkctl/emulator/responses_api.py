@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sparkctl.emulator.protocol import NO_SUCH_TOOL, Sampling
+from sparkctl.emulator.protocol import NO_SUCH_TOOL, Sampling, content_texts
 from sparkctl.emulator.responses import Outcome
 from sparkctl.emulator.tokens import Prompt, reply_text, token_text
 from sparkctl.emulator.tools import Choice, Function, Named, ToolCall, decide
@@ -126,16 +126,9 @@ def _read_input(value: Any, prompt: Prompt) -> str | None:
 
 
 def _texts(content: Any, loc: Loc) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
+    if content is None:  # (an input item's content is required, unlike a chat message's)
         raise invalid(loc, "string_type", "Input should be a valid string", content)
-    texts = []
-    for j, raw in enumerate(content):
-        text = as_dict(raw, (*loc, j)).get("text")
-        if isinstance(text, str):
-            texts.append(text)
-    return texts
+    return content_texts(content, loc)
 
 
 def _read_tools(body: dict[str, Any]) -> tuple[list[Function], list[dict[str, Any]]]:

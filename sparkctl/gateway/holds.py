@@ -4,7 +4,8 @@ them run for as long as the client cares to hold them (#13).
 
 A request that can end itself cleanly says how (`on_end`): a relayed response aborts its lease,
 so the client gets the error in the envelope or as an SSE error event; the event stream writes
-an error event. Any other is cancelled, as when its client hangs up.
+an error event. Any other is cancelled; a request cancelled while it waits for its model finds
+`Hold.error` and answers with it (the envelope, or an SSE error event), as invariant 2 asks.
 """
 
 from __future__ import annotations
@@ -25,19 +26,21 @@ log = logging.getLogger("sparkctl.gateway")
 class Hold:
     """One request, held under the key it presented."""
 
-    __slots__ = ("_ender", "admin", "name", "task")
+    __slots__ = ("_ender", "admin", "error", "name", "task")
 
     def __init__(self, name: str, *, admin: bool) -> None:
         self.name = name
         self.admin = admin  # it needs the admin scope
         self.task = asyncio.current_task()
         self._ender: Callable[[SparkError], object] | None = None
+        self.error: SparkError | None = None  # why it was ended, once it was
 
     def on_end(self, ender: Callable[[SparkError], object]) -> None:
         """From now on, revoking the key calls `ender(error)` instead of cancelling the request."""
         self._ender = ender
 
     def end(self, error: SparkError) -> None:
+        self.error = error
         if self._ender is not None:
             self._ender(error)
         elif self.task is not None:

@@ -37,7 +37,8 @@ SSE = "text/event-stream"
 ERROR_RESPONSES = {
     "BadRequest": (
         400,
-        "The request names no usable model, or is not JSON (or a form); through a proxied route, "
+        "The request names no usable model, or is not JSON (or a form), or the model cannot serve "
+        "the route (`route_not_supported`: nothing starts); through a proxied route, "
         "also the engine's refusal (`context_length_exceeded`, `bad_request`)",
     ),
     "Unauthorized": (401, "No valid API key"),

@@ -32,7 +32,7 @@ from sparkctl.errors import (
 from sparkctl.gateway.bodies import decoded, read_body
 from sparkctl.gateway.context import GATEWAY, Gateway
 from sparkctl.gateway.errors import error_response, sse_error_event
-from sparkctl.gateway.holds import HOLD
+from sparkctl.gateway.holds import HOLD, Hold
 from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve, split_path_form
 from sparkctl.gateway.shaping import shape
 from sparkctl.gateway.upstream import (
@@ -147,6 +147,10 @@ async def _with_lease(
                 lease = await gw.supervisor.acquire(model.id, wait=wait)
     except TimeoutError:
         return await _fail(request, sse, _waited_too_long(model), request_id)
+    except asyncio.CancelledError:
+        if (error := _ended(request)) is None:
+            raise  # the client went away
+        return await _fail(request, sse, error, request_id)
     except _StreamFailedError as failed:
         return await _fail(request, failed.sse, failed.error, request_id)
     except SparkError as e:
@@ -159,6 +163,18 @@ async def _with_lease(
         return await _forward(request, gw, model, route, body, lease, sse, request_id)
     finally:
         lease.release()
+
+
+def _ended(request: web.Request) -> SparkError | None:
+    """Why a waiting request was cancelled by the gateway itself (its key was revoked): the
+    cancellation is then taken back and the client told, instead of the stream being cut."""
+    held: Hold | None = request.get(HOLD)
+    if held is None or held.error is None:
+        return None
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return held.error
 
 
 def _waiting_comment(gw: Gateway, model: Model) -> bytes:
@@ -204,13 +220,15 @@ async def _lease_with_keepalives(
             return acquiring.result(), sse
         except SparkError as e:
             raise _StreamFailedError(e, sse) from None
-    except BaseException:
-        # Cancelled (the client left) or failed while waiting: a lease granted in the meantime
-        # must go back, and a pending acquire must be withdrawn.
+    except BaseException as e:
+        # Cancelled (the client left, or its key was revoked) or failed while waiting: a lease
+        # granted in the meantime must go back, and a pending acquire must be withdrawn.
         if not acquiring.done():
             acquiring.cancel()
         elif not acquiring.cancelled() and acquiring.exception() is None:
             acquiring.result().release()
+        if isinstance(e, asyncio.CancelledError) and (error := _ended(request)) is not None:
+            raise _StreamFailedError(error, sse) from None
         raise
 
 

@@ -49,20 +49,21 @@ def map_switch(body: dict[str, Any]) -> dict[str, Any]:
             out["reasoning"] = rest
     if wanted is None:
         return out
-    return _set_switch(out, wanted, client_wins=True)
+    return _set_switch(out, wanted)
 
 
 def apply_default(body: dict[str, Any], default: bool) -> dict[str, Any]:
     """Both switch names set to `default`, unless the request set either."""
-    return _set_switch(body, default, client_wins=True)
+    return _set_switch(body, default)
 
 
-def _set_switch(body: dict[str, Any], value: bool, *, client_wins: bool) -> dict[str, Any]:
+def _set_switch(body: dict[str, Any], value: bool) -> dict[str, Any]:
+    """Both switch names set to `value`, unless the client set either itself."""
     kwargs = body.get("chat_template_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         return body  # not ours to fix: the engine says what is wrong with it
     current = kwargs or {}
-    if client_wins and any(name in current for name in SWITCH_NAMES):
+    if any(name in current for name in SWITCH_NAMES):
         return body
     out = dict(body)
     out["chat_template_kwargs"] = {**current, **dict.fromkeys(SWITCH_NAMES, value)}

@@ -26,6 +26,7 @@ from sparkctl.core import supervisor
 from sparkctl.core.states import ModelState
 from sparkctl.gateway.app import build_app
 from sparkctl.gateway.context import GATEWAY
+from tests.integration.agents import documented_block
 from tests.integration.conftest import drop_bus, reach
 from tests.integration.gateway_env import Env, env, free_port
 
@@ -724,19 +725,12 @@ async def test_revoking_a_key_ends_its_streams_and_event_feed_at_once(env: Env, 
     assert len(env.app[GATEWAY].holds) == 0  # every request let go of its hold
 
 
-def _documented_block(heading: str, language: str) -> str:
-    """The first ```language block under `## heading` in docs/integrations.md."""
-    text = (Path(__file__).parents[2] / "docs" / "integrations.md").read_text()
-    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
-
-
 async def test_the_llm_cli_as_the_docs_configure_it(env: Env, tmp_path: Path) -> None:
     """docs/integrations.md's `llm` configuration, as written, against the real stack (with this
     test's URL and model put in place of the Spark's)."""
     home = tmp_path / "llm"
     home.mkdir()
-    config = _documented_block("llm", "yaml")
+    config = documented_block("llm", "yaml")
     assert "http://127.0.0.1:8009/v1" in config and "gpt-oss-20b" in config
     config = config.replace("http://127.0.0.1:8009/v1", f"{env.url}/v1").replace("gpt-oss-20b", "chat")
     (home / "extra-openai-models.yaml").write_text(config)
@@ -756,3 +750,44 @@ async def test_the_llm_cli_as_the_docs_configure_it(env: Env, tmp_path: Path) ->
         run, "-m", "spark-gpt-oss", "-o", "max_tokens", "3", "hi", "--key", "sk-wrong"
     )
     assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout
+
+
+async def test_a_request_waiting_for_its_model_is_told_when_its_key_is_revoked(
+    env: Env, tmp_path: Path
+) -> None:
+    """Revoked while its model loads: the stream ends with an error event, the plain request gets
+    the envelope (invariant 2: nothing cut silently), and the start goes on for others."""
+    keys_path = tmp_path / "api-keys"
+    store = KeyStore.load(keys_path)
+    waiter = store.add("waiter")
+    store.save(keys_path)
+    gw = env.app[GATEWAY]
+    assert gw.keys is not None
+    await asyncio.to_thread(gw.keys.refresh, force=True)
+    body = {"model": "slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3}
+    async with aiohttp.ClientSession() as s:
+        stream = await s.post(
+            f"{env.url}/v1/chat/completions", json={**body, "stream": True}, headers=env.headers(waiter)
+        )
+        plain = asyncio.create_task(
+            s.post(f"{env.url}/v1/chat/completions", json=body, headers=env.headers(waiter))
+        )
+        assert (await stream.content.readline()).startswith(b": sparkctl: waiting for slow")  # it waits
+        for _ in range(100):
+            if env.sup.view("slow").waiting == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert env.sup.view("slow").state is ModelState.STARTING and env.sup.view("slow").waiting == 2
+        store.revoke("waiter")
+        store.save(keys_path)
+        await asyncio.to_thread(gw.keys.refresh, force=True)
+        assert gw.holds.revoke(gw.keys.store) == 2  # (what the key watcher does on the reload)
+        async with asyncio.timeout(5):
+            rest = await stream.content.read()
+            answered = await plain
+        last = [e.strip() for e in rest.split(b"\n\n") if e.strip()][-1]
+        assert json.loads(last.removeprefix(b"data: "))["error"]["code"] == "unauthorized", rest
+        assert answered.status == 401 and (await answered.json())["error"]["code"] == "unauthorized"
+        answered.close()
+    await reach(env.sup, slow=ModelState.READY)  # the start went on
+    assert len(gw.holds) == 0
