@@ -33,6 +33,9 @@ class ModelStatus(Record):
     # request waits for it), the seconds until it is likely ready: None until a load is known
     load_time_s: float | None = None
     eta_seconds: float | None = None
+    eta_guess: bool = False  # the ETA rests on a load time guessed (no start of it seen yet)
+    load_time_guess_s: float | None = None  # before any start: a guess from its size on disk
+    memory_bytes: int | None = None  # the learned footprint
     unit: str
     gpu_memory_utilization: float
     gpu: Literal["exclusive", "shared"]
@@ -50,10 +53,22 @@ class DaemonStatus(Record):
 
 
 class StateEvent(Record):
-    """One `state` event of `GET /api/v1/events`."""
+    """One `state` event of `GET /api/v1/events`; `eta_seconds` while the model is on its way."""
 
     model: str
     state: ModelState
+    time: float
+    eta_seconds: float | None = None
+    eta_guess: bool = False
+
+
+class EtaEvent(Record):
+    """One `eta` event of `GET /api/v1/events`: a model on its way has a new estimate, because
+    something before it changed (sent for every model on its way after any state change)."""
+
+    model: str
+    eta_seconds: float
+    eta_guess: bool
     time: float
 
 

@@ -107,12 +107,20 @@ class Client:
             response = conn.getresponse()
             if response.status >= 400:
                 raise ApiError(response.status, "api_error", f"event stream: HTTP {response.status}")
+            kind = "state"
             while True:
                 line = response.fp.readline()
                 if not line:
                     return
-                if line.startswith(b"data: "):
+                if line.startswith(b"event: "):
+                    kind = line[7:].strip().decode()
+                elif line.startswith(b"data: ") and kind == "state":  # (eta events: for displays)
                     yield StateEvent.model_validate_json(line[6:])
+                elif line.startswith(b"data: ") and kind == "error":  # its key was revoked
+                    error = ErrorEnvelope.model_validate_json(line[6:]).error
+                    raise ApiError(401, error.code, error.message)
+                elif not line.strip():
+                    kind = "state"  # an event without a name is a state event
         except OSError as e:
             raise DaemonUnavailableError(f"lost the daemon's event stream: {e}") from None
         finally:

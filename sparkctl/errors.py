@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     MODEL_DISABLED = "model_disabled", 400, "invalid_request_error"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded", 400, "invalid_request_error"
     ROUTE_NOT_SUPPORTED = "route_not_supported", 400, "invalid_request_error"
+    MODEL_TOO_LARGE = "model_too_large", 400, "invalid_request_error"
     BAD_REQUEST = "bad_request", 400, "invalid_request_error"
     UNAUTHORIZED = "unauthorized", 401, "authentication_error"
     FORBIDDEN = "forbidden", 403, "permission_error"
@@ -169,6 +170,13 @@ class RouteNotSupportedError(SparkError):
     """The model cannot serve the route (BRIEF §9): refused before anything starts or stops."""
 
     code = ErrorCode.ROUTE_NOT_SUPPORTED
+
+
+class ModelTooLargeError(SparkError):
+    """The model can never fit this host's memory budget: refused before anything is evicted
+    (a 4xx, so clients do not retry what cannot succeed)."""
+
+    code = ErrorCode.MODEL_TOO_LARGE
 
 
 class InvalidModelNameError(SparkError):

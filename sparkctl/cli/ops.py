@@ -39,7 +39,8 @@ def serve(ctx: Context) -> None:
 @pass_ctx
 @admin_command
 def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
-    """Models the daemon runs: state, since when, requests, when the idle stop comes."""
+    """Models the daemon runs: state, since when, requests, when the idle stop comes, and for a
+    model on its way its ETA ("?": guessed from its size on disk, before any start was seen)."""
     status = _client(ctx).status()
     models = [m for m in status.models if show_all or m.state is not ModelState.STOPPED]
     if as_json:
@@ -52,7 +53,7 @@ def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
             ago(m.since),
             str(m.in_flight),
             str(m.waiting),
-            eta(m.eta_seconds),
+            eta(m.eta_seconds, m.eta_guess),
             until(m.idle_stop_at),
             m.unit,
         ]

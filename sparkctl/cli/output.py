@@ -126,11 +126,11 @@ def until(wall: float | None) -> str:
     return "in " + human_duration(max(0.0, wall - time.time()))
 
 
-def eta(seconds: float | None) -> str:
-    """A learned estimate as "~42s" ("-" when there is none)."""
+def eta(seconds: float | None, guess: bool = False) -> str:
+    """An estimate as "~42s", or "~42s?" when it rests on a guessed load time ("-": none)."""
     if seconds is None:
         return "-"
-    return "~" + human_duration(seconds)
+    return "~" + human_duration(seconds) + ("?" if guess else "")
 
 
 def tokens(n: int) -> str:

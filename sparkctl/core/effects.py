@@ -20,7 +20,7 @@ from sparkctl.core.host import last_log_line, read_meminfo
 from sparkctl.core.lease import Lease
 from sparkctl.core.states import JobResult, ModelState, TimerKey
 from sparkctl.core.systemd import Systemd
-from sparkctl.core.weights import check_weights
+from sparkctl.core.weights import check_weights, snapshot_size
 from sparkctl.errors import BusUnavailableError, SparkError, UpstreamError
 from sparkctl.settings import Settings
 from sparkctl.units.names import service_name
@@ -114,6 +114,8 @@ class SupervisorEffects:
             said = f"its weights are not on this host ({weights.reason}); run `sparkctl pull {model}`"
             self._post(msg.StartFinished(model, JobResult.FAILED, "missing-weights", said))
             return
+        if weights.snapshot is not None:  # (it may have been pulled since the daemon started)
+            self._post(msg.Sized(model, await asyncio.to_thread(snapshot_size, weights.snapshot)))
         log.info("starting %s", unit, extra={"model": model, "unit": unit})
         detail = ""
         available = await self._available()
@@ -152,8 +154,10 @@ class SupervisorEffects:
         seen = [status.memory_current] if status is not None and status.memory_current else []
         if available_before is not None and available_after is not None:
             seen.append(available_before - available_after)
-        if (footprint := max(seen, default=0)) > 0:
-            self._post(msg.Measured(model, footprint))
+        footprint = max(seen, default=0)
+        exec_to_ready = status.exec_to_active if status is not None else None
+        if footprint > 0 or exec_to_ready is not None:
+            self._post(msg.Measured(model, footprint if footprint > 0 else None, exec_to_ready))
 
     async def _run_stop(self, model: str) -> None:
         assert self.systemd is not None

@@ -133,6 +133,9 @@ class Follower:
             self._t.set_state(slot, ModelState.FAILED if failed else ModelState.STOPPED, now)
 
     def _stopped(self, slot: Slot, now: float) -> None:
+        if slot.stop_started is not None and slot.state is ModelState.STOPPING:
+            slot.last_stop = now - slot.stop_started  # what the next swap's estimate starts from
+        slot.stop_started = None
         self._swap.stopped(slot)
         self._t.set_state(slot, ModelState.STOPPED, now)
 

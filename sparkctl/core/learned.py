@@ -1,10 +1,12 @@
 """What the daemon learns about its models and keeps across restarts (`runtime.state_dir`):
-per model, the recent load times (start to ready), start failures and the memory it was last seen
-to take once ready.
+per model, the recent load times (from the start's request to ready, and from the engine's exec to
+ready as systemd timed it), stop times, start failures, the memory it was last seen to take once
+ready, and when it was last used.
 
 One small JSON file, `learned.json`, written whole and atomically (a crash mid-write leaves the
 previous file), with a version: a file from a newer sparkctl, or one that does not parse, is set
-aside with a warning (`learned.json.corrupt-TIME`) and learning starts afresh; never fatal. A
+aside with a warning (`learned.json.corrupt-TIME`) and learning starts afresh; never fatal. An
+older version is read and migrated (written back as the current one at the next save). A
 directory the daemon cannot write (a hand-run `sparkctl serve`) keeps the learning in memory.
 """
 
@@ -21,7 +23,8 @@ from typing import Any
 from sparkctl.paths import write_atomic
 
 log = logging.getLogger("sparkctl.supervisor")
-VERSION = 1
+VERSION = 2  # 2 added exec_loads, stops, last_used (version 1 files are read as they are)
+READS = (1, 2)
 FILE = "learned.json"
 KEPT_LOADS = 10  # the recent load times a typical one is taken from
 
@@ -29,34 +32,58 @@ KEPT_LOADS = 10  # the recent load times a typical one is taken from
 @dataclass
 class ModelRecord:
     loads: list[float] = field(default_factory=list)  # seconds from a start's request to ready
+    exec_loads: list[float] = field(default_factory=list)  # from the engine's exec to ready
+    stops: list[float] = field(default_factory=list)  # seconds from a stop's request to stopped
     failures: int = 0
     memory_bytes: int | None = None  # what it was last seen to take once ready
+    last_used: float | None = None  # seconds since the epoch: the end of its last request
 
     @property
     def typical_load(self) -> float | None:
         return statistics.median(self.loads) if self.loads else None
 
+    @property
+    def typical_stop(self) -> float | None:
+        return statistics.median(self.stops) if self.stops else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "loads": [round(s, 3) for s in self.loads],
+            "exec_loads": [round(s, 3) for s in self.exec_loads],
+            "stops": [round(s, 3) for s in self.stops],
             "failures": self.failures,
             "memory_bytes": self.memory_bytes,
+            "last_used": round(self.last_used, 3) if self.last_used is not None else None,
         }
 
     @classmethod
     def from_json(cls, data: Any) -> ModelRecord:
         if not isinstance(data, dict):
             raise ValueError("a model's record is not an object")
-        loads = data.get("loads", [])
-        if not isinstance(loads, list) or not all(isinstance(s, (int, float)) and s >= 0 for s in loads):
-            raise ValueError("loads must be a list of seconds")
         failures = data.get("failures", 0)
         if not isinstance(failures, int) or failures < 0:
             raise ValueError("failures must be a count")
         memory = data.get("memory_bytes")
         if memory is not None and (not isinstance(memory, int) or memory < 0):
             raise ValueError("memory_bytes must be a count of bytes")
-        return cls([float(s) for s in loads][-KEPT_LOADS:], failures, memory)
+        used = data.get("last_used")
+        if used is not None and (not isinstance(used, (int, float)) or used < 0):
+            raise ValueError("last_used must be seconds since the epoch")
+        return cls(
+            _seconds(data, "loads"),
+            _seconds(data, "exec_loads"),
+            _seconds(data, "stops"),
+            failures,
+            memory,
+            float(used) if used is not None else None,
+        )
+
+
+def _seconds(data: dict[str, Any], key: str) -> list[float]:
+    values = data.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(s, (int, float)) and s >= 0 for s in values):
+        raise ValueError(f"{key} must be a list of seconds")
+    return [float(s) for s in values][-KEPT_LOADS:]
 
 
 class Learned:
@@ -91,9 +118,13 @@ class Learned:
         return self.records.setdefault(model, ModelRecord())
 
     def loaded(self, model: str, seconds: float) -> None:
-        loads = self.record(model).loads
-        loads.append(seconds)
-        del loads[:-KEPT_LOADS]
+        _keep(self.record(model).loads, seconds)
+
+    def exec_loaded(self, model: str, seconds: float) -> None:
+        _keep(self.record(model).exec_loads, seconds)
+
+    def stopped(self, model: str, seconds: float) -> None:
+        _keep(self.record(model).stops, seconds)
 
     def typical_load(self, model: str) -> float | None:
         record = self.records.get(model)
@@ -115,6 +146,17 @@ class Learned:
             self.path = None
 
 
+def _keep(values: list[float], seconds: float) -> None:
+    values.append(seconds)
+    del values[:-KEPT_LOADS]
+
+
+def read_records(text: str) -> dict[str, ModelRecord]:
+    """The records in a learned.json's text, without touching the file (for `doctor`); raises
+    ValueError saying what is wrong with it."""
+    return _parse(text)
+
+
 def _parse(text: str) -> dict[str, ModelRecord]:
     try:
         data = json.loads(text)
@@ -123,6 +165,6 @@ def _parse(text: str) -> dict[str, ModelRecord]:
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise ValueError("not a record of models")
     version = data.get("version")
-    if version != VERSION:  # (the one version so far: a newer file is not guessed at)
-        raise ValueError(f"version {version!r}, this sparkctl reads version {VERSION}")
+    if version not in READS:  # a newer file is not guessed at
+        raise ValueError(f"version {version!r}, this sparkctl reads versions {', '.join(map(str, READS))}")
     return {str(m): ModelRecord.from_json(r) for m, r in data["models"].items()}

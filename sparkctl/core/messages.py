@@ -97,10 +97,20 @@ class EndAll:
 
 @dataclass(slots=True)
 class Measured:
-    """What a model was seen to take once ready, in bytes."""
+    """A start, measured once ready: what the model takes in bytes (None if it could not be
+    read), and the seconds from its engine's exec to ready by systemd's timestamps."""
 
     model: str
-    footprint: int
+    footprint: int | None
+    exec_to_ready: float | None = None
+
+
+@dataclass(slots=True)
+class Sized:
+    """The bytes of a model's weights on disk, seen when it was started."""
+
+    model: str
+    weights: int
 
 
 @dataclass(slots=True)
@@ -130,4 +140,5 @@ Message = (
     | UnitState
     | EngineHung
     | Measured
+    | Sized
 )

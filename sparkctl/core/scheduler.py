@@ -31,12 +31,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
+from sparkctl.core.estimate import Eta, estimate_ready
 from sparkctl.core.follow import Follower
 from sparkctl.core.queue import Waiter, WaitQueue, Wanted
-from sparkctl.core.slots import Slot, Transitions, backoff_error, estimate, fits, idle_stop_wanted
+from sparkctl.core.slots import (
+    GIB,
+    Slot,
+    Transitions,
+    backoff_error,
+    fits,
+    idle_stop_wanted,
+    load_guessed,
+    load_time,
+    too_large,
+)
 from sparkctl.core.states import ActiveState, Effects, JobResult, ModelInfo, ModelState, ModelView, TimerKey
 from sparkctl.core.swap import Swap
-from sparkctl.errors import ModelLoadingError, QueueFullError, SparkError, UnknownModelError, UpstreamError
+from sparkctl.errors import (
+    ModelLoadingError,
+    QueueFullError,
+    SparkError,
+    UnknownModelError,
+    UpstreamError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +70,9 @@ GRANTED = Granted()
 QUEUED = Queued()
 _SERVING = (ModelState.READY, ModelState.DRAINING)
 _DOWN = (ModelState.STOPPED, ModelState.FAILED)
+# A learned footprint this far above the declared share is worth a warning: the catalog's
+# gpu_memory_utilization understates what the model takes, and co-residence now uses the footprint.
+WELL_ABOVE = 1.25
 
 
 class Scheduler:
@@ -71,6 +91,7 @@ class Scheduler:
         self._fx = effects
         self._t = Transitions(effects)
         self._budget = memory_budget
+        self._total = total_memory
         self._queue_limit = queue_limit
         self._queue = WaitQueue()
         self._swap = Swap(
@@ -93,19 +114,20 @@ class Scheduler:
                 raise backoff_error(slot, now)
             self._t.set_state(slot, ModelState.FAILED, now)
         if slot.can_serve and not self._queue.wants(model):
-            self._t.lease(slot, request)
+            self._t.lease(slot, request, now)
             return GRANTED
+        self._never_fits(slot)
         if not wait:
             self._want(model, now)  # not waiting, but the model should come: a retry finds it
             self._schedule(now)
             raise ModelLoadingError(
                 f"The model '{model}' is {slot.state.value}; not waiting because the request said so.",
-                retry_after=estimate(slot, now),
+                retry_after=self.retry_after(model, now),
             )
         if len(self._queue) >= self._queue_limit:
             raise QueueFullError(
                 f"Too many requests are waiting ({self._queue_limit}); try again shortly.",
-                retry_after=estimate(slot, now),
+                retry_after=self.retry_after(model, now),
             )
         self._queue.append(Waiter(request, model, now))
         self._schedule(now)
@@ -115,7 +137,7 @@ class Scheduler:
         """The lease's response ended (completely, with an error, or by client disconnect)."""
         slot = self._slot(model)
         if request in slot.leases:
-            slot.leases.discard(request)
+            self._t.unlease(slot, request, now)
             self._schedule(now)
 
     def cancel(self, request: int, now: float) -> None:
@@ -167,6 +189,9 @@ class Scheduler:
         """At boot: start the preload models that are not running (as an operator's start)."""
         for slot in self._slots.values():
             if slot.info.preload and slot.state in _DOWN:
+                if (error := too_large(slot, self._budget, self._total)) is not None:
+                    self._fx.warn(f"not preloaded: {error.message}", slot.id)
+                    continue
                 self._want(slot.id, now)
         self._schedule(now)
 
@@ -225,6 +250,7 @@ class Scheduler:
         """Start a model as a request would, without holding a lease (it idles afterwards).
         Clears back-off and the hold an operator's stop put on a pinned model."""
         slot = self._slot(model)
+        self._never_fits(slot)
         slot.held_down = False
         slot.failures = 0
         if slot.state is ModelState.BACKOFF:
@@ -278,6 +304,7 @@ class Scheduler:
             failures=slot.failures,
             backoff_until=slot.backoff_until if slot.state is ModelState.BACKOFF else None,
             last_load_seconds=slot.last_load,
+            last_stop_seconds=slot.last_stop,
         )
 
     def views(self) -> list[ModelView]:
@@ -290,28 +317,69 @@ class Scheduler:
     def ahead_of(self, model: str) -> int:
         return self._queue.ahead_of(model)
 
+    # ------------------------------------------------------------------------------ learned
     def learned_load(self, model: str, seconds: float) -> None:
         """The typical load time of `model` as learned over its starts (and kept across
         restarts): what estimates (Retry-After, ETA) start from."""
-        self._slot(model).last_load = seconds
+        self._slot(model).typical_load = seconds
 
-    def eta(self, model: str, now: float) -> float | None:
-        """Seconds until `model` is likely ready, once a load time is known."""
+    def learned_stop(self, model: str, seconds: float) -> None:
+        """The typical time `model` takes to stop: what a swap's estimate counts for it."""
+        self._slot(model).stop_time = seconds
+
+    def guessed_load(self, model: str, seconds: float) -> None:
+        """Before any history: a load time guessed from the model's size on disk."""
+        self._slot(model).load_guess = seconds
+
+    def weights(self, model: str, size: int) -> None:
+        """The bytes of its weights on disk: it takes at least as much memory once loaded."""
+        self._slot(model).weights = size
+
+    def learned_memory(self, model: str, footprint: int) -> None:
+        """What `model` was seen to take once ready, in bytes. Where that is more than its
+        declared share (gpu_memory_utilization) it becomes its share: co-residence and the
+        memory gate count what it really takes. A footprint is never used to shrink the share:
+        one read just after ready is a lower bound of what the engine takes under load."""
         slot = self._slot(model)
-        if slot.state is ModelState.READY:
-            return 0.0
-        return estimate(slot, now) if slot.last_load is not None else None
+        slot.memory = footprint
+        if not self._total:
+            return
+        slot.share = max(slot.info.fraction, footprint / self._total)
+        if footprint > WELL_ABOVE * slot.info.fraction * self._total:
+            declared = slot.info.fraction * self._total / GIB
+            self._fx.warn(
+                f"it takes {footprint / GIB:.1f} GiB once ready, well above its declared"
+                f" gpu_memory_utilization {slot.info.fraction:g} ({declared:.1f} GiB); it is"
+                " scheduled by what it takes, and its catalog entry should say so",
+                model,
+            )
+
+    def _never_fits(self, slot: Slot) -> None:
+        """Refuse a model this host can never hold, before anything is evicted for it."""
+        if (error := too_large(slot, self._budget, self._total)) is not None:
+            raise error
+
+    # ------------------------------------------------------------------------------ estimates
+    def eta(self, model: str, now: float) -> Eta:
+        """How long until `model` is likely ready: what stands before it, then its load."""
+        self._slot(model)
+        return estimate_ready(model, self._slots, self._queue, self._budget, now)
+
+    def load_guess(self, model: str) -> float | None:
+        """Its load time guessed from its size on disk while no start of it was seen; else None."""
+        slot = self._slot(model)
+        return load_time(slot) if load_guessed(slot) else None
 
     def state(self, model: str) -> ModelState:
         return self._slot(model).state
 
     def retry_after(self, model: str, now: float) -> float:
-        return estimate(self._slot(model), now)
+        return self.eta(model, now).seconds
 
     # ------------------------------------------------------------------------------ the core
     def _schedule(self, now: float) -> None:
         """Settle what can be settled after any event. Idempotent."""
-        self._grant_ready()
+        self._grant_ready(now)
         self._swap.progress(now)
         if self._swap.target is None:
             self._pick_next(now)
@@ -321,13 +389,13 @@ class Scheduler:
         self._arm_idle(now)
         self._restore_pinned(now)
 
-    def _grant_ready(self) -> None:
+    def _grant_ready(self, now: float) -> None:
         def still_waiting(entry: Waiter | Wanted) -> bool:
             slot = self._slots[entry.model]
             if not slot.can_serve:
                 return True
             if isinstance(entry, Waiter):
-                self._t.lease(slot, entry.request)
+                self._t.lease(slot, entry.request, now)
                 self._fx.grant(entry.request)
             return False  # an operator's start is satisfied by readiness
 
@@ -340,7 +408,7 @@ class Scheduler:
             slot = self._slots[entry.model]
             if slot.state not in _DOWN:
                 continue  # starting, ready (maybe at max_concurrent), or on its way somewhere
-            if fits(slot.info, self._swap.active(), self._budget):
+            if fits(slot, self._swap.active(), self._budget):
                 self._t.start(slot, now)
                 continue
             self._swap.begin(slot, now)
@@ -366,7 +434,8 @@ class Scheduler:
                 slot.info.pinned
                 and slot.state is ModelState.STOPPED
                 and not slot.held_down
-                and fits(slot.info, self._swap.active(), self._budget)
+                and fits(slot, self._swap.active(), self._budget)
+                and too_large(slot, self._budget, self._total) is None
             ):
                 self._t.start(slot, now)
 

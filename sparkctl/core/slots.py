@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sparkctl.core.states import Effects, ModelInfo, ModelState
-from sparkctl.errors import ModelBackoffError, ModelStartFailedError, ModelStartTimeoutError, SparkError
+from sparkctl.errors import (
+    ModelBackoffError,
+    ModelStartFailedError,
+    ModelStartTimeoutError,
+    ModelTooLargeError,
+    SparkError,
+)
 
 # Back-off after the second consecutive failure: 30 s, doubling, at most 10 minutes.
 BACKOFF_BASE = 30.0
@@ -20,6 +26,7 @@ BACKOFF_MAX = 600.0
 DEFAULT_LOAD_ESTIMATE = 30.0
 # Memory fractions are summed as floats; a catalog that fills the budget exactly must fit.
 EPSILON = 1e-9
+GIB = 1024**3
 
 
 @dataclass(slots=True)
@@ -34,9 +41,25 @@ class Slot:
     idle_at: float | None = None  # when the idle stop fires, if armed
     drain_deadline: float | None = None
     load_started: float | None = None
-    last_load: float | None = None  # seconds the last successful start took
+    last_load: float | None = None  # seconds its last successful start took
+    typical_load: float | None = None  # seconds a start takes, learned over its starts
+    load_guess: float | None = None  # before any history: a guess from its size on disk
+    stop_time: float | None = None  # seconds a stop takes, learned (STOPPING to STOPPED)
+    stop_started: float | None = None
+    last_stop: float | None = None  # seconds the last stop took
+    # Bytes: what it was seen to take once ready (learned), and its weights on disk. A model
+    # holds at least either; `share` is its part of the memory for co-residence: the declared
+    # gpu_memory_utilization, or the learned footprint where that is larger.
+    memory: int = 0
+    weights: int = 0
+    share: float = 0.0
+    lease_since: dict[int, float] = field(default_factory=dict)  # when each lease began
+    request_time: float | None = None  # how long its requests last (a moving average)
     pending: Literal["start", "stop"] | None = None  # a job we asked systemd for
     held_down: bool = False  # stopped by an operator: pinned models stay down until started
+
+    def __post_init__(self) -> None:
+        self.share = self.info.fraction
 
     @property
     def id(self) -> str:
@@ -82,6 +105,7 @@ class Transitions:
             slot.drain_deadline = None
         self.disarm_idle(slot)
         slot.pending = "stop"
+        slot.stop_started = now
         self.set_state(slot, ModelState.STOPPING, now)
         self.fx.stop_unit(slot.id)
 
@@ -124,14 +148,23 @@ class Transitions:
         self.fx.cancel_timer(("backoff", slot.id))
         self.set_state(slot, to, now)
 
-    def lease(self, slot: Slot, request: int) -> None:
+    def lease(self, slot: Slot, request: int, now: float) -> None:
         slot.leases.add(request)
+        slot.lease_since[request] = now
         self.disarm_idle(slot)
+
+    def unlease(self, slot: Slot, request: int, now: float) -> None:
+        """A lease ended: how long it lasted feeds the drain estimate of the model's requests."""
+        slot.leases.discard(request)
+        if (since := slot.lease_since.pop(request, None)) is not None:
+            took = now - since
+            slot.request_time = took if slot.request_time is None else 0.8 * slot.request_time + 0.2 * took
 
     def abort(self, slot: Slot, error: SparkError) -> None:
         if slot.leases:
             self.fx.abort_leases(slot.id, sorted(slot.leases), error)
             slot.leases.clear()
+            slot.lease_since.clear()
 
     def arm_idle(self, slot: Slot, now: float) -> None:
         slot.idle_at = now + slot.info.idle_timeout
@@ -144,32 +177,50 @@ class Transitions:
 
 
 # ------------------------------------------------------------------------------------ placement
-def fits(info: ModelInfo, active: list[Slot], budget: float) -> bool:
-    """Whether `info` can run beside the `active` models: nobody exclusive, the budget kept."""
-    others = [s for s in active if s.id != info.id]
+def fits(slot: Slot, active: list[Slot], budget: float) -> bool:
+    """Whether `slot` can run beside the `active` models: nobody exclusive, the budget kept."""
+    others = [s for s in active if s.id != slot.id]
     if not others:
         return True
-    if info.exclusive or any(s.info.exclusive for s in others):
+    if slot.info.exclusive or any(s.info.exclusive for s in others):
         return False
-    return sum(s.info.fraction for s in others) + info.fraction <= budget + EPSILON
+    return sum(s.share for s in others) + slot.share <= budget + EPSILON
 
 
-def in_the_way(target: ModelInfo, active: list[Slot], budget: float) -> list[Slot]:
+def in_the_way(target: Slot, active: list[Slot], budget: float) -> list[Slot]:
     """The running models that must go for `target` to fit: all of them for an exclusive
     target; otherwise any exclusive one, then unpinned ones (idle first, largest first),
     then pinned ones only if it still does not fit."""
-    if target.exclusive or any(s.info.exclusive for s in active):
+    if target.info.exclusive or any(s.info.exclusive for s in active):
         return active
     if fits(target, active, budget):
         return []
     victims: list[Slot] = [s for s in active if s.state is ModelState.STOPPING]
     rest = [s for s in active if s.state is not ModelState.STOPPING]
-    rest.sort(key=lambda s: (s.info.pinned, bool(s.leases), -s.info.fraction, s.id))
+    rest.sort(key=lambda s: (s.info.pinned, bool(s.leases), -s.share, s.id))
     for s in rest:
         if fits(target, [a for a in active if a not in victims], budget):
             break
         victims.append(s)
     return victims
+
+
+def too_large(slot: Slot, budget: float, total: int) -> ModelTooLargeError | None:
+    """Why this host (`total` bytes, 0 if unknown) can never hold the model, if it cannot: its
+    weights on disk alone exceed the memory budget, or it was seen to take more than the host has."""
+    if not total:
+        return None
+    if slot.weights > budget * total:
+        why = f"its weights take {slot.weights / GIB:.1f} GiB on disk"
+    elif slot.memory > total:
+        why = f"it was seen to take {slot.memory / GIB:.1f} GiB once loaded"
+    else:
+        return None
+    return ModelTooLargeError(
+        f"The model '{slot.id}' can never fit this host: {why}, and the memory budget is"
+        f" {budget * total / GIB:.1f} GiB (scheduler.memory_budget {budget:g} of {total / GIB:.1f} GiB).",
+        hint="a smaller quantisation of it, or a host with more memory",
+    )
 
 
 def idle_stop_wanted(slot: Slot, queued: bool) -> bool:
@@ -188,10 +239,20 @@ def estimate(slot: Slot, now: float) -> float:
     """Seconds until the model is likely ready: learned load time, minus what has passed."""
     if slot.state is ModelState.BACKOFF:
         return max(1.0, slot.backoff_until - now)
-    load = slot.last_load or DEFAULT_LOAD_ESTIMATE
+    load = load_time(slot)
     if slot.state is ModelState.STARTING and slot.load_started is not None:
         return max(1.0, load - (now - slot.load_started))
     return max(1.0, load)
+
+
+def load_time(slot: Slot) -> float:
+    """Seconds a start of this model takes: learned, else guessed from its size, else a default."""
+    return slot.typical_load or slot.last_load or slot.load_guess or DEFAULT_LOAD_ESTIMATE
+
+
+def load_guessed(slot: Slot) -> bool:
+    """No start of it was seen: its load time is a guess (from its size on disk, or a default)."""
+    return slot.typical_load is None and slot.last_load is None
 
 
 def start_error(slot: Slot, unit_result: str, detail: str) -> SparkError:

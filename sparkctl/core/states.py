@@ -94,6 +94,7 @@ class ModelView:
     failures: int
     backoff_until: float | None
     last_load_seconds: float | None
+    last_stop_seconds: float | None = None
 
 
 class Effects(Protocol):

@@ -22,6 +22,7 @@ from pathlib import Path
 from sparkctl.catalog import Catalog, Model
 from sparkctl.core import messages as msg
 from sparkctl.core.effects import SupervisorEffects
+from sparkctl.core.estimate import Eta, guess_load
 from sparkctl.core.host import MEMINFO, read_meminfo
 from sparkctl.core.learned import Learned
 from sparkctl.core.lease import Lease
@@ -30,6 +31,7 @@ from sparkctl.core.messages import AdminAction
 from sparkctl.core.scheduler import GRANTED, Scheduler
 from sparkctl.core.states import ActiveState, ModelInfo, ModelState, ModelView
 from sparkctl.core.systemd import Event, Systemd, UnitChanged
+from sparkctl.core.weights import weights_size
 from sparkctl.errors import SparkError
 from sparkctl.settings import Settings
 from sparkctl.units.names import service_name
@@ -97,9 +99,17 @@ class Supervisor:
             total_memory=total,
         )
         self._learned = await asyncio.to_thread(Learned.load, self.settings.runtime.state_dir)
+        sizes = await asyncio.to_thread(self._weights_sizes)
         for model in self.catalog.enabled:
-            if (typical := self._learned.typical_load(model.id)) is not None:
+            self._sized(model.id, sizes[model.id])
+            if (record := self._learned.records.get(model.id)) is None:
+                continue
+            if (typical := record.typical_load) is not None:
                 self._scheduler.learned_load(model.id, typical)
+            if (stop := record.typical_stop) is not None:
+                self._scheduler.learned_stop(model.id, stop)
+            if record.memory_bytes:
+                self._scheduler.learned_memory(model.id, record.memory_bytes)
         self._listeners.append(self._learn)  # first: estimates are right for those after it
         self._fx.systemd, states = await self._connect()
         self._fx.bus_ready.set()
@@ -112,6 +122,18 @@ class Supervisor:
         liveness = Liveness(self.catalog, self.settings, self.views, self._post)
         self._liveness = asyncio.create_task(liveness.run(), name="sparkctl-liveness")
         log.info("supervisor ready; adopted running models: %s", _running(states))
+
+    def _weights_sizes(self) -> dict[str, int]:
+        hf_cache = self.settings.runtime.hf_cache
+        return {
+            m.id: weights_size(hf_cache, m.spec.source.hf_repo, m.spec.source.revision)
+            for m in self.catalog.enabled
+        }
+
+    def _sized(self, model: str, weights: int) -> None:
+        """What its weights on disk tell: the least it takes, and a load time before any history."""
+        self._sched.weights(model, weights)
+        self._sched.guessed_load(model, guess_load(weights))
 
     async def _connect(self) -> tuple[Systemd, dict[str, ActiveState]]:
         """A connection to systemd, subscribed to its signals, and its view of every model unit."""
@@ -158,6 +180,8 @@ class Supervisor:
                 log.warning("%s", self._degraded)
 
     async def close(self) -> None:
+        if self._scheduler is not None:
+            self._save_learned()  # (last use is saved only with other news, and here)
         await asyncio.gather(*self._saves, return_exceptions=True)  # what was learned is kept
         for task in (self._liveness, self._bus_keeper, self._owner):
             if task is not None:
@@ -209,6 +233,7 @@ class Supervisor:
             case msg.Release(request, model):
                 self._fx.lease_ended(request)
                 s.release(request, model, now)
+                self._learned.record(model).last_used = time.time()
             case msg.Cancel(request):
                 if self._fx.waiters.pop(request, None) is not None:
                     s.cancel(request, now)
@@ -234,9 +259,15 @@ class Supervisor:
                 s.unit_state(model, active, now)
             case msg.EngineHung(model, reason):
                 s.engine_hung(model, reason, now)
-            case msg.Measured(model, footprint):
-                self._learned.record(model).memory_bytes = footprint
+            case msg.Measured(model, footprint, exec_to_ready):
+                if footprint is not None:
+                    self._learned.record(model).memory_bytes = footprint
+                    s.learned_memory(model, footprint)
+                if exec_to_ready is not None:
+                    self._learned.exec_loaded(model, exec_to_ready)
                 self._save_learned()
+            case msg.Sized(model, weights):
+                self._sized(model, weights)
             case msg.EndAll(error, future):
                 s.end_all(error)
                 if not future.done():
@@ -308,8 +339,15 @@ class Supervisor:
             self._listeners.remove(listener)
 
     def _learn(self, model: str, state: ModelState) -> None:
-        """A start's outcome, learned: its load time once ready, or a failure; then saved."""
+        """A start's outcome, learned: its load time once ready, or a failure; a stop's time;
+        then saved."""
         before, self._before[model] = self._before.get(model), state
+        if before is ModelState.STOPPING and state is ModelState.STOPPED:
+            if (seconds := self._sched.view(model).last_stop_seconds) is not None:
+                self._learned.stopped(model, seconds)
+                self._sched.learned_stop(model, self._learned.records[model].typical_stop or seconds)
+                self._save_learned()
+            return
         if before is not ModelState.STARTING:
             return
         record = self._learned.record(model)
@@ -338,8 +376,13 @@ class Supervisor:
         """The learned typical load time of `model` (None before its first start)."""
         return self._learned.typical_load(model)
 
-    def eta(self, model: str) -> float | None:
-        """Seconds until `model` is likely ready, once a load time is known (a snapshot)."""
+    def load_guess(self, model: str) -> float | None:
+        """Before any history: its load time guessed from its size on disk (else None)."""
+        return self._sched.load_guess(model)
+
+    def eta(self, model: str) -> Eta:
+        """How long until `model` is likely ready (a snapshot): learned, or a guess before any
+        history."""
         return self._sched.eta(model, self._loop.time())
 
     def _notify(self, model: str, state: ModelState) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sparkctl.core.queue import WaitQueue
 from sparkctl.core.slots import Slot, Transitions, in_the_way
-from sparkctl.core.states import ModelInfo, ModelState
+from sparkctl.core.states import ModelState
 
 _WAITING = (ModelState.QUEUED, ModelState.STOPPED, ModelState.FAILED)
 
@@ -59,7 +59,7 @@ class Swap:
             return
         if self._gate_open == target:
             return
-        victims = in_the_way(slot.info, self.active(), self._budget)
+        victims = in_the_way(slot, self.active(), self._budget)
         for victim in victims:
             if victim.state is ModelState.READY:
                 self._t.drain(victim, now, deadline=now + self._drain_timeout)
@@ -67,7 +67,7 @@ class Swap:
             return
         if self._freed and self._total_memory:
             self._gate_open = target
-            self._t.fx.watch_memory(target, self.need_bytes(slot.info))
+            self._t.fx.watch_memory(target, self.need_bytes(slot))
             self._t.fx.set_timer(("memory", target), now + self._memory_wait)
             return
         self._t.start(slot, now)
@@ -101,7 +101,7 @@ class Swap:
 
     def memory(self, model: str, available: int, now: float) -> None:
         """A MemAvailable reading while the gate for `model` is open."""
-        if self._gate_open == model and available >= self.need_bytes(self._slots[model].info):
+        if self._gate_open == model and available >= self.need_bytes(self._slots[model]):
             self.close_gate()
             self._t.start(self._slots[model], now)
 
@@ -120,5 +120,5 @@ class Swap:
     def active(self) -> list[Slot]:
         return [s for s in self._slots.values() if s.holds_memory]
 
-    def need_bytes(self, info: ModelInfo) -> int:
-        return int(info.fraction * self._total_memory)
+    def need_bytes(self, slot: Slot) -> int:
+        return int(slot.share * self._total_memory)

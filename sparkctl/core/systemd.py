@@ -69,6 +69,15 @@ class UnitStatus:
     exec_main_status: int
     active_enter_us: int  # CLOCK_REALTIME µs; 0 if never
     memory_current: int | None = None  # the unit's cgroup memory in bytes; None if not accounted
+    exec_main_start_us: int = 0  # CLOCK_REALTIME µs its main process was exec'd; 0 if never
+
+    @property
+    def exec_to_active(self) -> float | None:
+        """Seconds from the main process's exec to the unit being active (its readiness, for a
+        model unit), by systemd's clock; None when it has not been both."""
+        if self.exec_main_start_us and self.active_enter_us > self.exec_main_start_us:
+            return (self.active_enter_us - self.exec_main_start_us) / 1e6
+        return None
 
     @property
     def running(self) -> bool:
@@ -251,6 +260,7 @@ class Systemd:
             exec_main_status=svc["ExecMainStatus"].value if "ExecMainStatus" in svc else 0,
             active_enter_us=props["ActiveEnterTimestamp"].value,
             memory_current=_accounted(svc.get("MemoryCurrent")),
+            exec_main_start_us=svc["ExecMainStartTimestamp"].value if "ExecMainStartTimestamp" in svc else 0,
         )
 
     async def list_units(

@@ -77,6 +77,28 @@ def check_weights(hf_cache: Path, repo: str, revision: str = "main") -> WeightsS
     return _check_without_listing(base, snapshot)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def weights_size(hf_cache: Path, repo: str, revision: str = "main") -> int:
+    """The bytes of the weight files of `repo` at `revision` in the cache (0 when it is not
+    there): what the model needs in memory at the least, and what its load reads."""
+    state = check_weights(hf_cache, repo, revision)
+    return snapshot_size(state.snapshot) if state.snapshot is not None else 0
+
+
+def snapshot_size(snapshot: Path) -> int:
+    """The bytes of the weight files in a snapshot (or a local model directory)."""
+    total = 0
+    for path in snapshot.rglob("*"):
+        if path.name.endswith(WEIGHT_SUFFIXES):
+            try:
+                total += path.stat().st_size  # follows the symlink into blobs/
+            except OSError:
+                continue  # a blob that is gone: check_weights says so where it matters
+    return total
+
+
 def _resolve(base: Path, revision: str) -> str | None:
     if _COMMIT_RE.fullmatch(revision):
         return revision

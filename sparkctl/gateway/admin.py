@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 
 from sparkctl import __version__
-from sparkctl.api import DaemonStatus, ModelStatus, StateEvent
+from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, StateEvent
 from sparkctl.core.states import ModelState, ModelView
 from sparkctl.errors import SparkError
 from sparkctl.gateway.context import GATEWAY, Gateway
@@ -38,6 +38,7 @@ def _on_its_way(view: ModelView) -> bool:
 
 def model_status(gw: Gateway, view: ModelView) -> ModelStatus:
     spec = gw.catalog.models[view.id].spec
+    eta = gw.supervisor.eta(view.id) if _on_its_way(view) else None
     return ModelStatus(
         id=view.id,
         state=view.state,
@@ -49,7 +50,10 @@ def model_status(gw: Gateway, view: ModelView) -> ModelStatus:
         backoff_until=_wall(gw, view.backoff_until),
         last_load_seconds=round(view.last_load_seconds, 3) if view.last_load_seconds is not None else None,
         load_time_s=_rounded(gw.supervisor.typical_load(view.id)),
-        eta_seconds=_rounded(gw.supervisor.eta(view.id)) if _on_its_way(view) else None,
+        eta_seconds=_rounded(eta.seconds) if eta is not None else None,
+        eta_guess=eta is not None and eta.guess,
+        load_time_guess_s=_rounded(gw.supervisor.load_guess(view.id)),
+        memory_bytes=gw.supervisor.footprint(view.id),
         unit=service_name(view.id),
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         gpu=spec.serve.gpu,
@@ -90,8 +94,10 @@ async def stop_model(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: one `state` event per model state change (a first snapshot too)."""
+    """Server-sent events: one `state` event per model state change (a first snapshot too), each
+    followed by an `eta` event for every other model on its way whose estimate moved."""
     gw = request.app[GATEWAY]
+    etas = _Etas(gw)
     queue: asyncio.Queue[tuple[str, ModelState]] = asyncio.Queue(maxsize=1024)
     ended: list[SparkError] = []
 
@@ -111,7 +117,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     gw.supervisor.subscribe(listener)
     try:
         for view in gw.supervisor.views():
-            await response.write(_event(view.id, view.state))
+            await response.write(etas.state_event(view.id, view.state))
         if (held := request.get(HOLD)) is not None:
             held.on_end(end)
         while not ended:
@@ -121,7 +127,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await response.write(b": ping\n\n")
                 continue
             if not ended:
-                await response.write(_event(model, state))
+                await response.write(etas.state_event(model, state) + etas.moved(besides=model))
         await response.write(b"event: error\n" + sse_error_event(ended[0]))
         await response.write_eof()
     except ConnectionError:
@@ -131,9 +137,48 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _event(model: str, state: ModelState) -> bytes:
-    data = StateEvent(model=model, state=state, time=round(time.time(), 3)).model_dump_json()
-    return f"event: state\ndata: {data}\n\n".encode()
+class _Etas:
+    """The estimates one event stream has sent, so that it sends those that moved."""
+
+    MOVED = 1.0  # seconds: less is not news
+
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+        self._sent: dict[str, float] = {}
+
+    def state_event(self, model: str, state: ModelState) -> bytes:
+        view = self._gw.supervisor.view(model)
+        eta = self._gw.supervisor.eta(model) if _on_its_way(view) else None
+        if eta is None:
+            self._sent.pop(model, None)
+        else:
+            self._sent[model] = eta.seconds
+        data = StateEvent(
+            model=model,
+            state=state,
+            time=round(time.time(), 3),
+            eta_seconds=_rounded(eta.seconds) if eta is not None else None,
+            eta_guess=eta is not None and eta.guess,
+        ).model_dump_json()
+        return f"event: state\ndata: {data}\n\n".encode()
+
+    def moved(self, besides: str) -> bytes:
+        out = []
+        for view in self._gw.supervisor.views():
+            if view.id == besides or not _on_its_way(view):
+                continue
+            eta = self._gw.supervisor.eta(view.id)
+            if abs(self._sent.get(view.id, -self.MOVED) - eta.seconds) < self.MOVED:
+                continue
+            self._sent[view.id] = eta.seconds
+            data = EtaEvent(
+                model=view.id,
+                eta_seconds=round(eta.seconds, 1),
+                eta_guess=eta.guess,
+                time=round(time.time(), 3),
+            ).model_dump_json()
+            out.append(f"event: eta\ndata: {data}\n\n".encode())
+        return b"".join(out)
 
 
 def register(app: web.Application) -> None:

@@ -35,6 +35,8 @@ def model_object(gw: Gateway, model: Model) -> dict[str, Any]:
         "node": NODE,  # (one node until a cluster is configured)
         # learned over the model's starts, kept across restarts; null before the first
         "load_time_s": _rounded(gw.supervisor.typical_load(model.id)) if spec.enabled else None,
+        # until then, a guess from its size on disk (null once a start was seen)
+        "load_time_guess_s": _rounded(gw.supervisor.load_guess(model.id)) if spec.enabled else None,
         # what it was last seen to take once ready (MemAvailable's drop or its cgroup)
         "memory_bytes": gw.supervisor.footprint(model.id) if spec.enabled else None,
     }

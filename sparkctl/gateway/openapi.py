@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from sparkctl import __version__
-from sparkctl.api import DaemonStatus, ModelStatus, StateEvent
+from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, StateEvent
 from sparkctl.catalog.spec import Capability, Status
 from sparkctl.errors import ErrorCode
 from sparkctl.gateway import openai
@@ -144,7 +144,12 @@ def document() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     # The admin API's records, as the server and the client share them; their $refs point here.
     _, records = models_json_schema(
-        [(DaemonStatus, "serialization"), (ModelStatus, "serialization"), (StateEvent, "serialization")],
+        [
+            (DaemonStatus, "serialization"),
+            (ModelStatus, "serialization"),
+            (StateEvent, "serialization"),
+            (EtaEvent, "serialization"),
+        ],
         ref_template=SCHEMAS + "{model}",
     )
     schemas: dict[str, Any] = dict(records["$defs"])
@@ -199,6 +204,7 @@ def _schemas() -> dict[str, Any]:
             "AdminEvent": {
                 "oneOf": [
                     _event(_json_string("StateEvent"), "A model's new state.", name="state"),
+                    _event(_json_string("EtaEvent"), "A new estimate for a model on its way.", name="eta"),
                     _event(
                         _json_string("ErrorEnvelope"), "The stream ends: its key was revoked.", name="error"
                     ),
@@ -251,6 +257,10 @@ def _model_schema() -> dict[str, Any]:
             "load_time_s": {
                 "type": ["number", "null"],
                 "description": "Learned time from a request to ready.",
+            },
+            "load_time_guess_s": {
+                "type": ["number", "null"],
+                "description": "Before any start: a load time guessed from its size on disk.",
             },
             "memory_bytes": {"type": ["integer", "null"], "description": "Learned footprint."},
         },
@@ -573,8 +583,9 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
                 "summary": "Model state changes, as server-sent events",
                 "description": (
                     "`event: state` with `data:` a `StateEvent`: first one per model (a snapshot), "
-                    "then one per change; a `: ping` comment every 15 s. It ends only with an "
-                    "`event: error` (the key was revoked) or when the client leaves."
+                    "then one per change; after each change an `event: eta` (`EtaEvent`) for every "
+                    "model on its way whose estimate moved; a `: ping` comment every 15 s. It ends "
+                    "only with an `event: error` (the key was revoked) or when the client leaves."
                 ),
                 "responses": {
                     "200": {

@@ -179,14 +179,15 @@ def _ended(request: web.Request) -> SparkError | None:
 
 def _waiting_comment(gw: Gateway, model: Model) -> bytes:
     """The keep-alive comment of a waiting stream (BRIEF §9): `: sparkctl: waiting for ID (STATE[,
-    N ahead][, eta=Ss])`. A model that is down while its request waits in line is `queued`; the
-    estimate comes once a load time is known (learned over the model's starts)."""
+    N ahead][, eta=Ss])`. A model that is down while its request waits in line is `queued`. The
+    estimate counts what stands before the model and its load time (learned over its starts, or
+    before any, guessed from its size on disk), and is taken afresh for every comment."""
     state = gw.supervisor.view(model.id).state
     shown = "queued" if state in (ModelState.STOPPED, ModelState.FAILED) else state.value
     ahead = gw.supervisor.ahead_of(model.id)
     more = f", {ahead} ahead" if ahead else ""
-    if (eta := gw.supervisor.eta(model.id)) is not None and state is not ModelState.READY:
-        more += f", eta={eta:.0f}s"
+    if state is not ModelState.READY and (eta := gw.supervisor.eta(model.id)) is not None:
+        more += f", eta={eta.seconds:.0f}s"
     return f": sparkctl: waiting for {model.id} ({shown}{more})\n\n".encode()
 
 

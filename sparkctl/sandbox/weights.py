@@ -10,7 +10,7 @@ from sparkctl.core.weights import repo_dir
 PLACEHOLDER_COMMIT = "0" * 39 + "1"
 
 
-def write_placeholder(hf_cache: Path, repo: str, revision: str = "main") -> None:
+def write_placeholder(hf_cache: Path, repo: str, revision: str = "main") -> Path:
     """A snapshot holding one note instead of weights, laid out as huggingface_hub would: for
     emulated models (the demo, the tests), whose engine needs none but whose start is checked."""
     base = repo_dir(hf_cache, repo)
@@ -19,3 +19,4 @@ def write_placeholder(hf_cache: Path, repo: str, revision: str = "main") -> None
     snapshot = base / "snapshots" / PLACEHOLDER_COMMIT
     snapshot.mkdir(parents=True, exist_ok=True)
     (snapshot / "README.sparkctl").write_text("An emulated model: `sparkctl emulate` needs no weights.\n")
+    return snapshot

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ DIRECT = 28901
 MAX_CONNECTIONS = 40
 HEADER_TIMEOUT = 6
 SHUTDOWN_GRACE = 2
+ETA_LOAD = 3.0  # d-eta's engine load time: what its learned load time must come near
 
 
 @dataclass
@@ -51,9 +54,14 @@ def installed(box: Box) -> Iterator[Installed]:
         engine={"args": ["--load-time", "0.3", "--tokens-per-second", "50"]},
     )
     emulated(cat, "d-broken", 28913, engine={"args": ["--load-time", "soon"]})
+    emulated(cat, "d-eta", 28914, load_time=ETA_LOAD)
+    emulated(cat, "d-huge", 28915, source={"hf_repo": "org/huge"})
     for d in (base / "hf", base / "compile"):
         d.mkdir(parents=True, exist_ok=True)
     write_placeholder(base / "hf", "org/model")
+    huge = write_placeholder(base / "hf", "org/huge") / "model.safetensors"
+    with huge.open("wb") as f:  # sparse: weights four times the host's memory, on no disk
+        f.truncate(4 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     config = base / "sparkctl.toml"
     config.write_text(
         f'[gateway]\nlisten = ["127.0.0.1:{PORT}"]\nmax_connections = {MAX_CONNECTIONS}\n'
@@ -446,3 +454,90 @@ async def test_models_list_their_learned_load_time_across_a_restart(installed: I
     assert installed.box.run("test", "-s", "/var/lib/sparkctl/state/learned.json").returncode == 0
     ps = {m["id"]: m for m in json.loads(await asyncio.to_thread(installed.sparkctl, "ps", "-a", "--json"))}
     assert ps["d-beta"]["load_time_s"] == before["load_time_s"] and ps["d-beta"]["eta_seconds"] is None
+
+
+async def _cold_stream(installed: Installed, model: str) -> tuple[list[str], float]:
+    """A streamed request to a stopped model: the keep-alive comments it heard while it waited,
+    and how long it waited for its first chunk."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}
+    comments: list[str] = []
+    began = time.monotonic()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{installed.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {installed.key}"},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        waited = None
+        async for line in r.content:
+            text = line.decode().strip()
+            if text.startswith(": sparkctl: waiting"):
+                comments.append(text)
+            elif text.startswith("data:") and waited is None:
+                waited = time.monotonic() - began
+    assert waited is not None
+    return comments, waited
+
+
+async def test_a_waiting_stream_hears_an_eta_that_learns_the_load_time_and_keeps_it(
+    installed: Installed,
+) -> None:
+    """BRIEF §9's keep-alive comment carries `eta=` from the first cold start (a guess from the
+    size on disk); after three starts the learned load time is within 25 % of the truth, the ETA
+    a waiting stream hears is near its real wait, and both survive `systemctl restart sparkctl`."""
+    pattern = re.compile(r": sparkctl: waiting for d-eta \((starting|queued)(, \d+ ahead)?, eta=(\d+)s\)")
+    heard: list[tuple[int, float]] = []
+    for _ in range(3):
+        comments, waited = await _cold_stream(installed, "d-eta")
+        etas = [int(match.group(3)) for c in comments if (match := pattern.fullmatch(c))]
+        assert etas and len(etas) == len(comments), comments  # every comment has one
+        heard.append((etas[0], waited))
+        assert installed.sparkctl("stop", "d-eta").strip() == "d-eta: stopped"
+    assert heard[0][0] == 30  # no history, no weights: the base of the guess
+    models = {
+        m["id"]: m for m in json.loads(get(f"{installed.url}/v1/models", 5, _auth(installed))[1])["data"]
+    }
+    learned = models["d-eta"]["load_time_s"]
+    assert isinstance(learned, float) and ETA_LOAD <= learned <= ETA_LOAD * 1.25, learned
+    assert models["d-eta"]["load_time_guess_s"] is None and models["d-huge"]["load_time_guess_s"] > 60
+    eta, waited = heard[2]  # the third start's ETA came from the first two
+    assert abs(eta - waited) <= max(1.0, 0.25 * waited), heard
+    installed.box.systemctl("restart", "sparkctl.service")
+    again = {
+        m["id"]: m for m in json.loads(get(f"{installed.url}/v1/models", 5, _auth(installed))[1])["data"]
+    }
+    assert again["d-eta"]["load_time_s"] == learned
+    comments, _ = await _cold_stream(installed, "d-eta")
+    first = pattern.fullmatch(comments[0])
+    assert first is not None and abs(int(first.group(3)) - learned) <= 1, comments
+    installed.sparkctl("stop", "d-eta")
+
+
+def _auth(installed: Installed) -> dict[str, str]:
+    return {"Authorization": f"Bearer {installed.key}"}
+
+
+async def test_a_model_too_big_for_the_host_fails_at_once_without_stopping_anything(
+    installed: Installed,
+) -> None:
+    box = installed.box
+    assert installed.sparkctl("start", "d-slow").strip() == "d-slow: ready"
+    client = openai.AsyncOpenAI(base_url=f"{installed.url}/v1", api_key=installed.key, max_retries=0)
+    began = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(model="d-huge", messages=[{"role": "user", "content": "hi"}])
+    assert time.monotonic() - began < 2
+    error = refused.value.body
+    assert isinstance(error, dict) and error["code"] == "model_too_large", error
+    assert "can never fit this host" in error["message"] and "on disk" in error["message"]
+    assert box.systemctl("is-active", "sparkctl-d-slow.service").stdout.strip() == "active"  # not evicted
+    never = box.systemctl(
+        "show", "-p", "InactiveExitTimestampMonotonic", "--value", "sparkctl-d-huge.service"
+    )
+    assert never.stdout.strip() == "0"  # its unit was never started
+    bad = box.run(SPARKCTL, "--config", str(installed.config), "start", "d-huge", check=False)
+    assert bad.returncode != 0 and "can never fit this host" in bad.stderr
+    installed.sparkctl("stop", "d-slow")

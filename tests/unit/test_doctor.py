@@ -440,6 +440,34 @@ def test_models_without_weights_or_image(spark: Spark) -> None:
     )
 
 
+def test_footprints_well_above_the_declared_share_and_weights_that_never_fit_are_warnings(
+    spark: Spark,
+) -> None:
+    assert spark.check(doctor.check_footprints) == Check(
+        "model footprints", "pass", "0 of 1 enabled models measured, each within its declared share"
+    )
+    total = 127598944 * 1024
+    state = spark.root / "var/lib/sparkctl/state"
+    state.mkdir(parents=True)
+    learned = {"version": 2, "models": {"ready-model": {"loads": [30.0], "memory_bytes": int(0.3 * total)}}}
+    (state / "learned.json").write_text(json.dumps(learned))
+    assert spark.check(doctor.check_footprints).status == "pass"  # 0.3 = its declared share
+    learned["models"]["ready-model"]["memory_bytes"] = int(0.5 * total)  # type: ignore[index]
+    (state / "learned.json").write_text(json.dumps(learned))
+    above = spark.check(doctor.check_footprints)
+    assert above.status == "warn" and "ready-model takes 60.8 GiB, declares 36.5 GiB" in above.detail
+    assert "gpu_memory_utilization" in (above.fix or "")
+    snapshot = spark.root / "var/lib/sparkctl/huggingface/hub/models--org--ready/snapshots" / ("c" * 40)
+    with (snapshot / "model.safetensors").open("wb") as f:
+        f.truncate(total)  # sparse: weights the size of the whole memory
+    never = spark.check(doctor.check_footprints)
+    assert never.status == "warn" and "can never fit" in never.detail and "121.7 GiB" in never.detail
+    (state / "learned.json").write_text("{garbled")
+    broken = spark.check(doctor.check_footprints)
+    assert broken.status == "warn" and "not JSON" in broken.detail
+    assert (state / "learned.json").exists()  # read, not set aside: that is the daemon's to do
+
+
 def test_a_broken_check_is_reported_and_the_others_still_run(
     spark: Spark, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -477,6 +505,7 @@ def test_doctor_command_on_this_host(tmp_path: Path) -> None:
         "polkit rule",
         "sparkctl.socket",
         "models",
+        "model footprints",
     ]
     for c in checks:
         assert set(c) == {"check", "status", "detail", "fix"} and c["status"] in ("pass", "warn", "fail")

@@ -78,3 +78,22 @@ def test_a_directory_it_cannot_write_keeps_learning_in_memory(
         learned.save(learned.text())
     assert learned.typical_load("m") == 3.0
     assert caplog.text.count("in memory") == 1, caplog.text  # said once
+
+
+def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
+    """An upgrade keeps what was learned: version 1 had loads, failures and memory only."""
+    v1 = {"version": 1, "models": {"m": {"loads": [20.0, 22.0], "failures": 2, "memory_bytes": 5 * 2**30}}}
+    (tmp_path / FILE).write_text(json.dumps(v1))
+    learned = Learned.load(tmp_path)
+    record = learned.records["m"]
+    assert learned.typical_load("m") == 21.0 and record.failures == 2 and record.memory_bytes == 5 * 2**30
+    assert record.exec_loads == [] and record.stops == [] and record.last_used is None
+    learned.exec_loaded("m", 18.5)
+    learned.stopped("m", 3.0)
+    record.last_used = 1_800_000_000.0
+    learned.save(learned.text())
+    saved = json.loads((tmp_path / FILE).read_text())
+    assert saved["version"] == VERSION == 2  # written back as the current version
+    again = Learned.load(tmp_path).records["m"]
+    assert (again.exec_loads, again.stops, again.last_used) == ([18.5], [3.0], 1_800_000_000.0)
+    assert again.typical_stop == 3.0

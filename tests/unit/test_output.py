@@ -89,3 +89,5 @@ def test_models_list_on_a_narrow_terminal_and_as_json(
 @pytest.mark.parametrize(("seconds", "shown"), [(None, "-"), (41.6, "~42s"), (150, "~2m"), (0.2, "~0s")])
 def test_an_eta_reads_as_an_estimate(seconds: float | None, shown: str) -> None:
     assert output.eta(seconds) == shown
+    if seconds is not None:
+        assert output.eta(seconds, guess=True) == shown + "?"  # a guess says so

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sparkctl.catalog import Catalog, load_catalog
+from sparkctl.core.estimate import Eta
 from sparkctl.core.states import ModelState
 from sparkctl.errors import RouteNotSupportedError, UnknownModelError
 from sparkctl.gateway.proxy import _waiting_comment
@@ -88,8 +89,8 @@ class _Supervisor:
     def __init__(self, state: ModelState, ahead: int, eta: float | None) -> None:
         self._state, self._ahead, self._eta = state, ahead, eta
 
-    def eta(self, model: str) -> float | None:
-        return self._eta
+    def eta(self, model: str) -> Eta | None:
+        return Eta(self._eta, guess=False) if self._eta is not None else None
 
     def view(self, model: str) -> _View:
         return _View(self._state)

@@ -638,6 +638,8 @@ def test_random_traffic_keeps_every_invariant() -> None:
             for view in w.s.views():  # leases only on serving models
                 if view.leases:
                     assert view.state in (ModelState.READY, ModelState.DRAINING), view
+                eta = w.s.eta(view.id, w.now).seconds  # an estimate for every model, at every step
+                assert (eta == 0) is (view.state is ModelState.READY) and eta < 10_000, (view, eta)
         # no request is left behind: drain everything and every waiter is settled
         drain_all(w, held, waiting)
 

@@ -7,7 +7,8 @@ a full disk, cgroup v1). A failure means sparkctl cannot work as configured; a w
 works, with a limit worth knowing.
 
 The checks live by subject (runtime: systemd, cgroups, Podman, Quadlet; hardware: GPU, memory,
-swap, disk; service: port, API key, polkit, socket unit, models); `CHECKS` is their order in the
+swap, disk; service: port, API key, polkit, socket unit, models; learned: what the
+daemon learned of the models' footprints); `CHECKS` is their order in the
 report, and `run_checks` reads it from this module at call time, so a test may replace it.
 
 Inside a demo's sandbox (`sparkctl doctor` next to a running demo runs there: tools/demo_locator.py)
@@ -29,6 +30,7 @@ from sparkctl.tools.doctor.hardware import (
     check_swap,
 )
 from sparkctl.tools.doctor.host import Disk, Host, Result, disk_of, port_is_free, run_command
+from sparkctl.tools.doctor.learned import check_footprints
 from sparkctl.tools.doctor.runtime import (
     check_cgroup2,
     check_notify_healthy,
@@ -61,6 +63,7 @@ __all__ = [
     "check_cgroup2",
     "check_disk",
     "check_driver",
+    "check_footprints",
     "check_memory",
     "check_models",
     "check_notify_healthy",
@@ -95,6 +98,7 @@ CHECKS: tuple[CheckFn, ...] = (
     check_polkit,
     check_socket_unit,
     check_models,
+    check_footprints,
 )
 
 
