@@ -24,7 +24,7 @@ from typing import Any
 from . import machine, plots, report, verdicts
 from .loadgen import pin_self
 from .profile import FULL, QUICK, Profile
-from .scenarios import FAST, SLOW, Context, coldstart, gateway, held, streaming
+from .scenarios import FAST, SLOW, Context, coldstart, eta, gateway, held, streaming
 from .stack import ModelDef, Stack
 from .targets import start_naive, start_nginx
 
@@ -34,6 +34,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "held": held.run,
     "cold_start": coldstart.run_cold,
     "swap": coldstart.run_swap,
+    "eta": eta.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 FD_WANTED = 16384  # 1000 held streams: a client socket here, and two sockets in the daemon each
@@ -51,6 +52,7 @@ def models(prof: Profile) -> list[ModelDef]:
         ModelDef("cold-poll", load_time=lo),
         ModelDef("swap-a", load_time=lo, exclusive=True, fraction=0.001),
         ModelDef("swap-b", load_time=lo, exclusive=True, fraction=0.001),
+        *(ModelDef(m, load_time=lo, exclusive=True, fraction=0.001) for m in eta.MODELS),
     ]
 
 

@@ -25,6 +25,8 @@ class Profile:
     cold_runs: int
     swap_runs: int
     load_time: tuple[float, float]
+    # ETA: interleaved cold starts and swaps of three models with random load times.
+    eta_runs: int
 
 
 FULL = Profile(
@@ -42,6 +44,7 @@ FULL = Profile(
     cold_runs=12,
     swap_runs=12,
     load_time=(1.0, 2.0),
+    eta_runs=24,
 )
 
 QUICK = Profile(
@@ -59,4 +62,5 @@ QUICK = Profile(
     cold_runs=2,
     swap_runs=2,
     load_time=(0.3, 0.6),
+    eta_runs=6,
 )

@@ -70,6 +70,8 @@ def render(results: dict[str, Any]) -> str:
         lines += _cold(sc["cold_start"])
     if "swap" in sc:
         lines += _swap(sc["swap"])
+    if "eta" in sc:
+        lines += _eta(sc["eta"])
     lines += _machine(results)
     return "\n".join(lines) + "\n"
 
@@ -383,6 +385,48 @@ def _swap(s: dict[str, Any]) -> list[str]:
         ),
         "",
         *_steps({"swap": sm}),
+        "",
+    ]
+
+
+def _eta(e: dict[str, Any]) -> list[str]:
+    sm = e["summary"]
+    typical = ", ".join(f"{m} {s:.1f} s" for m, s in e["typical_load_s"].items())
+    rows = []
+    for key, label in (
+        ("learned", "learned, all"),
+        ("learned_cold", "learned, cold starts"),
+        ("learned_swap", "learned, swaps"),
+        ("guess", "first start (a guess)"),
+    ):
+        row = sm.get(key) or {}
+        if not row.get("n"):
+            rows.append([label, "0", "-", "-", "-", "-"])
+            continue
+        rows.append(
+            [
+                label,
+                str(row["n"]),
+                _f(row["median_abs_error_s"], 2),
+                f"{row['median_abs_error_pct']:.0f} %",
+                _f(row["median_error_s"], 2, sign=True),
+                _f(row["median_wait_s"], 1),
+            ]
+        )
+    return [
+        "## ETA against the real wait",
+        "",
+        "Three exclusive models with typical load times drawn at random "
+        f"({typical}); each start's load time is drawn within ±{e['jitter'] * 100:.0f} % of its "
+        "model's. Rounds interleave cold starts and swaps. A round's error is the arrival of the "
+        "stream's first keep-alive comment plus the `eta=` it carries, minus the arrival of the first "
+        "chunk. The first start of each model has no history: its estimate is guessed from the size "
+        "on disk (emulated models have none, so the guess is the base alone) and is shown apart.",
+        "",
+        *_table(
+            ["rounds", "n", "median abs error s", "of the wait", "bias s", "median wait s"],
+            rows,
+        ),
         "",
     ]
 

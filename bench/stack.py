@@ -173,6 +173,7 @@ class Stack:
                         "sparkctl": SPARKCTL,
                         "hf_cache": str(self.work / "hf"),
                         "compile_cache": str(self.work / "compile"),
+                        "state_dir": str(self.work / "state"),  # what it learns: the box's, not the host's
                     },
                 }
             )

@@ -35,6 +35,7 @@ class ModelStatus(Record):
     eta_seconds: float | None = None
     eta_guess: bool = False  # the ETA rests on a load time guessed (no start of it seen yet)
     load_time_guess_s: float | None = None  # before any start: a guess from its size on disk
+    exec_load_time_s: float | None = None  # the learned typical time from the engine's exec to ready
     memory_bytes: int | None = None  # the learned footprint
     unit: str
     gpu_memory_utilization: float

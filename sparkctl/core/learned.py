@@ -43,6 +43,10 @@ class ModelRecord:
         return statistics.median(self.loads) if self.loads else None
 
     @property
+    def typical_exec_load(self) -> float | None:
+        return statistics.median(self.exec_loads) if self.exec_loads else None
+
+    @property
     def typical_stop(self) -> float | None:
         return statistics.median(self.stops) if self.stops else None
 

@@ -376,6 +376,12 @@ class Supervisor:
         """The learned typical load time of `model` (None before its first start)."""
         return self._learned.typical_load(model)
 
+    def typical_exec_load(self, model: str) -> float | None:
+        """The learned typical time from its engine's exec to ready (systemd's timestamps): the
+        engine's own part of a load, without what comes before its exec (None before a start)."""
+        record = self._learned.records.get(model)
+        return record.typical_exec_load if record else None
+
     def load_guess(self, model: str) -> float | None:
         """Before any history: its load time guessed from its size on disk (else None)."""
         return self._sched.load_guess(model)

@@ -53,6 +53,7 @@ def model_status(gw: Gateway, view: ModelView) -> ModelStatus:
         eta_seconds=_rounded(eta.seconds) if eta is not None else None,
         eta_guess=eta is not None and eta.guess,
         load_time_guess_s=_rounded(gw.supervisor.load_guess(view.id)),
+        exec_load_time_s=_rounded(gw.supervisor.typical_exec_load(view.id)),
         memory_bytes=gw.supervisor.footprint(view.id),
         unit=service_name(view.id),
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,

@@ -19,7 +19,7 @@ from sparkctl.sandbox import box as sandbox
 from sparkctl.sandbox.box import Box
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"gateway", "streaming", "held", "cold_start", "swap"}
+SCENARIOS = {"gateway", "streaming", "held", "cold_start", "swap", "eta"}
 TARGETS = {"direct", "sparkctl", "nginx", "naive-aiohttp"}
 PLOTS = {
     "gateway_latency.png",
@@ -85,6 +85,9 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
     cold = results["scenarios"]["cold_start"]
     assert {r["variant"] for r in cold["runs"]} == set(cold["summary"]) and len(cold["summary"]) == 3
     assert all(r["status"] == 200 for r in cold["runs"] + results["scenarios"]["swap"]["runs"])
+    eta = results["scenarios"]["eta"]
+    assert len(eta["runs"]) == 6 and {r["kind"] for r in eta["runs"]} <= {"cold", "swap"}
+    assert eta["summary"]["guess"]["n"] + eta["summary"]["learned"]["n"] == 6
 
     verdicts = results["verdicts"]
     assert len(verdicts) == 7
@@ -98,6 +101,7 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
         "## Streaming",
         "## Streams held open",
         "## Cold start",
+        "## ETA against the real wait",
         "## Swap",
         "## Machine",
     ):

@@ -87,7 +87,7 @@ def installed(box: Box) -> Iterator[Installed]:
 def test_install_is_idempotent_and_says_what_it_did(installed: Installed) -> None:
     out = installed.box.run(SPARKCTL, "--config", str(installed.config), "install", timeout=300)
     assert out.stdout == ""  # no second key
-    assert "units: 0 added, 0 changed, 0 removed (4 models)" in out.stderr
+    assert "units: 0 added, 0 changed, 0 removed (6 models)" in out.stderr
     assert "Authorization: Bearer $SPARKCTL_API_KEY" in out.stderr
     for path in (
         "/etc/systemd/system/sparkctl.service",
@@ -503,6 +503,9 @@ async def test_a_waiting_stream_hears_an_eta_that_learns_the_load_time_and_keeps
     learned = models["d-eta"]["load_time_s"]
     assert isinstance(learned, float) and ETA_LOAD <= learned <= ETA_LOAD * 1.25, learned
     assert models["d-eta"]["load_time_guess_s"] is None and models["d-huge"]["load_time_guess_s"] > 60
+    ps = {m["id"]: m for m in json.loads(installed.sparkctl("ps", "-a", "--json"))}
+    engine_part = ps["d-eta"]["exec_load_time_s"]  # systemd's exec → active: the engine's own part
+    assert isinstance(engine_part, float) and ETA_LOAD <= engine_part <= learned, (engine_part, learned)
     eta, waited = heard[2]  # the third start's ETA came from the first two
     assert abs(eta - waited) <= max(1.0, 0.25 * waited), heard
     installed.box.systemctl("restart", "sparkctl.service")

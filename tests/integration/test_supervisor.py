@@ -414,7 +414,8 @@ async def test_load_times_are_learned_and_kept_across_a_restart(
     deploy(tmp_path, settings)
     catalog = load_catalog(settings, [tmp_path])
     sup = await supervise(open_supervisors, catalog, settings)
-    assert sup.typical_load("learner") is None and sup.eta("learner") is None  # no history yet
+    assert sup.typical_load("learner") is None  # no history yet: the ETA is a guess
+    assert sup.eta("learner").guess and sup.load_guess("learner") == sup.eta("learner").seconds
     for _ in range(3):
         (await sup.acquire("learner")).release()
         await sup.stop_model("learner")
@@ -433,4 +434,4 @@ async def test_load_times_are_learned_and_kept_across_a_restart(
     assert again.typical_load("learner") == pytest.approx(typical, abs=0.001)  # (kept to the ms)
     assert again.footprint("learner") == footprint
     eta = again.eta("learner")
-    assert eta is not None and eta == pytest.approx(typical, abs=0.01)
+    assert not eta.guess and eta.seconds == pytest.approx(typical, abs=0.01)
