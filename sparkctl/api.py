@@ -33,6 +33,8 @@ class ModelStatus(Record):
     # request waits for it), the seconds until it is likely ready: None until a load is known
     load_time_s: float | None = None
     eta_seconds: float | None = None
+    # why its last start failed or it crashed, with the engine's last log line; None once ready
+    last_error: str | None = None
     unit: str
     gpu_memory_utilization: float
     gpu: Literal["exclusive", "shared"]

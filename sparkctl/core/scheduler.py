@@ -278,6 +278,7 @@ class Scheduler:
             failures=slot.failures,
             backoff_until=slot.backoff_until if slot.state is ModelState.BACKOFF else None,
             last_load_seconds=slot.last_load,
+            last_error=slot.last_error.message if slot.last_error is not None else None,
         )
 
     def views(self) -> list[ModelView]:

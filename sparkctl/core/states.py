@@ -94,6 +94,8 @@ class ModelView:
     failures: int
     backoff_until: float | None
     last_load_seconds: float | None
+    # why the last start failed (the engine's last words included), until it is next ready
+    last_error: str | None = None
 
 
 class Effects(Protocol):

@@ -50,6 +50,7 @@ def model_status(gw: Gateway, view: ModelView) -> ModelStatus:
         last_load_seconds=round(view.last_load_seconds, 3) if view.last_load_seconds is not None else None,
         load_time_s=_rounded(gw.supervisor.typical_load(view.id)),
         eta_seconds=_rounded(gw.supervisor.eta(view.id)) if _on_its_way(view) else None,
+        last_error=view.last_error,
         unit=service_name(view.id),
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         gpu=spec.serve.gpu,
