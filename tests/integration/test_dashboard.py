@@ -373,3 +373,11 @@ async def test_auth_none_on_loopback_opens_without_a_login(open_gateway: str) ->
             assert await page.locator('tr[data-model="ui-open"] button.start').count() == 1  # local = admin
         finally:
             await b.close()
+
+
+def test_the_demo_finds_the_dashboard_where_the_root_redirects(installed: Installed) -> None:
+    """What `sparkctl demo` prints (tools/demo.py), checked against an installed daemon here;
+    tests/integration/test_demo.py sees it in the demo's own output."""
+    from sparkctl.tools.demo import dashboard
+
+    assert dashboard(installed.url) == f"{installed.url}/ui/"
