@@ -41,7 +41,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Ports 29100-29199 are this module's.
 PORT = 29100
 OPEN_PORT = 29101  # the in-process gateway with auth = "none"
-ENGINE_PORTS = {"ui-chat": 29110, "ui-evil": 29111, "ui-other": 29112}
+ENGINE_PORTS = {"ui-chat": 29110, "ui-evil": 29111, "ui-other": 29112, "ui-broken": 29114}
+MODELS = ["ui-broken", "ui-chat", "ui-evil", "ui-other"]
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 EVIL_LOG = "<script>window.__pwned=3</script><img src=y onerror=window.__pwned=4> said the engine"
 # An engine that says something hostile in its log before it becomes the emulator.
@@ -118,6 +119,7 @@ def installed(box: Box) -> Iterator[Installed]:
         **common,
     )
     emulated(cat, "ui-other", ENGINE_PORTS["ui-other"], load_time=0.2, **common)
+    emulated(cat, "ui-broken", ENGINE_PORTS["ui-broken"], engine={"args": ["--load-time", "soon"]}, **common)
     for d in (base / "hf", base / "compile"):
         d.mkdir(parents=True, exist_ok=True)
     write_placeholder(base / "hf", "org/model")
@@ -164,7 +166,7 @@ def _page(browser: Browser, installed: Installed, key: str, **context: Any) -> P
     expect(page.locator("#login-key")).to_be_focused()  # the keyboard can start at once
     page.keyboard.type(key)
     page.keyboard.press("Enter")
-    expect(page.locator("#models tbody tr[data-model]")).to_have_count(3, timeout=WAIT)
+    expect(page.locator("#models tbody tr[data-model]")).to_have_count(len(MODELS), timeout=WAIT)
     page.evaluate("window.__loadedOnce = true")  # gone if the page reloads
     page.set_default_timeout(WAIT)
     assert not errors, errors
@@ -180,12 +182,7 @@ def test_the_page_lists_the_models_and_shows_a_start_made_elsewhere_live(
 ) -> None:
     page = _page(browser, installed, installed.admin)
     rows = page.locator("#models tbody tr[data-model]")
-    expect(rows).to_have_count(3)
-    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.model)")) == [
-        "ui-chat",
-        "ui-evil",
-        "ui-other",
-    ]
+    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.model)")) == MODELS
     expect(page.locator('tr[data-model="ui-chat"] .desc').first).to_have_text("An emulated chat model")
     expect(_state(page, "ui-chat")).to_have_attribute("data-state", "stopped")
     expect(page.locator("#nodes .node")).to_have_count(1)
@@ -276,6 +273,17 @@ def test_the_playground_streams_an_answer_after_showing_the_cold_start(
     expect(page.locator("#play-send")).to_be_enabled()
 
 
+def test_a_failed_start_shows_why_with_the_engines_last_line(browser: Browser, installed: Installed) -> None:
+    page = _page(browser, installed, installed.admin)
+    page.locator('tr[data-model="ui-broken"] button.start').click()
+    expect(_state(page, "ui-broken")).to_have_attribute("data-state", "failed")
+    why = page.locator('tr[data-why="ui-broken"]')
+    expect(why).to_contain_text("failed to start")
+    expect(why).to_contain_text("invalid float value: 'soon'")  # the engine's own last words
+    _shots(page, "failed")
+    installed.box.systemctl("reset-failed", "sparkctl-ui-broken.service", check=False)
+
+
 def test_hostile_text_from_the_catalog_and_the_engine_renders_inert(
     browser: Browser, installed: Installed
 ) -> None:
@@ -299,7 +307,7 @@ def test_a_non_admin_key_sees_no_buttons_and_cannot_start_anything(
 ) -> None:
     page = _page(browser, installed, installed.user)
     expect(page.locator("#who-name")).not_to_contain_text("admin")
-    expect(page.locator("#models button.logs")).to_have_count(3)
+    expect(page.locator("#models button.logs")).to_have_count(len(MODELS))
     for action in ("start", "stop", "stop-now"):
         expect(page.locator(f"#models button.{action}")).to_have_count(0)
     # nor does the session open the admin API by hand
@@ -311,6 +319,7 @@ def test_a_non_admin_key_sees_no_buttons_and_cannot_start_anything(
     # signing out ends the session: the page asks for a key again
     page.locator("#sign-out").click()
     expect(page.locator("#login")).to_be_visible()
+    _shots(page, "login")
     assert page.evaluate("async () => (await fetch('/ui/api/live')).status") == 401
 
 
@@ -335,9 +344,16 @@ def test_the_page_fits_desktop_and_phone_width_in_dark_and_light(
 
 
 def _shots(page: Page, name: str) -> None:
+    """Keep a screenshot for docs/dashboard.md, in 64 colours: small enough to commit."""
     if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+        from PIL import Image  # (matplotlib's dependency, a dev dependency)
+
+        path = Path(SHOTS) / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path))
+        with Image.open(path) as shot:
+            small = shot.convert("RGB").quantize(colors=64)
+        small.save(path, optimize=True)
 
 
 # ------------------------------------------------------------------ auth = "none" on loopback
