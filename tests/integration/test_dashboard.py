@@ -203,6 +203,14 @@ def test_the_page_lists_the_models_and_shows_a_start_made_elsewhere_live(
     )
     expect(page.locator('tr[data-model="ui-chat"] td[data-label="Load"]')).to_contain_text("last ")
     _shots(page, "models")
+    # once a load time is learned, the next load shows its progress and ETA
+    installed.admin_call("stop", "ui-chat")
+    expect(_state(page, "ui-chat")).to_have_attribute("data-state", "stopped")
+    installed.admin_call("start", "ui-chat")
+    loading = page.locator('tr[data-model="ui-chat"] td[data-label="Load"]')
+    expect(loading.locator("progress")).to_be_visible()
+    expect(loading).to_contain_text("eta ")
+    expect(_state(page, "ui-chat")).to_have_attribute("data-state", "ready")
 
 
 def test_the_stop_buttons_stop_the_model_as_systemd_sees_it(browser: Browser, installed: Installed) -> None:

@@ -57,7 +57,8 @@ def line_event(entry: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "time": when,
         "priority": priority,
-        "source": "systemd" if entry.get("_PID") == "1" else "engine",
+        # systemd's own lines about the unit (PID 1, or a user's manager) set apart from the engine's
+        "source": "systemd" if entry.get("_PID") == "1" or entry.get("_COMM") == "systemd" else "engine",
         "message": message[:MAX_MESSAGE],
     }
 

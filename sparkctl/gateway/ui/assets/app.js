@@ -214,7 +214,8 @@
     if (STATES_ON_THE_WAY.has(m.state) && m.load_time_s) {
       const bar = el("progress", { max: String(m.load_time_s), "data-since": String(m.since) });
       bar.setAttribute("aria-label", `loading ${m.id}`);
-      load.append(bar, el("span", { class: "desc eta", text: m.eta_seconds != null ? ` eta ${seconds(m.eta_seconds)}` : "" }));
+      const eta = m.eta_seconds != null ? `, eta ${seconds(m.eta_seconds)}` : "";
+      load.append(bar, el("span", { class: "desc eta", text: ` loading${eta}` }));
     } else if (STATES_ON_THE_WAY.has(m.state)) {
       load.append(el("span", { class: "desc", text: "loading (no estimate yet)" }));
     } else {
