@@ -7,40 +7,33 @@ It lists the models; a request made elsewhere shows a model going starting → r
 reload; the stop button stops it (systemd's view checked); the log tail shows the engine's
 lines; the playground streams an answer and shows a cold start's loading feedback; hostile text
 from a catalog and an engine's log renders inert; a non-admin key sees no buttons; the page fits
-a phone's width in dark and light; and with `auth = "none"` on loopback it opens without a login.
+a phone's width in dark and light. (`auth = "none"`: test_dashboard_open.py.)
 
 Set SPARKCTL_DASHBOARD_SHOTS=DIR to keep the screenshots of the main views (docs/dashboard/).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from aiohttp import web
-from playwright.async_api import async_playwright
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from sparkctl.catalog import load_catalog
-from sparkctl.core.supervisor import Supervisor
-from sparkctl.gateway.app import build_app
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.weights import write_placeholder
-from tests.conftest import IN_CI, box_settings
+from tests.conftest import IN_CI
 from tests.integration.conftest import SPARKCTL, emulated, install
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Ports 29100-29199 are this module's.
 PORT = 29100
-OPEN_PORT = 29101  # the in-process gateway with auth = "none"
 ENGINE_PORTS = {"ui-chat": 29110, "ui-evil": 29111, "ui-other": 29112, "ui-broken": 29114}
 MODELS = ["ui-broken", "ui-chat", "ui-evil", "ui-other"]
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -362,41 +355,6 @@ def _shots(page: Page, name: str) -> None:
         with Image.open(path) as shot:
             small = shot.convert("RGB").quantize(colors=64)
         small.save(path, optimize=True)
-
-
-# ------------------------------------------------------------------ auth = "none" on loopback
-@pytest.fixture
-async def open_gateway(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[str]:
-    """The gateway in this process with `gateway.auth = "none"`, on loopback only."""
-    cat = tmp_path / "catalog"
-    emulated(cat, "ui-open", 29113, load_time=0.2, serve={"direct_port": 0})
-    settings = box_settings(box, gateway={"auth": "none", "listen": [f"127.0.0.1:{OPEN_PORT}"]})
-    await asyncio.to_thread(deploy, cat, settings)
-    catalog = load_catalog(settings, [cat])
-    sup = Supervisor(catalog, settings)
-    await sup.start()
-    runner = web.AppRunner(build_app(settings, catalog, sup), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", OPEN_PORT).start()
-    try:
-        yield f"http://127.0.0.1:{OPEN_PORT}"
-    finally:
-        await runner.cleanup()
-        await sup.close()
-
-
-async def test_auth_none_on_loopback_opens_without_a_login(open_gateway: str) -> None:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = await b.new_page()
-            await page.goto(f"{open_gateway}/")
-            await page.locator('tr[data-model="ui-open"] .state[data-state="stopped"]').wait_for(timeout=WAIT)
-            assert not await page.locator("#login").is_visible()
-            assert not await page.locator("#who").is_visible()  # nobody to sign out
-            assert await page.locator('tr[data-model="ui-open"] button.start').count() == 1  # local = admin
-        finally:
-            await b.close()
 
 
 def test_the_demo_finds_the_dashboard_where_the_root_redirects(installed: Installed) -> None:
