@@ -248,3 +248,12 @@ async def _first_event(response: Any) -> dict[str, Any]:
             return fields
         name, _, value = line.partition(": ")
         fields[name] = json.loads(value) if name == "data" else value
+
+
+def test_the_script_never_turns_text_into_markup() -> None:
+    """The page's one rule, kept by reading: daemon-provided text only ever becomes textContent."""
+    from importlib import resources
+
+    script = resources.files("sparkctl.gateway.ui").joinpath("assets", "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
+        assert sink not in script, sink
