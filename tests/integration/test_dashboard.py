@@ -223,6 +223,29 @@ def test_the_stop_buttons_stop_the_model_as_systemd_sees_it(browser: Browser, in
     installed.settle("ui-other", "inactive")
 
 
+def test_the_page_works_from_the_keyboard(browser: Browser, installed: Installed) -> None:
+    """Signing in is typed (in _page); then Tab reaches a model's Start, Enter starts it, and the
+    focus stays in its row while the page refreshes, on the next usable button (Stop)."""
+    page = _page(browser, installed, installed.admin)
+    start = 'tr[data-model="ui-other"] button.start'
+    for _ in range(60):
+        if page.evaluate(f"document.activeElement.matches({start!r})"):
+            break
+        page.keyboard.press("Tab")
+    else:
+        raise AssertionError("Tab never reached ui-other's Start button")
+    page.keyboard.press("Enter")
+    expect(_state(page, "ui-other")).to_have_attribute("data-state", "ready")
+    assert installed.unit_state("ui-other") == "active"
+    focused = page.locator(":focus")
+    expect(focused).to_have_class("stop quiet")
+    page.wait_for_timeout(2500)  # refreshes come and go; the focus stays
+    expect(focused).to_have_class("stop quiet")
+    page.keyboard.press("Enter")
+    expect(_state(page, "ui-other")).to_have_attribute("data-state", "stopped")
+    installed.settle("ui-other", "inactive")
+
+
 def test_the_log_tail_shows_the_engines_lines_as_they_come(browser: Browser, installed: Installed) -> None:
     page = _page(browser, installed, installed.user)
     page.locator('tr[data-model="ui-other"] button.logs').click()

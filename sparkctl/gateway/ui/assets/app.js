@@ -191,7 +191,9 @@
     body.replaceChildren(...rows);
     if (focusKey) {
       const row = body.querySelector(`tr[data-model="${CSS.escape(focusKey[0])}"]`);
-      const again = row && Array.from(row.querySelectorAll("button")).find((b) => b.className === focusKey[1]);
+      const buttons = row ? Array.from(row.querySelectorAll("button")) : [];
+      // the same button, or (it is disabled now: Start once started) the row's next usable one
+      const again = buttons.find((b) => b.className === focusKey[1] && !b.disabled) || buttons.find((b) => !b.disabled);
       if (again) again.focus();
     }
     tick();
