@@ -65,7 +65,7 @@ async def dash(tmp_path: Path) -> AsyncIterator[Dash]:
     store = KeyStore()
     admin, user = store.add("ops", admin=True), store.add("app")
     await asyncio.to_thread(store.save, tmp_path / "api-keys")
-    keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys", interval=0.0)
+    keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys", interval=0.05)
     app = build_app(settings, catalog, _supervisor(catalog, settings), keys=keys)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Dash(client, admin, user, tmp_path / "api-keys")
@@ -180,19 +180,23 @@ async def test_a_presented_key_wins_over_the_cookie(dash: Dash) -> None:
     assert r.status == 401
 
 
-async def test_revoking_the_key_signs_its_sessions_out(dash: Dash) -> None:
+async def test_revoking_the_key_ends_its_open_feed_and_signs_its_sessions_out(dash: Dash) -> None:
     await dash.sign_in(dash.user)
     assert (await dash.client.get("/ui/api/session")).status == 200
-
-    def revoke() -> None:
-        store = KeyStore.load(dash.keys_path)
-        store.revoke("app")
-        store.save(dash.keys_path)
-
-    await asyncio.to_thread(revoke)
-    await asyncio.sleep(0.05)  # the key file's signature includes its mtime
+    async with dash.client.get("/ui/api/live") as feed:
+        assert (await _first_event(feed))["event"] == "status"
+        await asyncio.to_thread(_revoke, dash.keys_path, "app")
+        while (event := await _first_event(feed))["event"] == "status":
+            pass  # snapshots until the key file's watcher notices (interval 0.05 s)
+        assert event["event"] == "error" and event["data"]["error"]["code"] == "unauthorized"
     r = await dash.client.get("/ui/api/session")
     assert r.status == 401 and r.headers["WWW-Authenticate"] == 'Bearer realm="sparkctl"'
+
+
+def _revoke(path: Path, name: str) -> None:
+    store = KeyStore.load(path)
+    store.revoke(name)
+    store.save(path)
 
 
 async def test_signing_out_ends_the_session(dash: Dash) -> None:
