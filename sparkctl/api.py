@@ -29,14 +29,16 @@ class ModelStatus(Record):
     failures: int
     backoff_until: float | None
     last_load_seconds: float | None
-    # the learned typical load time, and, while the model is on its way (starting, queued, or a
-    # request waits for it), the seconds until it is likely ready: None until a load is known
+    # the learned typical load time (None before a start), and, while the model is on its way
+    # (starting, queued, or a request waits for it), the seconds until it is likely ready
     load_time_s: float | None = None
     eta_seconds: float | None = None
     eta_guess: bool = False  # the ETA rests on a load time guessed (no start of it seen yet)
     load_time_guess_s: float | None = None  # before any start: a guess from its size on disk
     exec_load_time_s: float | None = None  # the learned typical time from the engine's exec to ready
     memory_bytes: int | None = None  # the learned footprint
+    # why its last start failed or it crashed, with the engine's last log line; None once ready
+    last_error: str | None = None
     unit: str
     gpu_memory_utilization: float
     gpu: Literal["exclusive", "shared"]

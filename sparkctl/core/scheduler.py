@@ -305,6 +305,7 @@ class Scheduler:
             backoff_until=slot.backoff_until if slot.state is ModelState.BACKOFF else None,
             last_load_seconds=slot.last_load,
             last_stop_seconds=slot.last_stop,
+            last_error=slot.last_error.message if slot.last_error is not None else None,
         )
 
     def views(self) -> list[ModelView]:

@@ -95,6 +95,8 @@ class ModelView:
     backoff_until: float | None
     last_load_seconds: float | None
     last_stop_seconds: float | None = None
+    # why the last start failed (the engine's last words included), until it is next ready
+    last_error: str | None = None
 
 
 class Effects(Protocol):

@@ -19,7 +19,7 @@ from sparkctl.apikeys import KeyFile
 from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.errors import RequestTooLargeError, SparkError
-from sparkctl.gateway import admin, openai, openapi, proxy
+from sparkctl.gateway import admin, openai, openapi, proxy, ui
 from sparkctl.gateway.auth import auth_middleware
 from sparkctl.gateway.bodies import BodyBudget
 from sparkctl.gateway.context import GATEWAY, AccessLog, ConsoleAccessLog, Gateway
@@ -86,6 +86,7 @@ def build_app(
     admin.register(app)
     proxy.register(app)
     openapi.register(app)
+    ui.register(app)
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_watch_keys)
     return app

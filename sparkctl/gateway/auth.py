@@ -6,6 +6,11 @@ look like it comes from this machine's own programs (#13): a loopback `Host` (a 
 rebinding), no foreign `Origin` (a web page in the owner's browser), and a JSON body — the kind a
 cross-site form cannot send without a preflight. Multipart (audio uploads) is accepted only
 without an `Origin`, that is, not from a browser.
+
+The dashboard (#17) signs in once with a key and then presents a session cookie
+(gateway/sessions.py) in its place; a request that changes something with a cookie must come from
+the dashboard's own origin. Its page and assets hold no data and ask no key; the login checks the
+key itself.
 """
 
 from __future__ import annotations
@@ -24,9 +29,14 @@ from sparkctl.errors import ForbiddenError, UnauthorizedError, UnsupportedMediaT
 from sparkctl.gateway.context import GATEWAY
 from sparkctl.gateway.cors import OriginMatcher
 from sparkctl.gateway.holds import HOLD
+from sparkctl.gateway.sessions import CALLER, COOKIE, SAFE_METHODS, same_origin
 from sparkctl.settings import is_loopback
 
-OPEN_PATHS = frozenset({"/health", "/healthz", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/healthz", "/openapi.json", "/", "/ui/"})
+UI_ASSETS = "/ui/assets/"
+# Signing in and out of the dashboard check the key (or the cookie) and the origin themselves
+# (gateway/ui/login.py); asking who one is goes through the door like any other request.
+UI_SESSION = "/ui/api/session"
 
 
 @web.middleware
@@ -34,7 +44,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """No request reaches the scheduler without a valid key (BRIEF §2.4), on any port."""
     gw = request.app[GATEWAY]
     path = request.path
-    if request.method == "OPTIONS" or path in OPEN_PATHS:
+    if request.method == "OPTIONS" or path in OPEN_PATHS or path.startswith(UI_ASSETS):
+        return await handler(request)
+    if path == UI_SESSION and request.method in ("POST", "DELETE"):
         return await handler(request)
     if path == "/metrics" and gw.settings.gateway.open_metrics and _local_client(request):
         return await handler(request)
@@ -43,12 +55,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if gw.keys is None:
         _local_only(request, OriginMatcher(gw.settings.gateway.cors_origins))
     else:
-        entry = gw.keys.authenticate(presented_key(request.headers))
+        presented = presented_key(request.headers)
+        if presented is None and (token := request.cookies.get(COOKIE)):
+            entry = gw.sessions.entry(token, gw.keys.store)
+            if entry is not None and request.method not in SAFE_METHODS:
+                same_origin(request)  # a cookie rides along on a foreign page's request too
+        else:
+            entry = gw.keys.authenticate(presented)
         if entry is None:
             raise UnauthorizedError("Missing or invalid API key: send `Authorization: Bearer <key>`.")
         admin = path.startswith("/api/")
         if admin and not entry.admin:
             raise ForbiddenError(f"The key '{entry.name}' may not use the admin API.")
+        request[CALLER] = entry
         with gw.holds.hold(entry, admin=admin) as held:  # until revoking the key ends it
             request[HOLD] = held
             return await handler(request)

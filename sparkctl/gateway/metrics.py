@@ -118,6 +118,10 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._wait_children: dict[str, Any] = {}
         self._sup = supervisor
+        # running totals per model, read by the dashboard to show request and token rates
+        # (prometheus-client's own counters keep theirs private)
+        self.answered: dict[str, int] = {}
+        self.generated: dict[str, int] = {}
         self._queued_at: dict[str, float] = {}
         self._previous: dict[str, ModelState] = {}
         supervisor.subscribe(self._on_state)
@@ -160,6 +164,7 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+        self.answered[model] = self.answered.get(model, 0) + 1
 
     def waited(self, model: str, seconds: float) -> None:
         child = self._wait_children.get(model)
@@ -178,6 +183,8 @@ class Metrics:
         for kind, pattern in _USAGE:
             if (m := pattern.search(tail)) is not None and (value := int(m.group(1))) > 0:
                 self.tokens.labels(model, kind).inc(value)
+                if kind == "completion":
+                    self.generated[model] = self.generated.get(model, 0) + value
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

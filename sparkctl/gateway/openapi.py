@@ -93,6 +93,7 @@ def document() -> dict[str, Any]:
         if route.startswith("/v1/"):  # the reference stack's /v1/<model>/<route> (routing.split_path_form)
             paths["/v1/{model}/" + route.removeprefix("/v1/")] = {"post": _proxied(route, path_form=True)}
     paths.update(_admin_paths())
+    paths.update(_dashboard_paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -116,6 +117,7 @@ def document() -> dict[str, Any]:
             {"name": "models", "description": "The catalog's models and their live state"},
             {"name": "admin", "description": "The admin API (admin keys only)"},
             {"name": "operations", "description": "Health, metrics and this document"},
+            {"name": "dashboard", "description": "The dashboard in the browser (`/ui/`) and its own routes"},
         ],
         "security": KEYED,
         "paths": paths,
@@ -131,6 +133,12 @@ def document() -> dict[str, Any]:
                     "in": "header",
                     "name": "X-Api-Key",
                     "description": "The same key, as Anthropic clients send it (`/v1/messages`).",
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "sparkctl_session",
+                    "description": "The dashboard's session (`POST /ui/api/session`), in place of a key.",
                 },
             },
             "schemas": _schemas(),
@@ -210,6 +218,7 @@ def _schemas() -> dict[str, Any]:
                     ),
                 ]
             },
+            **_dashboard_schemas(),
             "ProxiedRequest": _proxied_body(model_required=True),
             "PathFormRequest": _proxied_body(model_required=False),
             "AudioRequest": {
@@ -593,6 +602,208 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
                         "content": {SSE: {"schema": {"$ref": SCHEMAS + "AdminEvent"}}},
                     },
                     **_keyed_errors(),
+                },
+            }
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------ dashboard
+def _dashboard_schemas() -> dict[str, Any]:
+    return {
+        "Caller": {
+            "type": "object",
+            "required": ["auth", "name", "admin"],
+            "properties": {
+                "auth": {"enum": ["required", "none"]},
+                "name": {"type": ["string", "null"], "description": "The key's name (null: no key)."},
+                "admin": {"type": "boolean", "description": "Whether it may start and stop models."},
+            },
+        },
+        "SignIn": {
+            "type": "object",
+            "required": ["key"],
+            "properties": {"key": {"type": "string", "description": "An API key."}},
+        },
+        "LiveStatus": {
+            "type": "object",
+            "description": (
+                "What the dashboard shows: each enabled model's `ModelStatus` with its description, "
+                "node, learned footprint and rates; the disabled ones; each node's memory."
+            ),
+            "required": ["time", "version", "queue_depth", "nodes", "models", "disabled"],
+            "properties": {
+                "time": {"type": "number"},
+                "version": {"type": "string"},
+                "queue_depth": {"type": "integer"},
+                "memory_budget": {"type": "number"},
+                "degraded": {"type": ["string", "null"]},
+                "requests_per_s": {"type": "number"},
+                "tokens_per_s": {"type": "number"},
+                "nodes": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+                "models": {
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            {"$ref": SCHEMAS + "ModelStatus"},
+                            {
+                                "type": "object",
+                                "required": ["description", "node", "requests_per_s", "tokens_per_s"],
+                                "properties": {
+                                    "description": {"type": "string"},
+                                    "node": {"type": "string"},
+                                    "memory_bytes": {"type": ["integer", "null"]},
+                                    "requests_per_s": {"type": "number"},
+                                    "tokens_per_s": {"type": "number"},
+                                },
+                            },
+                        ]
+                    },
+                },
+                "disabled": {"type": "array", "items": {"type": "object", "required": ["id"]}},
+            },
+        },
+        "LiveEvent": {
+            "oneOf": [
+                _event(_json_string("LiveStatus"), "A snapshot.", name="status"),
+                _event(_json_string("ErrorEnvelope"), "The stream ends: its key was revoked.", name="error"),
+            ]
+        },
+        "LogLine": {
+            "type": "object",
+            "required": ["time", "priority", "source", "message"],
+            "properties": {
+                "time": {"type": "integer", "description": "Microseconds since the epoch (0: unknown)."},
+                "priority": {"type": "integer", "description": "syslog priority, 0 (emerg) to 7 (debug)."},
+                "source": {"enum": ["engine", "systemd", "journalctl", "sparkctl"]},
+                "message": {"type": "string"},
+            },
+        },
+        "LogEvent": {
+            "oneOf": [
+                _event(_json_string("LogLine"), "One line of the model's journal.", name="line"),
+                _event(_json_string("ErrorEnvelope"), "The stream ends: its key was revoked.", name="error"),
+            ]
+        },
+    }
+
+
+def _dashboard_paths() -> dict[str, dict[str, Any]]:
+    html = {"text/html": {"schema": {"type": "string"}}}
+    caller = {"description": "Who the caller is.", "content": _json_content("Caller")}
+    return {
+        "/": {
+            "get": {
+                "operationId": "root",
+                "tags": ["dashboard"],
+                "summary": "Redirects to the dashboard, `/ui/`",
+                "security": OPEN,
+                "responses": {
+                    "302": {
+                        "description": "To `/ui/`.",
+                        "headers": {"Location": {"required": True, "schema": {"const": "/ui/"}}},
+                    }
+                },
+            }
+        },
+        "/ui/": {
+            "get": {
+                "operationId": "dashboard",
+                "tags": ["dashboard"],
+                "summary": "The dashboard's page (it holds no data: it asks for a key, or a session)",
+                "security": OPEN,
+                "responses": {"200": {"description": "The page.", "content": html}},
+            }
+        },
+        "/ui/assets/{name}": {
+            "get": {
+                "operationId": "dashboardAsset",
+                "tags": ["dashboard"],
+                "summary": "The page's script, style sheet and icon",
+                "security": OPEN,
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            t: {"schema": {"type": "string"}}
+                            for t in ("text/javascript", "text/css", "image/svg+xml")
+                        },
+                    },
+                    "404": _ref("NotFound"),
+                },
+            }
+        },
+        "/ui/api/session": {
+            "get": {
+                "operationId": "whoami",
+                "tags": ["dashboard"],
+                "summary": "Who the key or the session cookie is",
+                "security": [*KEYED, {"sessionCookie": []}],
+                "responses": {"200": caller, **_keyed_errors()},
+            },
+            "post": {
+                "operationId": "signIn",
+                "tags": ["dashboard"],
+                "summary": "Exchange a key for a session cookie (from the dashboard's own origin only)",
+                "description": (
+                    "Sets `sparkctl_session` (HttpOnly, SameSite=Strict), which the other routes take in "
+                    "place of a key; a request that changes something with it must carry the "
+                    "dashboard's own `Origin`. Without that `Origin`: 403."
+                ),
+                "security": OPEN,
+                "requestBody": {"required": True, "content": _json_content("SignIn")},
+                "responses": {
+                    "200": caller,
+                    "400": _ref("BadRequest"),
+                    "401": _ref("Unauthorized"),
+                    "403": _ref("Forbidden"),
+                    "413": _ref("RequestTooLarge"),
+                },
+            },
+            "delete": {
+                "operationId": "signOut",
+                "tags": ["dashboard"],
+                "summary": "End the session (from the dashboard's own origin only)",
+                "security": OPEN,
+                "responses": {"204": {"description": "Signed out."}, "403": _ref("Forbidden")},
+            },
+        },
+        "/ui/api/live": {
+            "get": {
+                "operationId": "live",
+                "tags": ["dashboard"],
+                "summary": "What the dashboard shows, as server-sent snapshots",
+                "description": (
+                    "`event: status` with `data:` a `LiveStatus`: one at once, one on every model "
+                    "state change, and one a second besides. Any key (not only admin keys). It ends "
+                    "only with an `event: error` (the key was revoked) or when the client leaves."
+                ),
+                "security": [*KEYED, {"sessionCookie": []}],
+                "responses": {
+                    "200": {
+                        "description": "The event stream; the schema is each event's.",
+                        "content": {SSE: {"schema": {"$ref": SCHEMAS + "LiveEvent"}}},
+                    },
+                    **_keyed_errors(),
+                },
+            }
+        },
+        "/ui/api/logs/{model}": {
+            "get": {
+                "operationId": "logTail",
+                "tags": ["dashboard"],
+                "summary": "A model's journal: its last 200 lines, then new ones as they come",
+                "security": [*KEYED, {"sessionCookie": []}],
+                "parameters": [{"$ref": "#/components/parameters/model"}],
+                "responses": {
+                    "200": {
+                        "description": "The event stream; the schema is each event's.",
+                        "content": {SSE: {"schema": {"$ref": SCHEMAS + "LogEvent"}}},
+                    },
+                    **_keyed_errors(("400", "BadRequest"), ("404", "NotFound"), ("429", "QueueFull")),
                 },
             }
         },

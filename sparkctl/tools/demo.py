@@ -18,6 +18,8 @@ import json
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,6 +120,17 @@ def first_request(url: str, key: str, say: Callable[[str], None]) -> None:
     say(f"demo-chat answered after a cold start in {took:.1f}s: {reply.choices[0].message.content!r}")
 
 
+def dashboard(url: str) -> str:
+    """The dashboard's address, once it answers there: `/` redirects to it (BRIEF §9)."""
+    try:
+        with urllib.request.urlopen(f"{url}/", timeout=10) as r:  # follows the redirect
+            if r.headers.get("Content-Type", "").startswith("text/html"):
+                return str(r.url)
+            raise DemoError(f"the dashboard at {r.url} is not a page: {r.headers.get('Content-Type')}")
+    except urllib.error.URLError as e:  # (HTTPError, for a status other than 2xx, is one)
+        raise DemoError(f"the dashboard did not answer at {url}/: {e}") from None
+
+
 def run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
     # SIGINT (Ctrl-C; also when started where it is ignored, as in a script's background job)
     # and SIGTERM end the demo alike: the sandbox is torn down and its record removed.
@@ -154,9 +167,11 @@ def _run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
         url = f"http://127.0.0.1:{port}/v1"
         command = sys.argv[0] if Path(sys.argv[0]).name == "sparkctl" else sparkctl  # as it was typed
         first_request(url, key, say)
+        page = dashboard(f"http://127.0.0.1:{port}")
         say(
             "\nsparkctl is serving emulated models at\n"
-            f"  {url}\nwith the API key\n  {key}\n\nTry:\n"
+            f"  {url}\nwith the API key\n  {key}\n"
+            f"and its dashboard (sign in with that key) at\n  {page}\n\nTry:\n"
             f"  curl {url}/models -H 'Authorization: Bearer {key}'\n"
             f"  curl {url}/chat/completions -H 'Authorization: Bearer {key}' \\\n"
             "       -H 'Content-Type: application/json' \\\n"

@@ -39,6 +39,7 @@ def test_demo_once_serves_a_chat_completion_and_cleans_up(box: Box) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "demo-chat answered after a cold start" in proc.stderr
     assert "models: demo-chat, demo-coder, demo-large" in proc.stderr
+    assert "its dashboard (sign in with that key) at\n  http://127.0.0.1:28960/ui/\n" in proc.stderr
     assert not (ROOT / "demo").exists()
     assert not LOCATOR.exists()
 

@@ -68,10 +68,15 @@ ENGINE_MINIMUM: dict[str, dict[str, Any]] = {
     "/v1/completions": {"prompt": "hi", "max_tokens": 4},
     "/v1/embeddings": {"input": "hi"},
 }
-# Explicit, so that no schemathesis.toml lying around changes the run. The admin event stream never
-# ends by itself: its first event is enough.
+# Explicit, so that no schemathesis.toml lying around changes the run. The event streams (the admin
+# API's, the dashboard's snapshots and log tails) never end by themselves: a first event is enough.
 CONFIG = schemathesis.Config.from_dict(
-    {"operations": [{"include-path": "/api/v1/events", "max-stream-events": 1}]}
+    {
+        "operations": [
+            {"include-path": path, "max-stream-events": 1}
+            for path in ("/api/v1/events", "/ui/api/live", "/ui/api/logs/{model}")
+        ]
+    }
 )
 # Routes the admin key may be sent to: neither starts a model, and neither answers forever.
 ADMIN_SAFE = frozenset({"GET /api/v1/status", "POST /api/v1/models/{model}/stop"})

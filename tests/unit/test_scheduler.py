@@ -305,10 +305,12 @@ def test_a_failed_start_fails_every_waiter_then_backs_off() -> None:
     with pytest.raises(ModelBackoffError) as exc:
         w.acquire(6, "a")
     assert exc.value.retry_after == 60  # doubling
+    # the view says why, for the dashboard (#17): what its waiters were told, until it is ready
+    assert w.s.view("a").last_error == w.fake.rejected[5].message
     w.s.admin_start("a", w.now)  # an operator overrides the back-off
     assert w.fake.starts()[-1] == "a" and w.state("a") is ModelState.STARTING
     w.ready("a")
-    assert w.s.view("a").failures == 0
+    assert w.s.view("a").failures == 0 and w.s.view("a").last_error is None
 
 
 def test_a_start_lost_with_the_bus_fails_its_waiters_at_once_without_blame() -> None:
