@@ -16,9 +16,8 @@ from pydantic import AfterValidator, Field, model_validator
 
 from sparkctl.catalog import flags
 from sparkctl.quantities import Duration, IdleTimeout, Size
-from sparkctl.validation import FieldError, StrictModel
+from sparkctl.validation import ID_PATTERN, FieldError, StrictModel
 
-ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
