@@ -16,6 +16,7 @@ from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.bodies import BodyBudget
 from sparkctl.gateway.holds import KeyHolds
+from sparkctl.gateway.peers import Peers
 from sparkctl.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Gateway:
     engine_auth: str | None = None  # "Bearer <engine key>" for every engine, when they take one
     started: float = field(default_factory=time.time)
     holds: KeyHolds = field(default_factory=KeyHolds)  # requests in progress, by key
+    peers: Peers | None = None  # the other nodes of a cluster (#15); None: no [cluster] peers
 
     def direct_model(self, request: web.BaseRequest) -> str | None:
         if not self.direct_ports or request.transport is None:
