@@ -54,6 +54,7 @@ async def list_models(request: web.Request) -> web.Response:
     # The whole cluster's models, but to a peer that asks (with the relay marker) only this
     # node's own: each node lists what it serves itself, so listings never go round.
     if gw.peers is not None and not fixed and RELAYED not in request.headers:
+        await gw.peers.settled()
         local = {m.id for m in models}
         data.extend(entry for entry in gw.peers.listing() if entry["id"] not in local)
     return web.json_response({"object": "list", "data": data})

@@ -2,11 +2,15 @@
 learned by asking its `/v1/models` (with an admin key of the peer's) every
 `cluster.poll_interval`, and on demand when a request names a model no node is known to serve.
 
-A peer that does not answer within `cluster.connect_timeout` (connecting) or `cluster.poll_timeout`
-(the whole answer) is down: its models are listed `unavailable` (last known, kept), requests for
-them get 503 `peer_unavailable` at once, and requests being relayed to it end with that error —
-a hung peer must not hold this node's clients. Nothing local waits on a peer: polls run in their
-own task, and a relay is its own request.
+A peer that does not answer a poll within `cluster.poll_timeout` is down: its models are listed
+`unavailable` (last known, kept). Why matters for its requests. One that cannot be reached at all
+(refused, no route, no connection within `cluster.connect_timeout`: its daemon stopped, its host
+or the link gone) is `unreachable`: requests for its models get 503 `peer_unavailable` at once,
+and requests being relayed to it end with that error, rather than waiting on a connection that
+will never speak again. One that accepts but answers slowly (a daemon restarting: systemd holds
+its socket meanwhile, so connections wait rather than fail) still gets requests, which wait as
+they would on that node; its in-flight relays go on. Nothing local waits on a peer: polls run in
+their own task, and a relay is its own request.
 
 A node asks its peers with the relay marker (`RELAYED`), to which a node answers with its own
 models only and never relays: listings and requests cannot go round in circles.
@@ -91,6 +95,7 @@ class PeerState:
     models: list[dict[str, Any]] = field(default_factory=list)
     listed: bool = False  # it has answered at least once
     up: bool = False
+    unreachable: bool = False  # down, and not even a connection could be made (see above)
     checked: float | None = None  # wall time of the last ask
     answered: float | None = None  # wall time of the last answer
     error: str | None = NOT_ASKED
@@ -134,6 +139,7 @@ class Peers:
         self._wake = asyncio.Event()
         self._refreshing: asyncio.Future[None] | None = None
         self._last_on_demand = -ON_DEMAND_EVERY
+        self._rounds = 0  # rounds of polls completed
 
     def __iter__(self) -> Iterator[PeerState]:
         return iter(self.states.values())
@@ -171,6 +177,14 @@ class Peers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
 
+    async def settled(self) -> None:
+        """Wait (at most a poll's timeout) for the first round of polls: a daemon started by
+        socket activation is often started by the very request that lists the cluster."""
+        if self._rounds > 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.refresh(), self.settings.poll_timeout + 0.5)
+
     def wake(self) -> None:
         """Poll now (a request found a peer down: it may be back)."""
         self._wake.set()
@@ -183,6 +197,7 @@ class Peers:
 
     async def _round(self) -> None:
         await asyncio.gather(*(self._poll(state) for state in self))
+        self._rounds += 1
 
     async def _poll(self, state: PeerState) -> None:
         peer = state.peer
@@ -194,34 +209,35 @@ class Peers:
         try:
             async with self.session.get(peer.url / "v1" / "models", headers=headers, timeout=timeout) as r:
                 if r.status != 200:
-                    self._down(state, f"its /v1/models answered HTTP {r.status}")
+                    self._down(state, f"its /v1/models answered HTTP {r.status}", unreachable=False)
                     return
                 raw = await r.content.read(MAX_LISTING + 1)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            self._down(state, _reason(e))
+            self._down(state, _reason(e), unreachable=is_unreachable(e))
             return
         models = _own_models(raw, peer.name)
         if models is None:
-            self._down(state, "its /v1/models is not a model list")
+            self._down(state, "its /v1/models is not a model list", unreachable=False)
             return
         if not state.up:
             log.info("peer %s answers: %d models", peer.name, len(models), extra={"peer": peer.name})
-        state.models, state.listed, state.up = models, True, True
+        state.models, state.listed, state.up, state.unreachable = models, True, True, False
         state.answered, state.error = time.time(), None
 
-    def _down(self, state: PeerState, reason: str) -> None:
+    def _down(self, state: PeerState, reason: str, *, unreachable: bool) -> None:
         if state.up or state.error == NOT_ASKED:  # once per outage, not once per poll
             log.warning(
                 "peer %s does not answer: %s", state.peer.name, reason, extra={"peer": state.peer.name}
             )
-        state.up, state.error = False, reason
-        error = state.unavailable("its models")
-        for end in list(state.relays):
-            end(error)
+        state.up, state.error, state.unreachable = False, reason, unreachable
+        if unreachable:
+            error = state.unavailable("its models")
+            for end in list(state.relays):
+                end(error)
 
     def failed(self, state: PeerState, error: BaseException) -> None:
         """A relay could not reach the peer: it is down until it answers a poll again."""
-        self._down(state, _reason(error))
+        self._down(state, _reason(error), unreachable=is_unreachable(error))
         self.wake()
 
     # ------------------------------------------------------------------------------- lookup
@@ -261,6 +277,12 @@ class Peers:
                     item["state"] = "unavailable"
                 out.append(item)
         return out
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """No connection could be made (refused, no route, the connect timeout): nobody is there,
+    as opposed to a peer that accepted and is slow to answer."""
+    return isinstance(error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
 def _reason(error: BaseException) -> str:

@@ -21,6 +21,7 @@ import time
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from sparkctl.errors import PeerUnavailableError, SparkError, UnknownModelError
@@ -65,7 +66,7 @@ async def relay(
     t0 = time.monotonic()
     status = 503
     try:
-        if not state.up and state.listed:
+        if state.unreachable:
             peers.wake()  # it may be back: a poll now, rather than at the next interval
             raise state.unavailable(remote.model_id)
         response = await _exchange(request, gw, remote, body, request_id)
@@ -85,7 +86,7 @@ async def _exchange(
     headers = upstream_headers(request.headers, request_id, request.remote, f"Bearer {peer.key}")
     headers[RELAYED] = gw.settings.cluster.node
     try:
-        upstream = await peers.session.request(request.method, url, data=body, headers=headers)
+        upstream = await _send(peers.session, request.method, url, body, headers)
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         peers.failed(state, e)
         raise state.unavailable(remote.model_id) from None
@@ -106,6 +107,18 @@ async def _exchange(
             upstream.release()
         else:
             upstream.close()
+
+
+async def _send(
+    session: aiohttp.ClientSession, method: str, url: URL, body: bytes, headers: CIMultiDict[str]
+) -> aiohttp.ClientResponse:
+    """The request, sent once more if the connection closed before any answer: most often a
+    kept-alive connection the peer had just closed (a restarting daemon closes its idle ones),
+    which never carried the request to it; a fresh connection then will."""
+    try:
+        return await session.request(method, url, data=body, headers=headers)
+    except aiohttp.ServerDisconnectedError:
+        return await session.request(method, url, data=body, headers=headers)
 
 
 async def _pass_back(

@@ -276,6 +276,7 @@ async def test_a_peer_found_down_mid_stream_ends_the_stream_with_the_error(clust
     assert await r.content.readuntil(b"\n\n") == CHUNKS[0]
     gw = cluster.app[GATEWAY]
     assert gw.peers is not None
-    gw.peers._down(gw.peers.states["b"], "timed out")  # as a failed poll does (a hung peer)
+    # as a poll that finds no one there does (the link or the host gone)
+    gw.peers._down(gw.peers.states["b"], "no route to host", unreachable=True)
     rest = await asyncio.wait_for(r.content.read(), 5)
     assert b'"code": "peer_unavailable"' in rest or b'"code":"peer_unavailable"' in rest, rest
