@@ -2,8 +2,9 @@
 with `nsenter -n`): the official openai SDK, or a plain GET, against that node's gateway on its
 loopback. Prints one JSON document on stdout.
 
-    cluster_client.py chat URL KEY PLAN    PLAN: a JSON list of {"model", "stream", "max_tokens"},
-                                           sent all at once; one result per request, in order
+    cluster_client.py chat URL KEY PLAN    PLAN: a JSON list of {"model", "stream", "max_tokens",
+                                           "abandon"}, sent all at once; one result per request,
+                                           in order (`abandon`: leave after the first chunk)
     cluster_client.py get URL KEY PATH     the status and the body (JSON) of a GET
 """
 
@@ -30,6 +31,13 @@ async def _one(client: openai.AsyncOpenAI, item: dict[str, Any]) -> dict[str, An
                 model=item["model"], messages=messages, max_tokens=item.get("max_tokens", 8), stream=True
             )
             chunks: list[str] = []
+            if item.get("abandon"):  # read one chunk, then go away: the connection closes
+                async for _ in stream:
+                    break
+                await stream.close()
+                out.update(ok=True, abandoned=True)
+                out["seconds"] = round(time.monotonic() - t0, 3)
+                return out
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     chunks.append(chunk.choices[0].delta.content)

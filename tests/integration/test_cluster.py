@@ -5,7 +5,8 @@ daemon and an emulated model of its own. Clients (the openai SDK) run inside a n
 and talk to that node's loopback; nodes talk to each other over the link only.
 
 Covered: every node lists the whole cluster; a streaming client on one node gets a peer's model;
-local and remote requests at once from two nodes; a peer's daemon restarted; a peer unreachable
+local and remote requests at once from two nodes; a client that leaves mid-stream ends the
+peer's request too; a peer's daemon restarted; a peer unreachable
 (cable pulled: 503 peer_unavailable quickly, local models unaffected, back once plugged in) and a
 peer whose daemon is stopped (refused: 503 at once)."""
 
@@ -224,6 +225,21 @@ async def test_local_and_remote_requests_at_once_from_two_nodes(cluster: Cluster
             assert result["served_by"] == result["model"] and result["completion_tokens"] == 8
     for node in cluster:
         assert node.unit_state(node.model) == "active"
+
+
+async def test_a_client_that_leaves_ends_the_request_on_the_peer_too(cluster: Cluster) -> None:
+    a, b = cluster[0], cluster[1]
+    # 400 tokens at 40/s: ten seconds of stream, unless the relay passes the disconnect on
+    (left,) = await a.chat([{"model": "b-chat", "stream": True, "max_tokens": 400, "abandon": True}])
+    assert left["ok"] and left["abandoned"], left
+    deadline = time.monotonic() + 3
+    while True:
+        status, body = b.get("/api/v1/status")
+        assert status == 200, body
+        if {m["id"]: m["in_flight"] for m in body["models"]}["b-chat"] == 0:
+            break
+        assert time.monotonic() < deadline, "spark-b still serves a request its client left"
+        await asyncio.sleep(0.2)
 
 
 async def test_a_peers_daemon_restarted_is_served_again(cluster: Cluster) -> None:
