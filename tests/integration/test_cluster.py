@@ -160,14 +160,20 @@ def cluster() -> Iterator[Cluster]:
             proc = node.sparkctl("install")
             node.key = proc.stdout.strip()
             assert node.key.startswith("sk-spark-"), proc.stdout + proc.stderr
-        # Each node holds an admin key of each other node's, readable by its daemon's group.
+            assert "the daemon does not start without it" in proc.stderr  # the peers' keys, not yet there
+        # Each node holds an admin key of each other node's; install again gives those files to
+        # its daemon's group, as docs/cluster.md says.
         for node in nodes:
             for peer in nodes:
                 if peer is not node:
-                    key_file = node.config.parent / "peers" / peer.name
-                    key_file.write_text(peer.key + "\n")
-                    node.box.run("chgrp", "sparkctl", str(key_file))
-                    key_file.chmod(0o640)
+                    (node.config.parent / "peers" / peer.name).write_text(peer.key + "\n")
+            assert node.sparkctl("install").stdout == ""  # no new key: the first one stands
+            for peer in nodes:
+                if peer is not node:
+                    owner = node.box.run(
+                        "stat", "-c", "%U:%G %a", str(node.config.parent / "peers" / peer.name)
+                    )
+                    assert owner.stdout.split() == ["root:sparkctl", "640"]
         yield Cluster(nodes, network)
     finally:
         for node in nodes:
