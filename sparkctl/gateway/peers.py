@@ -172,7 +172,10 @@ class Peers:
     async def run(self) -> None:
         """Poll every peer each poll_interval (sooner when `wake` is called), until cancelled."""
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bug in one round must not end every later one
+                log.exception("polling the cluster's peers failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)

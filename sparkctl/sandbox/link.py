@@ -31,10 +31,6 @@ class Network:
     def address(self, index: int) -> str:
         return f"{self.prefix}.{index + 1}"
 
-    @property
-    def _switched(self) -> bool:
-        return len(self.boxes) > 2
-
     def cut(self, index: int) -> None:
         """Pull box `index`'s cable: its end goes down (no carrier), as an unplugged port; its
         peers' packets to it go nowhere, so they time out rather than being refused."""
