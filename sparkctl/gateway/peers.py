@@ -99,7 +99,8 @@ class PeerState:
     checked: float | None = None  # wall time of the last ask
     answered: float | None = None  # wall time of the last answer
     error: str | None = NOT_ASKED
-    # relays to it in flight: each one's way to end it with an error when the peer goes down
+    # relays to it in flight: each one's way to end it with an error when the peer is found
+    # unreachable
     relays: set[Callable[[PeerUnavailableError], None]] = field(default_factory=set)
 
     def find(self, name: str) -> dict[str, Any] | None:
@@ -158,7 +159,8 @@ class Peers:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
             # No read timeout: a relayed answer takes as long as the peer's model needs (a start
-            # included); a peer that stops answering is caught by the polls instead.
+            # included). A poll that finds the peer unreachable ends its relays; a hung daemon
+            # is restarted by its own watchdog, which ends them too.
             timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout, sock_read=None),
         )
 
@@ -171,14 +173,21 @@ class Peers:
 
     async def run(self) -> None:
         """Poll every peer each poll_interval (sooner when `wake` is called), until cancelled."""
+        loop = asyncio.get_running_loop()
+        interval = self.settings.poll_interval
         while True:
+            self._wake.clear()
+            began = loop.time()
             try:
                 await self.refresh()
             except Exception:  # a bug in one round must not end every later one
                 log.exception("polling the cluster's peers failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), interval)
+            # Woken early, a round still waits out ON_DEMAND_EVERY: requests for the models of a
+            # peer that is down (each of which wakes the poller) cannot make the polls spin.
+            if (gap := min(ON_DEMAND_EVERY, interval) - (loop.time() - began)) > 0:
+                await asyncio.sleep(gap)
 
     async def settled(self) -> None:
         """Wait (at most a poll's timeout) for the first round of polls: a daemon started by

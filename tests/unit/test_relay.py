@@ -41,6 +41,7 @@ class FakePeer:
     seen: list[dict[str, Any]] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     hold: asyncio.Event = field(default_factory=asyncio.Event)
+    slow_listing: bool = False
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -54,6 +55,8 @@ class FakePeer:
 
     async def models(self, request: web.Request) -> web.Response:
         self._record(request)
+        if self.slow_listing:
+            await asyncio.sleep(5)  # past the poll timeout: as a restarting daemon answers
         if request.headers.get("Authorization") != f"Bearer {PEER_KEY}":
             return web.json_response({"error": {"code": "unauthorized"}}, status=401)
         return web.json_response(
@@ -280,3 +283,17 @@ async def test_a_peer_found_down_mid_stream_ends_the_stream_with_the_error(clust
     gw.peers._down(gw.peers.states["b"], "no route to host", unreachable=True)
     rest = await asyncio.wait_for(r.content.read(), 5)
     assert b'"code": "peer_unavailable"' in rest or b'"code":"peer_unavailable"' in rest, rest
+
+
+async def test_a_slow_peer_is_listed_unavailable_but_still_gets_requests(cluster: Cluster) -> None:
+    cluster.peer.slow_listing = True
+    peers = cluster.app[GATEWAY].peers
+    assert peers is not None
+    await _until(lambda: not peers.states["b"].up, within=5)
+    state = peers.states["b"]
+    assert state.error == "timed out" and not state.unreachable  # it accepted: someone is there
+    assert (await _models(cluster))["remote-m"]["state"] == "unavailable"
+    r = await cluster.client.post(
+        "/v1/chat/completions", json={"model": "remote-m", "stream": True}, headers=cluster.headers()
+    )
+    assert r.status == 200 and await r.read() == b"".join(CHUNKS)  # tried, and served
