@@ -121,7 +121,7 @@ async def serve(cfg: Config) -> int:
                 lost.append(why)
                 stop.set()
 
-        multinode.watch(gathered[0], cfg, lose)
+        multinode.watch(gathered[0], lose)
     port = runner.addresses[0][1] if runner.addresses else cfg.port
     exec_to_ready_ms = _seconds_since_exec() * 1000
     _arm_timers(cfg, server)

@@ -33,24 +33,36 @@ MAX_LINE = 256
 
 @dataclass
 class Group:
-    """The head's workers, once all have joined; `lost` is called once, when one is lost."""
+    """The head's workers. Heartbeats run from the moment each joins (a worker would otherwise
+    take the head's silence while others are still loading for a lost head): one lost before
+    every worker has joined just leaves, and may join again; one lost once the head serves is
+    reported to `serving`."""
 
-    links: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=dict)
+    wanted: set[int]
+    links: dict[int, asyncio.StreamWriter] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    serving: Callable[[str], None] | None = None
+
+    def lost(self, rank: int, why: str) -> None:
+        if self.serving is not None:
+            self.serving(why)
+            return
+        self.links.pop(rank, None)
+        say(f"multinode: {why}, before every worker joined")
 
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for _, writer in self.links.values():
+        for writer in self.links.values():
             writer.close()
 
 
 async def gather_workers(cfg: Config, stop: asyncio.Event) -> tuple[Group, asyncio.Server] | None:
     """The head: wait on the master address until every worker has joined; None if stopped first."""
-    group = Group()
-    everyone = asyncio.Event()
     wanted = set(range(1, cfg.nnodes))
+    group = Group(wanted)
+    everyone = asyncio.Event()
 
     async def joined(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -70,7 +82,12 @@ async def gather_workers(cfg: Config, stop: asyncio.Event) -> tuple[Group, async
             writer.close()
             return
         writer.write(b"ok\n")
-        group.links[rank] = (reader, writer)
+        group.links[rank] = writer
+        group.tasks.append(
+            asyncio.ensure_future(
+                _beat(reader, writer, cfg, f"worker rank={rank}", lambda why: group.lost(rank, why))
+            )
+        )
         say(f"multinode: worker rank={rank} joined ({len(group.links)}/{cfg.nnodes - 1})")
         if set(group.links) == wanted:
             everyone.set()
@@ -104,10 +121,11 @@ def _refusal(
     return None
 
 
-def watch(group: Group, cfg: Config, lost: Callable[[str], None]) -> None:
-    """The head, serving: heartbeats to every worker, and `lost` when one of them is lost."""
-    for rank, (reader, writer) in group.links.items():
-        group.tasks.append(asyncio.ensure_future(_beat(reader, writer, cfg, f"worker rank={rank}", lost)))
+def watch(group: Group, lost: Callable[[str], None]) -> None:
+    """The head, serving: `lost` when a worker is lost (at once if one left meanwhile)."""
+    group.serving = lost
+    if missing := sorted(group.wanted - set(group.links)):
+        lost(f"worker rank={missing[0]} (it left before the head served)")
 
 
 async def work(cfg: Config, stop: asyncio.Event) -> int:

@@ -71,11 +71,15 @@ def test_parse_args_takes_vllms_multinode_flags() -> None:
 def test_the_head_listens_only_once_every_worker_joined(spawn: Spawn) -> None:
     head = spawn(0, nnodes=3)
     _until(lambda: _listening(MASTER), 10)  # loaded: waiting for its workers
-    spawn(1, "--headless", nnodes=3)
-    time.sleep(1.0)
-    assert not _listening(HTTP) and head.poll() is None  # one of two workers: still no clients
+    first = spawn(1, "--headless", nnodes=3)
+    # One of two workers, for longer than a heartbeat timeout: no clients yet, and the first
+    # worker, hearing its head's heartbeats meanwhile, does not take it for lost.
+    time.sleep(2.5)
+    assert not _listening(HTTP) and head.poll() is None and first.poll() is None
     spawn(2, "--headless", nnodes=3)
     _until(lambda: _listening(HTTP), 10)
+    time.sleep(1.5)
+    assert head.poll() is None and first.poll() is None and _listening(HTTP)
 
 
 def test_a_worker_waits_for_its_head_and_exits_non_zero_when_it_is_killed(spawn: Spawn) -> None:
