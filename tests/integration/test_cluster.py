@@ -6,7 +6,8 @@ and talk to that node's loopback; nodes talk to each other over the link only.
 
 Covered: every node lists the whole cluster; a streaming client on one node gets a peer's model;
 local and remote requests at once from two nodes; a client that leaves mid-stream ends the
-peer's request too; a peer's daemon restarted; a peer unreachable
+peer's request too; a peer's daemon restarted; a stream in flight when a cable is pulled ends
+with an error; a peer unreachable
 (cable pulled: 503 peer_unavailable quickly, local models unaffected, back once plugged in) and a
 peer whose daemon is stopped (refused: 503 at once)."""
 
@@ -300,6 +301,24 @@ async def test_a_peer_unreachable_is_503_quickly_and_nothing_local_waits(cluster
         await asyncio.sleep(0.3)
     (back,) = await a.chat([{"model": "b-chat", "stream": True}])
     assert back["ok"], back
+
+
+async def test_a_stream_in_flight_when_the_cable_is_pulled_ends_with_an_error(cluster: Cluster) -> None:
+    a, network = cluster[0], cluster.network
+    # 400 tokens at 40/s: ten seconds of stream; the cable is pulled a second and a half in
+    streaming = asyncio.ensure_future(a.chat([{"model": "b-chat", "stream": True, "max_tokens": 400}]))
+    await asyncio.sleep(1.5)
+    network.cut(1)
+    try:
+        (cut,) = await asyncio.wait_for(streaming, 9)  # before the stream would have ended
+        assert not cut["ok"] and cut["code"] == "peer_unavailable", cut
+        assert "spark-b" in cut["message"], cut
+    finally:
+        network.mend(1)
+    deadline = time.monotonic() + 15
+    while not a.models()["b-chat"]["available"]:
+        assert time.monotonic() < deadline, "spark-a did not notice spark-b was back"
+        await asyncio.sleep(0.3)
 
 
 async def test_a_peer_whose_daemon_is_stopped_is_refused_at_once(cluster: Cluster) -> None:
