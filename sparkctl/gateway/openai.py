@@ -66,7 +66,7 @@ async def get_model(request: web.Request) -> web.Response:
     try:
         model = gw.catalog.resolve(name)
     except UnknownModelError:
-        if gw.peers is None or RELAYED in request.headers or (remote := gw.peers.find(name)) is None:
+        if gw.peers is None or RELAYED in request.headers or (remote := await gw.peers.locate(name)) is None:
             raise
         entry = next(
             e for e in gw.peers.listing() if e["id"] == remote.model_id and e["node"] == remote.peer.name
