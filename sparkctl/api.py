@@ -45,6 +45,28 @@ class ModelStatus(Record):
     pinned: bool
 
 
+class PeerModel(Record):
+    """A model another node of the cluster serves, as that node last listed it. `state` is the
+    peer's (a ModelState value), or `unavailable` while the peer does not answer."""
+
+    id: str
+    state: str
+    available: bool
+
+
+class PeerStatus(Record):
+    """Another node of the cluster (#15), as this daemon sees it. Times are seconds since the
+    epoch; `error` says why it is not available."""
+
+    name: str
+    url: str
+    available: bool
+    checked: float | None
+    answered: float | None
+    error: str | None
+    models: list[PeerModel]
+
+
 class DaemonStatus(Record):
     """`GET /api/v1/status`."""
 
@@ -53,6 +75,9 @@ class DaemonStatus(Record):
     queue_depth: int
     memory_budget: float
     models: list[ModelStatus]
+    # This node's name (cluster.node), and the other nodes of its cluster, if any (#15).
+    node: str | None = None
+    peers: list[PeerStatus] = []
 
 
 class StateEvent(Record):

@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     MODEL_BACKOFF = "model_backoff", 503, "server_error"
     MODEL_LOADING = "model_loading", 503, "server_error"
     MODEL_START_TIMEOUT = "model_start_timeout", 504, "server_error"
+    PEER_UNAVAILABLE = "peer_unavailable", 503, "server_error"  # BRIEF §9: the node serving it is gone
     INTERNAL_ERROR = "internal_error"
     # files and configuration
     CATALOG_INVALID = "catalog_invalid"
@@ -265,6 +266,12 @@ class ModelLoadingError(RetryableError):
 
 class QueueFullError(RetryableError):
     code = ErrorCode.QUEUE_FULL
+
+
+class PeerUnavailableError(RetryableError):
+    """The cluster node that serves the model does not answer (BRIEF §9, #15)."""
+
+    code = ErrorCode.PEER_UNAVAILABLE
 
 
 # ------------------------------------------------------------------------------------- API keys

@@ -7,15 +7,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from sparkctl.errors import ConfigError
 from sparkctl.paths import SHIPPED_CATALOG
 from sparkctl.quantities import Duration, IdleTimeout, Size
-from sparkctl.validation import StrictModel, issues_from_validation, read_toml
+from sparkctl.validation import ID_PATTERN, FieldError, StrictModel, issues_from_validation, read_toml
 
 DEFAULT_CONFIG = Path("/etc/sparkctl/sparkctl.toml")
 ENV_CONFIG = "SPARKCTL_CONFIG"
@@ -167,12 +169,116 @@ class RuntimeSettings(StrictModel):
     process_user: Annotated[str, AfterValidator(_process_user)] = "dynamic"
 
 
+_NODE_RE = re.compile(ID_PATTERN)
+# A network interface name as the kernel allows it (IFNAMSIZ: 15 bytes, no '/', no whitespace);
+# it is handed to NCCL, Gloo, UCX and Ray in environment variables.
+_INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_HOST_RE = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _node_name(value: str) -> str:
+    if not _NODE_RE.fullmatch(value):
+        raise ValueError(
+            f"must match {ID_PATTERN} (lowercase letters, digits, '.', '_', '-'; at most 64), "
+            f"like a model id, got {value!r}"
+        )
+    return value
+
+
+def default_node() -> str:
+    """This node's name when [cluster] node is not set: the hostname, lowercased (hostnames are
+    case-insensitive; node names, like model ids, are lowercase)."""
+    return socket.gethostname().lower()
+
+
+def _peer_url(value: str) -> str:
+    """`http://HOST:PORT` (or https): a gateway's base, with nothing after it — paths are
+    sparkctl's to add, and credentials belong in api_key_file, never in a URL."""
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    bare = not (parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password)
+    valid_host = bool(_HOST_RE.fullmatch(host)) or _is_ip(host)
+    if parts.scheme not in ("http", "https") or not valid_host or port is None or not bare:
+        raise ValueError(f'must be "http://HOST:PORT" (a peer\'s gateway, no path), got {value!r}')
+    return value.rstrip("/")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _interface(value: str) -> str:
+    if not _INTERFACE_RE.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f'must be a network interface name (e.g. "enp1s0f1np1"), got {value!r}')
+    return value
+
+
+NodeName = Annotated[str, AfterValidator(_node_name)]
+
+
+class PeerSettings(StrictModel):
+    """Another Spark's sparkctl (BRIEF §9): its node name, its gateway, and a file holding an
+    admin key of its own (read when the daemon starts; mode 0640 root:sparkctl, like api-keys)."""
+
+    name: NodeName
+    url: Annotated[str, AfterValidator(_peer_url)]
+    api_key_file: FilePath
+
+
+class ClusterSettings(StrictModel):
+    """A cluster of Sparks (BRIEF §9, #15): every node lists the others' models and relays
+    requests for them. No peers: one Spark, as before."""
+
+    node: NodeName = Field(default_factory=default_node)
+    peers: list[PeerSettings] = Field(default_factory=list)
+    # The NIC of the Sparks' direct link (the QSFP port), passed to NCCL, Gloo, UCX and Ray.
+    interface: Annotated[str, AfterValidator(_interface)] | None = None
+    head_port: Port = 6379
+    # How often each peer's /v1/models is asked for (also on demand, for a model no node lists),
+    # and how long a peer gets to accept a connection: a peer that does not answer makes its
+    # models unavailable and their requests 503 peer_unavailable at once, never a hang.
+    poll_interval: Duration = 5.0
+    connect_timeout: Duration = 1.0
+    # A poll's answer (the whole of it) must come within this; a peer that accepts but does not
+    # answer (a hung daemon) is down as surely as one that refuses.
+    poll_timeout: Duration = 3.0
+
+    @model_validator(mode="after")
+    def _peers_are_others(self) -> ClusterSettings:
+        seen: set[str] = set()
+        for i, peer in enumerate(self.peers):
+            if peer.name == self.node:
+                raise FieldError(
+                    f"peers.{i}.name",
+                    f"{peer.name!r} is this node's own name (cluster.node): a peer is another Spark",
+                )
+            if peer.name in seen:
+                raise FieldError(f"peers.{i}.name", f"{peer.name!r} is named twice")
+            seen.add(peer.name)
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.peers)
+
+
 class Settings(StrictModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     systemd: SystemdSettings = Field(default_factory=SystemdSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
 
 def user_config_path(home: Path | None = None) -> Path:
@@ -210,9 +316,16 @@ def load_settings(explicit: Path | None = None) -> Settings:
 
 
 def _resolve_relative_dirs(data: dict[str, object], base: Path) -> None:
-    """Relative catalog dirs are relative to the configuration file, not the working directory."""
+    """Relative catalog dirs (and peers' key files) are relative to the configuration file, not
+    the working directory."""
     catalog = data.get("catalog")
     if isinstance(catalog, dict) and isinstance(catalog.get("dirs"), list):
         catalog["dirs"] = [
             str(base / d) if isinstance(d, str) and not Path(d).is_absolute() else d for d in catalog["dirs"]
         ]
+    cluster = data.get("cluster")
+    peers = cluster.get("peers") if isinstance(cluster, dict) else None
+    for peer in peers if isinstance(peers, list) else []:
+        key_file = peer.get("api_key_file") if isinstance(peer, dict) else None
+        if isinstance(key_file, str) and not Path(key_file).is_absolute():
+            peer["api_key_file"] = str(base / key_file)

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sparkctl.errors import Issue
 
+# A catalog model's id (BRIEF §4.1), and a cluster node's name: both become parts of unit names,
+# URLs and paths, so both are held to the same narrow pattern.
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
 
 class FieldError(ValueError):
     """Raised by a model validator about one of the model's fields: the error is reported at

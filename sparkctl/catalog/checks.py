@@ -17,7 +17,55 @@ Specs = dict[str, tuple[ModelSpec, Path]]
 
 
 def cross_check(specs: Specs, settings: Settings) -> list[Issue]:
-    return _names(specs) + _budget(specs, settings) + _explicit_ports(specs, settings)
+    return (
+        _names(specs)
+        + _budget(specs, settings)
+        + _explicit_ports(specs, settings)
+        + _spanning(specs, settings)
+    )
+
+
+def _spanning(specs: Specs, settings: Settings) -> list[Issue]:
+    """A model that spans nodes (serve.nodes > 1) against the configured cluster (#15): enough
+    nodes, and the link's interface for NCCL, Gloo, UCX and Ray. This version lists and checks
+    such models but does not start them yet (docs/cluster.md): an enabled one is refused rather
+    than run as if it fitted one Spark."""
+    cluster = settings.cluster
+    have = len(cluster.peers) + 1
+    issues = []
+    for spec, path in specs.values():
+        nodes = spec.serve.nodes
+        if nodes == 1:
+            continue
+        if have < nodes:
+            names = ", ".join([cluster.node, *(p.name for p in cluster.peers)])
+            issues.append(
+                Issue(
+                    str(path),
+                    "serve.nodes",
+                    f"spans {nodes} nodes, but the cluster has {have} ({names}): add its peers to "
+                    "[cluster] peers (docs/cluster.md)",
+                )
+            )
+        if cluster.interface is None:
+            issues.append(
+                Issue(
+                    str(path),
+                    "serve.nodes",
+                    "a model that spans nodes needs cluster.interface: the NIC of the Sparks' direct "
+                    "link, which NCCL, Gloo, UCX and Ray are told to use",
+                )
+            )
+        if spec.enabled:
+            issues.append(
+                Issue(
+                    str(path),
+                    "serve.nodes",
+                    "models that span nodes are validated but not started by this version yet "
+                    '(docs/cluster.md): keep it status = "disabled" until then',
+                )
+            )
+    return issues
 
 
 def _names(specs: Specs) -> list[Issue]:

@@ -16,9 +16,8 @@ from pydantic import AfterValidator, Field, model_validator
 
 from sparkctl.catalog import flags
 from sparkctl.quantities import Duration, IdleTimeout, Size
-from sparkctl.validation import FieldError, StrictModel
+from sparkctl.validation import ID_PATTERN, FieldError, StrictModel
 
-ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -251,6 +250,11 @@ class Serve(StrictModel):
     preload: bool = False
     max_concurrent: int = Field(default=0, ge=0)
     direct_port: Annotated[int, Field(ge=0, lt=65536)] | None = None
+    # How many Sparks the model spans (BRIEF §9, #15): its head on the node that owns it, a
+    # worker on each other node, the GPU tenant of all of them while it runs; and vLLM's
+    # executor across them: Ray, or vLLM's own multi-node mode (--nnodes/--node-rank/--headless).
+    nodes: int = Field(default=1, ge=1, le=64)
+    multinode: Literal["ray", "native"] = "ray"
 
     @model_validator(mode="after")
     def _consistent(self) -> Serve:

@@ -39,14 +39,25 @@ def serve(ctx: Context) -> None:
 @pass_ctx
 @admin_command
 def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
-    """Models the daemon runs: state, since when, requests, when the idle stop comes, and for a
-    model on its way its ETA ("?": guessed from its size on disk, before any start was seen)."""
+    """Models the daemon runs: state, since when, requests, when the idle stop comes, for a model
+    on its way its ETA ("?": guessed from its size on disk, before any start was seen), and in a
+    cluster on which node (the other nodes' models as they last listed them)."""
     status = _client(ctx).status()
     models = [m for m in status.models if show_all or m.state is not ModelState.STOPPED]
+    remote = [
+        (peer.name, m)
+        for peer in status.peers
+        for m in peer.models
+        if show_all or m.state != ModelState.STOPPED.value
+    ]
     if as_json:
-        emit_json([m.model_dump(mode="json") for m in models])
+        rows = [m.model_dump(mode="json") for m in models]
+        if status.peers:
+            rows = [{**row, "node": status.node} for row in rows]
+            rows += [{**m.model_dump(mode="json"), "node": node} for node, m in remote]
+        emit_json(rows)
         return
-    rows = [
+    table = [
         [
             m.id,
             m.state.value,
@@ -60,9 +71,16 @@ def ps(ctx: Context, as_json: bool, show_all: bool) -> None:
         for m in models
     ]
     headers = ["MODEL", "STATE", "SINCE", "IN-FLIGHT", "WAITING", "ETA", "IDLE STOP", "UNIT"]
-    print_table(headers, rows, wrap={"UNIT"})
-    if not models:
+    if status.peers:  # a cluster (BRIEF §9): which node serves each; the peers' own details are theirs
+        headers.insert(1, "NODE")
+        table = [[row[0], status.node or "-", *row[1:]] for row in table]
+        table += [[m.id, node, m.state, "-", "-", "-", "-", "-", "-"] for node, m in remote]
+    print_table(headers, table, wrap={"UNIT"})
+    if not table:
         click.echo("no model is running (sparkctl ps -a lists them all)", err=True)
+    for peer in status.peers:
+        if not peer.available:
+            click.echo(f"node {peer.name} ({peer.url}) does not answer: {peer.error}", err=True)
 
 
 @click.command()

@@ -33,6 +33,7 @@ from sparkctl.errors import SparkError, UpstreamError
 from sparkctl.gateway.app import build_app
 from sparkctl.gateway.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite
 from sparkctl.gateway.context import GATEWAY
+from sparkctl.gateway.peers import Peer, read_peers
 from sparkctl.settings import Settings, load_settings
 
 log = logging.getLogger("sparkctl.daemon")
@@ -79,9 +80,11 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
     if not activated:
         listeners = bound_sockets(settings)
     check_exposure(settings, listeners)
+    # Before anything starts: a peer's key file that cannot be read is a configuration error.
+    peers = await asyncio.to_thread(read_peers, settings.cluster)
     supervisor = Supervisor(catalog, settings)
     await supervisor.start(preload=await asyncio.to_thread(first_start_since_boot, _state_dir()))
-    runner = await _start_gateway(settings, catalog, supervisor, listeners)
+    runner = await _start_gateway(settings, catalog, supervisor, listeners, peers)
     stop = _stop_on_signals()
     _announce_ready(supervisor, catalog, listeners, activated)
     watchdog = asyncio.create_task(_watchdog(supervisor)) if watchdog_interval() else None
@@ -98,7 +101,7 @@ def _state_dir() -> Path | None:
 
 
 async def _start_gateway(
-    settings: Settings, catalog: Catalog, supervisor: Supervisor, listeners: list[Listener]
+    settings: Settings, catalog: Catalog, supervisor: Supervisor, listeners: list[Listener], peers: list[Peer]
 ) -> web.AppRunner:
     """The gateway, serving on every listening socket."""
     keys = None
@@ -114,6 +117,7 @@ async def _start_gateway(
         direct_ports=direct,
         access=journal.access_log(),
         engine_key=engine_key,
+        peers=peers,
     )
     runner = web.AppRunner(
         app,

@@ -28,6 +28,12 @@ class Config:
     exit_code: int
     log_requests: bool
     seed: int  # vLLM's --seed: with the prompt, it decides where each reply ends
+    # vLLM's multi-node mode (emulator/multinode.py): rank 0 is the head, the others workers
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29501
+    heartbeat_timeout: float = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
     p.add_argument("--enable-log-requests", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--master-addr", default="127.0.0.1")
+    p.add_argument("--master-port", type=int, default=29501)
     knobs = p.add_argument_group("emulation knobs (not vLLM flags)")
     knobs.add_argument("--load-time", type=float, default=0.0, metavar="S")
     knobs.add_argument("--tokens-per-second", type=float, default=0.0, metavar="N")
@@ -53,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     knobs.add_argument("--unhealthy-after", type=float, default=None, metavar="S")
     knobs.add_argument("--crash-after", type=float, default=None, metavar="S")
     knobs.add_argument("--exit-code", type=int, default=1, metavar="N")
+    knobs.add_argument("--heartbeat-timeout", type=float, default=3.0, metavar="S")
     return p
 
 
@@ -66,6 +77,10 @@ def parse_args(argv: list[str]) -> Config:
     model = ns.model_flag or ns.model_tag
     if not model:
         parser.error("a MODEL is required (positional or --model)")
+    if ns.nnodes < 1 or not 0 <= ns.node_rank < ns.nnodes:
+        parser.error(f"--node-rank must be in 0..{ns.nnodes - 1} (--nnodes {ns.nnodes})")
+    if not 0 < ns.master_port < 65536:
+        parser.error(f"--master-port must be a port, got {ns.master_port}")
     return Config(
         model=model,
         served_names=tuple(ns.served_model_name or [model]),
@@ -81,4 +96,9 @@ def parse_args(argv: list[str]) -> Config:
         exit_code=ns.exit_code,
         log_requests=ns.enable_log_requests,
         seed=ns.seed,
+        nnodes=ns.nnodes,
+        node_rank=ns.node_rank,
+        master_addr=ns.master_addr,
+        master_port=ns.master_port,
+        heartbeat_timeout=max(0.5, ns.heartbeat_timeout),
     )

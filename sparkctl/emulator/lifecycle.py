@@ -1,6 +1,7 @@
 """The emulator as a process: parse the command line, stand for model loading (holding the memory
 asked for), bind, announce readiness, serve until SIGTERM/SIGINT, and turn unhealthy or crash on
-cue.
+cue. With `--nnodes N` it is one part of a multi-node model (multinode.py): the head binds only
+once its workers joined, a worker never binds.
 
 Like vLLM, nothing listens while the model loads. The `ready` line reports exec_to_ready_ms, the
 process's age when it starts listening, counted from the exec (not from this module's import), so
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sparkctl.emulator import LOADED_AT
+from sparkctl.emulator import LOADED_AT, multinode
 from sparkctl.emulator.config import Config, parse_args
 from sparkctl.emulator.log import say
 from sparkctl.emulator.server import Server
@@ -103,9 +104,24 @@ async def serve(cfg: Config) -> int:
     if stop.is_set():
         say("stopped while loading")
         return 0
+    if cfg.node_rank > 0:  # a headless worker of a multi-node model: it never listens
+        return await multinode.work(cfg, stop)
+    gathered = await multinode.gather_workers(cfg, stop) if cfg.nnodes > 1 else None
+    if cfg.nnodes > 1 and gathered is None:
+        say("stopped while waiting for workers")
+        return 0
     runner = await _listen(cfg, server)
     if runner is None:
         return 1
+    lost: list[str] = []
+    if gathered is not None:
+
+        def lose(why: str) -> None:
+            if not lost:
+                lost.append(why)
+                stop.set()
+
+        multinode.watch(gathered[0], lose)
     port = runner.addresses[0][1] if runner.addresses else cfg.port
     exec_to_ready_ms = _seconds_since_exec() * 1000
     _arm_timers(cfg, server)
@@ -118,6 +134,13 @@ async def serve(cfg: Config) -> int:
     # Bounded: open streams are cut regardless, and exiting promptly is what matters.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(runner.cleanup(), timeout=0.5)
+    if gathered is not None:
+        group, rendezvous = gathered
+        rendezvous.close()
+        await group.close()
+    if lost:
+        say(f"multinode: lost {lost[0]}: exiting exit_code={cfg.exit_code}")
+        return cfg.exit_code
     return 0
 
 

@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 
 from sparkctl import __version__
-from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, StateEvent
+from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, PeerModel, PeerStatus, StateEvent
 from sparkctl.core.states import ModelState, ModelView
 from sparkctl.errors import SparkError
 from sparkctl.gateway.context import GATEWAY, Gateway
@@ -76,8 +76,35 @@ async def status(request: web.Request) -> web.Response:
             queue_depth=gw.supervisor.queue_length,
             memory_budget=gw.settings.scheduler.memory_budget,
             models=[model_status(gw, v) for v in gw.supervisor.views()],
+            node=gw.settings.cluster.node,
+            peers=peer_statuses(gw),
         )
     )
+
+
+def peer_statuses(gw: Gateway) -> list[PeerStatus]:
+    if gw.peers is None:
+        return []
+    return [
+        PeerStatus(
+            name=state.peer.name,
+            url=str(state.peer.url),
+            available=state.up,
+            checked=_round(state.checked),
+            answered=_round(state.answered),
+            error=state.error,
+            models=[
+                PeerModel(id=str(m["id"]), state=str(m.get("state", "")), available=bool(m["available"]))
+                for m in gw.peers.listing()
+                if m["node"] == state.peer.name
+            ],
+        )
+        for state in gw.peers
+    ]
+
+
+def _round(t: float | None) -> float | None:
+    return round(t, 3) if t is not None else None
 
 
 async def start_model(request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from sparkctl.gateway.context import GATEWAY, AccessLog, ConsoleAccessLog, Gatew
 from sparkctl.gateway.cors import OriginMatcher, cors_middleware
 from sparkctl.gateway.errors import error_response, http_error_response
 from sparkctl.gateway.metrics import Metrics
+from sparkctl.gateway.peers import Peer, Peers
 from sparkctl.settings import Settings
 
 log = logging.getLogger("sparkctl.gateway")
@@ -55,8 +56,10 @@ def build_app(
     direct_ports: dict[int, str] | None = None,
     access: AccessLog | None = None,
     engine_key: str | None = None,
+    peers: list[Peer] | None = None,
 ) -> web.Application:
-    """The gateway application. `keys` is required unless gateway.auth = "none"."""
+    """The gateway application. `keys` is required unless gateway.auth = "none"; `peers` (with
+    their keys, `peers.read_peers`) when [cluster] names any."""
     if settings.gateway.auth == "required" and keys is None:
         keys = KeyFile(settings.gateway.api_keys_file)
     gateway = Gateway(
@@ -69,7 +72,10 @@ def build_app(
         access=access or ConsoleAccessLog(),
         bodies=BodyBudget(settings.gateway.body_budget),
         engine_auth=f"Bearer {engine_key}" if engine_key else None,
+        peers=Peers(settings.cluster.node, peers, settings.cluster) if peers else None,
     )
+    if gateway.peers is not None:
+        gateway.metrics.watch_peers(gateway.peers)
     middlewares: list[Middleware] = [errors_middleware]
     if allowed := OriginMatcher(settings.gateway.cors_origins):
         middlewares.append(cors_middleware(allowed))
@@ -89,7 +95,23 @@ def build_app(
     ui.register(app)
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_watch_keys)
+    app.cleanup_ctx.append(_poll_peers)
     return app
+
+
+async def _poll_peers(app: web.Application) -> AsyncIterator[None]:
+    """Ask the cluster's other nodes what they serve, from a task of its own, while the gateway
+    serves (#15)."""
+    peers = app[GATEWAY].peers
+    if peers is None:
+        yield
+        return
+    peers.open()
+    poller = asyncio.create_task(peers.run(), name="sparkctl-peers")
+    yield
+    poller.cancel()
+    await asyncio.gather(poller, return_exceptions=True)
+    await peers.close()
 
 
 async def _watch_keys(app: web.Application) -> AsyncIterator[None]:

@@ -16,6 +16,7 @@ from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.bodies import BodyBudget
 from sparkctl.gateway.holds import KeyHolds
+from sparkctl.gateway.peers import Peers
 from sparkctl.gateway.sessions import Sessions
 from sparkctl.settings import Settings
 
@@ -62,6 +63,7 @@ class Gateway:
     started: float = field(default_factory=time.time)
     holds: KeyHolds = field(default_factory=KeyHolds)  # requests in progress, by key
     sessions: Sessions = field(default_factory=Sessions)  # the dashboard's sign-ins (#17)
+    peers: Peers | None = None  # the other nodes of a cluster (#15); None: no [cluster] peers
 
     def direct_model(self, request: web.BaseRequest) -> str | None:
         if not self.direct_ports or request.transport is None:

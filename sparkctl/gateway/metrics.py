@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.connections import ConnectionGuard
+from sparkctl.gateway.peers import Peers
 
 _USAGE = (
     ("prompt", re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')),
@@ -73,6 +74,25 @@ class _Connections(Collector):
         )
 
 
+class _Peers(Collector):
+    """Whether each peer of a cluster answers, read when scraped (#15)."""
+
+    def __init__(self, peers: Peers) -> None:
+        self._peers = peers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "sparkctl_peer_up", "1 while the cluster peer answers its polls", labels=["node"]
+        )
+        models = GaugeMetricFamily(
+            "sparkctl_peer_models", "Models the cluster peer serves, as last listed", labels=["node"]
+        )
+        for state in self._peers:
+            up.add_metric([state.peer.name], 1.0 if state.up else 0.0)
+            models.add_metric([state.peer.name], len(state.models))
+        yield from (up, models)
+
+
 class Metrics:
     def __init__(self, supervisor: Supervisor) -> None:
         self.registry = CollectorRegistry()
@@ -114,6 +134,19 @@ class Metrics:
             buckets=LOAD_BUCKETS,
             registry=r,
         )
+        self.relays = Counter(
+            "sparkctl_relayed_requests",
+            "Requests relayed to the cluster node that serves their model",
+            ["node", "model", "status"],
+            registry=r,
+        )
+        self.relay_duration = Histogram(
+            "sparkctl_relay_duration_seconds",
+            "Relayed requests, from arrival to the end of the peer's response",
+            ["node"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         r.register(_Live(supervisor))
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._wait_children: dict[str, Any] = {}
@@ -129,6 +162,13 @@ class Metrics:
     def watch_connections(self, guard: ConnectionGuard) -> None:
         """Report the guard of the listening sockets (it exists once the sockets do)."""
         self.registry.register(_Connections(guard))
+
+    def watch_peers(self, peers: Peers) -> None:
+        self.registry.register(_Peers(peers))
+
+    def relayed(self, node: str, model: str, status: int, seconds: float) -> None:
+        self.relays.labels(node, model, str(status)).inc()
+        self.relay_duration.labels(node).observe(seconds)
 
     def _on_state(self, model: str, state: ModelState) -> None:
         before = self._previous.get(model)

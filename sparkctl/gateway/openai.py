@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from aiohttp import web
 
 from sparkctl.catalog import Model
 from sparkctl.core.states import ModelState
+from sparkctl.errors import UnknownModelError
 from sparkctl.gateway.context import GATEWAY, Gateway
-
-NODE = socket.gethostname()
+from sparkctl.gateway.peers import RELAYED
 
 
 def _rounded(seconds: float | None) -> float | None:
@@ -32,7 +31,9 @@ def model_object(gw: Gateway, model: Model) -> dict[str, Any]:
         "context_length": spec.advertised_context,
         "status": spec.status.value,
         "description": spec.description,
-        "node": NODE,  # (one node until a cluster is configured)
+        "node": gw.settings.cluster.node,  # cluster.node: the hostname unless set
+        # false only for a cluster peer's model while that peer does not answer (#15)
+        "available": True,
         # learned over the model's starts, kept across restarts; null before the first
         "load_time_s": _rounded(gw.supervisor.typical_load(model.id)) if spec.enabled else None,
         # until then, a guess from its size on disk (null once a start was seen)
@@ -51,12 +52,28 @@ async def list_models(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     fixed = gw.direct_model(request)
     models = [gw.catalog.models[fixed]] if fixed else list(gw.catalog)
-    return web.json_response({"object": "list", "data": [model_object(gw, m) for m in models]})
+    data = [model_object(gw, m) for m in models]
+    # The whole cluster's models, but to a peer that asks (with the relay marker) only this
+    # node's own: each node lists what it serves itself, so listings never go round.
+    if gw.peers is not None and not fixed and RELAYED not in request.headers:
+        await gw.peers.settled()
+        local = {m.id for m in models}
+        data.extend(entry for entry in gw.peers.listing() if entry["id"] not in local)
+    return web.json_response({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    model = gw.catalog.resolve(request.match_info["model"])
+    name = request.match_info["model"]
+    try:
+        model = gw.catalog.resolve(name)
+    except UnknownModelError:
+        if gw.peers is None or RELAYED in request.headers or (remote := await gw.peers.locate(name)) is None:
+            raise
+        entry = next(
+            e for e in gw.peers.listing() if e["id"] == remote.model_id and e["node"] == remote.peer.name
+        )
+        return web.json_response(entry)
     return web.json_response(model_object(gw, model))
 
 

@@ -60,7 +60,8 @@ ERROR_RESPONSES = {
     "ServiceUnavailable": (
         503,
         "The model cannot serve now: `model_loading` (the request said `Prefer: wait=0`), "
-        "`model_start_failed`, `model_backoff`",
+        "`model_start_failed`, `model_backoff`; or the cluster node that serves it does not "
+        "answer (`peer_unavailable`)",
     ),
     "GatewayTimeout": (504, "The model was not ready in time"),
 }
@@ -255,7 +256,10 @@ def _model_schema() -> dict[str, Any]:
             "object": {"const": "model"},
             "created": {"type": "integer"},
             "owned_by": {"const": "sparkctl"},
-            "state": {"$ref": SCHEMAS + "ModelState"},
+            "state": {
+                "anyOf": [{"$ref": SCHEMAS + "ModelState"}, {"const": "unavailable"}],
+                "description": "`unavailable`: a cluster peer's model while that peer does not answer.",
+            },
             "capabilities": {"type": "array", "items": {"enum": list(get_args(Capability))}},
             "context_length": {"type": "integer"},
             "status": {"enum": [s.value for s in Status]},
@@ -263,6 +267,10 @@ def _model_schema() -> dict[str, Any]:
             "aliases": {"type": "array", "items": {"type": "string"}},
             "disabled_reason": {"type": "string"},
             "node": {"type": "string", "description": "The node that serves it (a cluster)."},
+            "available": {
+                "type": "boolean",
+                "description": "False while the cluster node that serves it does not answer.",
+            },
             "load_time_s": {
                 "type": ["number", "null"],
                 "description": "Learned time from a request to ready.",

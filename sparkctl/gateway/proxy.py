@@ -27,8 +27,10 @@ from sparkctl.core.states import ModelState
 from sparkctl.errors import (
     ModelStartTimeoutError,
     SparkError,
+    UnknownModelError,
     UpstreamError,
 )
+from sparkctl.gateway import relay
 from sparkctl.gateway.bodies import decoded, read_body
 from sparkctl.gateway.context import GATEWAY, Gateway
 from sparkctl.gateway.errors import error_response, sse_error_event
@@ -76,7 +78,15 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
         with gw.bodies.hold(len(body)):
             content_type = request.headers.get("Content-Type", "")
             parsed = parse_body(body, content_type)
-            model = resolve(gw.catalog, gw.direct_model(request) or path_model or parsed.name)
+            try:
+                model = resolve(gw.catalog, gw.direct_model(request) or path_model or parsed.name)
+            except UnknownModelError as unknown:  # another node's, perhaps (#15)
+                remote = await relay.locate(gw, request, path_model or parsed.name, unknown)
+                model_id = remote.model_id
+                del parsed
+                response = await relay.relay(request, gw, remote, body, request_id)
+                status = response.status
+                return response
             model_id = model.id
             check_route(gw.catalog, model, route)
             body = _prepare(body, parsed.json, parsed.name, model, route, content_type)

@@ -93,6 +93,7 @@ async def install(
         _system_files(catalog, report)
     _write_units(settings, catalog, exe, config, user=user, report=report)
     _ensure_admin_key(settings, user=user, report=report)
+    _peer_keys(settings, user=user, report=report)
     await _enable_and_start(settings, catalog, report)
     if user:
         report.add(f"to start at boot without a login: sudo loginctl enable-linger {_username()}")
@@ -151,6 +152,21 @@ def _ensure_admin_key(settings: Settings, *, user: bool, report: Report) -> None
             report.new_key = store.add(_free_name(store, "admin"), admin=True)
     if not user:
         _give_group(settings.gateway.api_keys_file)
+
+
+def _peer_keys(settings: Settings, *, user: bool, report: Report) -> None:
+    """A cluster's peers' key files (#15), readable by the daemon's group like the key file; one
+    not there yet is said, since the daemon refuses to start without it."""
+    for peer in settings.cluster.peers:
+        path = peer.api_key_file
+        if not path.exists():
+            report.add(
+                f"note: cluster peer {peer.name}: put an admin key of {peer.name}'s in {path} "
+                f"(`sparkctl keys add {settings.cluster.node} --admin` on {peer.name}), then run "
+                "install again; the daemon does not start without it"
+            )
+        elif not user:
+            _give_group(path)
 
 
 async def _enable_and_start(settings: Settings, catalog: Catalog, report: Report) -> None:

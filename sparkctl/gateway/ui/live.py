@@ -28,7 +28,6 @@ from sparkctl.gateway.admin import model_status
 from sparkctl.gateway.context import GATEWAY, Gateway
 from sparkctl.gateway.errors import sse_error_event
 from sparkctl.gateway.holds import HOLD
-from sparkctl.gateway.openai import NODE
 from sparkctl.gateway.ui.pages import secured
 
 LIVE = "/ui/api/live"
@@ -103,7 +102,7 @@ async def snapshot(gw: Gateway, live: Live) -> dict[str, Any]:
                 **model_status(gw, view).model_dump(mode="json"),
                 "description": spec.description,
                 "capabilities": list(spec.capabilities),
-                "node": NODE,
+                "node": gw.settings.cluster.node,
                 "memory_bytes": gw.supervisor.footprint(view.id),
                 "requests_per_s": round(requests_per_s, 2),
                 "tokens_per_s": round(tokens_per_s, 1),
@@ -123,7 +122,7 @@ async def snapshot(gw: Gateway, live: Live) -> dict[str, Any]:
         "degraded": gw.supervisor.degraded,
         "nodes": [
             {
-                "name": NODE,
+                "name": gw.settings.cluster.node,
                 "memory_total": memory.total,
                 "memory_used": memory.total - memory.available if memory.total else None,
                 "budget_in_use": round(budgeted, 3),
