@@ -189,8 +189,14 @@ def _node_name(value: str) -> str:
 
 def default_node() -> str:
     """This node's name when [cluster] node is not set: the hostname, lowercased (hostnames are
-    case-insensitive; node names, like model ids, are lowercase)."""
-    return socket.gethostname().lower()
+    case-insensitive; node names, like model ids, are lowercase). A default is not validated like
+    a configured value, so one that does not fit the pattern (a long FQDN) becomes its first
+    label, cut to fit."""
+    name = socket.gethostname().lower()
+    if _NODE_RE.fullmatch(name):
+        return name
+    label = re.sub(r"[^a-z0-9_-]", "-", name.split(".")[0])[:64].strip("-_")
+    return label if _NODE_RE.fullmatch(label) else "localhost"
 
 
 def _peer_url(value: str) -> str:

@@ -217,7 +217,15 @@ class Peers:
         timeout = aiohttp.ClientTimeout(
             total=self.settings.poll_timeout, connect=self.settings.connect_timeout
         )
-        headers = {"Authorization": f"Bearer {peer.key}", RELAYED: self.node, "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {peer.key}",
+            RELAYED: self.node,
+            "Accept": "application/json",
+            # A fresh connection for every poll: one kept alive across a pulled cable would only
+            # time out (a slow peer, as far as a poll can tell), where a new one finds nobody
+            # there within connect_timeout.
+            "Connection": "close",
+        }
         try:
             async with self.session.get(peer.url / "v1" / "models", headers=headers, timeout=timeout) as r:
                 if r.status != 200:

@@ -16,6 +16,7 @@ that is not a stream is cut, as the local relay does, so the client sees it inco
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
@@ -85,28 +86,43 @@ async def _exchange(
     url = URL(str(peer.url) + request.rel_url.raw_path_qs, encoded=True)
     headers = upstream_headers(request.headers, request_id, request.remote, f"Bearer {peer.key}")
     headers[RELAYED] = gw.settings.cluster.node
-    try:
-        upstream = await _send(peers.session, request.method, url, body, headers)
-    except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        peers.failed(state, e)
-        raise state.unavailable(remote.model_id) from None
+    # Sent from a task of its own, so that it can be ended before the peer has answered at all:
+    # on a kept-alive connection to a peer whose cable was just pulled no error would ever come.
+    sending = asyncio.ensure_future(_send(peers.session, request.method, url, body, headers))
+    answered: list[aiohttp.ClientResponse] = []
     ended: list[SparkError] = []
 
-    def end(error: SparkError) -> None:  # the peer is down, or the client's key was revoked
+    def end(error: SparkError) -> None:  # the peer is unreachable, or the client's key was revoked
         ended.append(error)
-        upstream.close()
+        if answered:
+            answered[0].close()
+        else:
+            sending.cancel()
 
     state.relays.add(end)
     if (held := request.get(HOLD)) is not None:
         held.on_end(end)
     try:
-        return await _pass_back(request, upstream, ended, remote)
+        try:
+            upstream = await sending
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not ended or (task is not None and task.cancelling()):
+                raise  # the client went away: its cancellation reached the send too
+            raise ended[0] from None  # `end` cancelled the send
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            peers.failed(state, e)
+            raise state.unavailable(remote.model_id) from None
+        answered.append(upstream)
+        try:
+            return await _pass_back(request, upstream, ended, remote)
+        finally:
+            if upstream.content.at_eof():
+                upstream.release()
+            else:
+                upstream.close()
     finally:
         state.relays.discard(end)
-        if upstream.content.at_eof():
-            upstream.release()
-        else:
-            upstream.close()
 
 
 async def _send(

@@ -32,6 +32,22 @@ def test_defaults_match_the_brief() -> None:
     assert not cluster.enabled
 
 
+@pytest.mark.parametrize(
+    ("hostname", "node"),
+    [
+        ("Spark-A", "spark-a"),
+        ("spark-a.lan", "spark-a.lan"),
+        ("x" * 70 + ".example.org", "x" * 64),
+        ("_", "localhost"),
+    ],
+)
+def test_the_default_node_is_the_hostname_made_to_fit(
+    monkeypatch: pytest.MonkeyPatch, hostname: str, node: str
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    assert Settings().cluster.node == node
+
+
 def test_a_cluster_of_two_with_relative_key_files(tmp_path: Path) -> None:
     cfg = _config(
         tmp_path,

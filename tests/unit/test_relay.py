@@ -75,6 +75,8 @@ class FakePeer:
         body = await request.read()
         self._record(request, body)
         data = json.loads(body)
+        if data.get("stall"):  # never a byte of an answer: as a peer whose cable was pulled
+            await asyncio.sleep(60)
         if data.get("max_tokens") == -1:
             envelope = {"error": {"message": "max_tokens must be >= 1", "type": "x", "code": "bad_request"}}
             return web.json_response(envelope, status=400, headers={"X-Peer": "b"})
@@ -297,3 +299,20 @@ async def test_a_slow_peer_is_listed_unavailable_but_still_gets_requests(cluster
         "/v1/chat/completions", json={"model": "remote-m", "stream": True}, headers=cluster.headers()
     )
     assert r.status == 200 and await r.read() == b"".join(CHUNKS)  # tried, and served
+
+
+async def test_a_request_the_peer_never_answers_ends_once_the_peer_is_found_unreachable(
+    cluster: Cluster,
+) -> None:
+    peers = cluster.app[GATEWAY].peers
+    assert peers is not None
+    asking = asyncio.ensure_future(
+        cluster.client.post(
+            "/v1/chat/completions", json={"model": "remote-m", "stall": True}, headers=cluster.headers()
+        )
+    )
+    await _until(lambda: len(peers.states["b"].relays) == 1)  # sent, no answer
+    peers._down(peers.states["b"], "no route to host", unreachable=True)  # as a poll finds it
+    r = await asyncio.wait_for(asking, 5)
+    assert r.status == 503 and (await r.json())["error"]["code"] == "peer_unavailable"
+    assert not peers.states["b"].relays
