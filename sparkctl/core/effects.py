@@ -59,6 +59,9 @@ class SupervisorEffects:
         self._timers: dict[TimerKey, asyncio.TimerHandle] = {}
         self._memory_watch: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The starts in progress, each marked once another start overlapped it: MemAvailable's
+        # drop over such a start holds the other model's memory too, and is not its footprint.
+        self._loading: dict[str, bool] = {}
 
     async def close(self) -> None:
         for handle in self._timers.values():
@@ -119,6 +122,7 @@ class SupervisorEffects:
         log.info("starting %s", unit, extra={"model": model, "unit": unit})
         detail = ""
         available = await self._available()
+        self._loading = dict.fromkeys(self._loading, True) | {model: bool(self._loading)}
         try:
             job = await self.systemd.start(unit)
             result = await job.wait()
@@ -133,9 +137,11 @@ class SupervisorEffects:
         except Exception as e:  # any other failure is a result too: a waiter never hangs on it
             log.error("cannot start %s: %s", unit, e, extra={"model": model, "unit": unit})
             result, unit_result = JobResult.FAILED, e.message if isinstance(e, SparkError) else repr(e)
+        finally:
+            overlapped = self._loading.pop(model, False)
         self._post(msg.StartFinished(model, result, unit_result, detail))
         if result is JobResult.DONE:
-            await self._measure(model, unit, available)
+            await self._measure(model, unit, None if overlapped else available)
 
     async def _available(self) -> int | None:
         return (await asyncio.to_thread(read_meminfo, self._meminfo)).get("MemAvailable")
@@ -143,8 +149,8 @@ class SupervisorEffects:
     async def _measure(self, model: str, unit: str, available_before: int | None) -> None:
         """What the ready model takes: the drop of MemAvailable over its start (on the Spark's
         unified memory its GPU allocations show there, not in any cgroup) or its unit's cgroup
-        accounting, whichever is larger (another model starting or stopping meanwhile blurs the
-        drop; the cgroup misses what the GPU holds)."""
+        accounting, whichever is larger (the cgroup misses what the GPU holds). `available_before`
+        is None when another start overlapped this one: the drop would hold both."""
         try:
             status = await self.systemd.status(unit) if self.systemd is not None else None
             available_after = await self._available()

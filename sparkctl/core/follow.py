@@ -133,8 +133,10 @@ class Follower:
             self._t.set_state(slot, ModelState.FAILED if failed else ModelState.STOPPED, now)
 
     def _stopped(self, slot: Slot, now: float) -> None:
-        if slot.stop_started is not None and slot.state is ModelState.STOPPING:
-            slot.last_stop = now - slot.stop_started  # what the next swap's estimate starts from
+        # What the next swap's estimate starts from; a stop sparkctl did not ask for (by hand,
+        # seen at adoption) has no start to time it from, and says nothing.
+        measured = slot.stop_started is not None and slot.state is ModelState.STOPPING
+        slot.last_stop = now - slot.stop_started if measured and slot.stop_started is not None else None
         slot.stop_started = None
         self._swap.stopped(slot)
         self._t.set_state(slot, ModelState.STOPPED, now)

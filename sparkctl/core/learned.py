@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ VERSION = 2  # 2 added exec_loads, stops, last_used (version 1 files are read as
 READS = (1, 2)
 FILE = "learned.json"
 KEPT_LOADS = 10  # the recent load times a typical one is taken from
+MAX_SECONDS = 7 * 86400.0  # no load or stop takes a week: a file saying so is not believed
 
 
 @dataclass
@@ -65,13 +67,13 @@ class ModelRecord:
         if not isinstance(data, dict):
             raise ValueError("a model's record is not an object")
         failures = data.get("failures", 0)
-        if not isinstance(failures, int) or failures < 0:
+        if not _count(failures):
             raise ValueError("failures must be a count")
         memory = data.get("memory_bytes")
-        if memory is not None and (not isinstance(memory, int) or memory < 0):
+        if memory is not None and not _count(memory):
             raise ValueError("memory_bytes must be a count of bytes")
         used = data.get("last_used")
-        if used is not None and (not isinstance(used, (int, float)) or used < 0):
+        if used is not None and not (_number(used) and used >= 0):
             raise ValueError("last_used must be seconds since the epoch")
         return cls(
             _seconds(data, "loads"),
@@ -83,9 +85,18 @@ class ModelRecord:
         )
 
 
+def _number(value: Any) -> bool:
+    """A JSON number, finite (json reads `Infinity` and `NaN`), and not a boolean (an int in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _seconds(data: dict[str, Any], key: str) -> list[float]:
     values = data.get(key, [])
-    if not isinstance(values, list) or not all(isinstance(s, (int, float)) and s >= 0 for s in values):
+    if not isinstance(values, list) or not all(_number(s) and 0 <= s <= MAX_SECONDS for s in values):
         raise ValueError(f"{key} must be a list of seconds")
     return [float(s) for s in values][-KEPT_LOADS:]
 

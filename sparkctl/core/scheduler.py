@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
-from sparkctl.core.estimate import Eta, estimate_ready
+from sparkctl.core.estimate import Eta, Line, estimate_all, estimate_ready
 from sparkctl.core.follow import Follower
 from sparkctl.core.queue import Waiter, WaitQueue, Wanted
 from sparkctl.core.slots import (
@@ -92,6 +92,7 @@ class Scheduler:
         self._t = Transitions(effects)
         self._budget = memory_budget
         self._total = total_memory
+        self._drain_timeout = drain_timeout
         self._queue_limit = queue_limit
         self._queue = WaitQueue()
         self._swap = Swap(
@@ -305,6 +306,7 @@ class Scheduler:
             backoff_until=slot.backoff_until if slot.state is ModelState.BACKOFF else None,
             last_load_seconds=slot.last_load,
             last_stop_seconds=slot.last_stop,
+            wanted=self._queue.wants(model),
             last_error=slot.last_error.message if slot.last_error is not None else None,
         )
 
@@ -356,7 +358,10 @@ class Scheduler:
             )
 
     def _never_fits(self, slot: Slot) -> None:
-        """Refuse a model this host can never hold, before anything is evicted for it."""
+        """Refuse a model this host can never hold, before anything is evicted for it (one that
+        runs anyway, started by hand or adopted, is served)."""
+        if slot.state not in (*_DOWN, ModelState.BACKOFF):
+            return
         if (error := too_large(slot, self._budget, self._total)) is not None:
             raise error
 
@@ -364,7 +369,14 @@ class Scheduler:
     def eta(self, model: str, now: float) -> Eta:
         """How long until `model` is likely ready: what stands before it, then its load."""
         self._slot(model)
-        return estimate_ready(model, self._slots, self._queue, self._budget, now)
+        return estimate_ready(model, self._line(), now)
+
+    def etas(self, now: float) -> dict[str, Eta]:
+        """The estimate of every model ready, starting, backing off or waiting, in one walk."""
+        return estimate_all(self._line(), now)
+
+    def _line(self) -> Line:
+        return Line(self._slots, self._queue, self._swap.target, self._budget, self._drain_timeout)
 
     def load_guess(self, model: str) -> float | None:
         """Its load time guessed from its size on disk while no start of it was seen; else None."""

@@ -206,11 +206,13 @@ def in_the_way(target: Slot, active: list[Slot], budget: float) -> list[Slot]:
 
 
 def too_large(slot: Slot, budget: float, total: int) -> ModelTooLargeError | None:
-    """Why this host (`total` bytes, 0 if unknown) can never hold the model, if it cannot: its
-    weights on disk alone exceed the memory budget, or it was seen to take more than the host has."""
+    """Why this host (`total` bytes, 0 if unknown) can never hold the model, if it cannot: the
+    weights its engine loads exceed the most memory it may have (the budget, or its own declared
+    share where that is more: an exclusive model runs alone), or it was seen to take more than
+    the host has."""
     if not total:
         return None
-    if slot.weights > budget * total:
+    if slot.weights > max(budget, slot.info.fraction) * total:
         why = f"its weights take {slot.weights / GIB:.1f} GiB on disk"
     elif slot.memory > total:
         why = f"it was seen to take {slot.memory / GIB:.1f} GiB once loaded"
@@ -218,7 +220,8 @@ def too_large(slot: Slot, budget: float, total: int) -> ModelTooLargeError | Non
         return None
     return ModelTooLargeError(
         f"The model '{slot.id}' can never fit this host: {why}, and the memory budget is"
-        f" {budget * total / GIB:.1f} GiB (scheduler.memory_budget {budget:g} of {total / GIB:.1f} GiB).",
+        f" {max(budget, slot.info.fraction) * total / GIB:.1f} GiB (scheduler.memory_budget {budget:g}"
+        f" of {total / GIB:.1f} GiB).",
         hint="a smaller quantisation of it, or a host with more memory",
     )
 

@@ -95,6 +95,7 @@ class ModelView:
     backoff_until: float | None
     last_load_seconds: float | None
     last_stop_seconds: float | None = None
+    wanted: bool = False  # something is queued for it: a request, or a start nobody waits on
     # why the last start failed (the engine's last words included), until it is next ready
     last_error: str | None = None
 

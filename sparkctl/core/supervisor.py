@@ -80,7 +80,8 @@ class Supervisor:
         self._liveness: asyncio.Task[None] | None = None
         self._learned = Learned(None)
         self._before: dict[str, ModelState] = {}  # each model's previous state, for learning
-        self._saves: set[asyncio.Task[None]] = set()
+        self._saver: asyncio.Task[None] | None = None  # the one writer of learned.json
+        self._unsaved = False
         self._fresh: Systemd | None = None  # a new connection on its way to the owner
         self._degraded: str | None = None
 
@@ -180,13 +181,17 @@ class Supervisor:
                 log.warning("%s", self._degraded)
 
     async def close(self) -> None:
-        if self._scheduler is not None:
-            self._save_learned()  # (last use is saved only with other news, and here)
-        await asyncio.gather(*self._saves, return_exceptions=True)  # what was learned is kept
         for task in (self._liveness, self._bus_keeper, self._owner):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        while not self._inbox.empty():  # leases that ended as the daemon stopped: their last use
+            if isinstance(message := self._inbox.get_nowait(), msg.Release):
+                self._learned.record(message.model).last_used = time.time()
+        if self._scheduler is not None:
+            self._save_learned()  # (last use is saved only with other news, and here)
+        if self._saver is not None:
+            await asyncio.gather(self._saver, return_exceptions=True)  # what was learned is kept
         await self._fx.close()
         for systemd in (self._fx.systemd, self._fresh):
             if systemd is not None:
@@ -363,9 +368,16 @@ class Supervisor:
         self._save_learned()
 
     def _save_learned(self) -> None:
-        task = asyncio.create_task(asyncio.to_thread(self._learned.save, self._learned.text()))
-        self._saves.add(task)
-        task.add_done_callback(self._saves.discard)
+        """Have learned.json written: by one writer task, so the newest text is always the last
+        written (two writes in flight could land in either order)."""
+        self._unsaved = True
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.create_task(self._write_learned(), name="sparkctl-learned")
+
+    async def _write_learned(self) -> None:
+        while self._unsaved:
+            self._unsaved = False
+            await asyncio.to_thread(self._learned.save, self._learned.text())  # (text: on the loop)
 
     def footprint(self, model: str) -> int | None:
         """What `model` was last seen to take once ready, in bytes (None before that)."""
@@ -385,6 +397,10 @@ class Supervisor:
     def load_guess(self, model: str) -> float | None:
         """Before any history: its load time guessed from its size on disk (else None)."""
         return self._sched.load_guess(model)
+
+    def etas(self) -> dict[str, Eta]:
+        """Every model's estimate that is ready, starting, backing off or waiting (one walk)."""
+        return self._sched.etas(self._loop.time())
 
     def eta(self, model: str) -> Eta:
         """How long until `model` is likely ready (a snapshot): learned, or a guess before any

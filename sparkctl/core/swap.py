@@ -121,4 +121,6 @@ class Swap:
         return [s for s in self._slots.values() if s.holds_memory]
 
     def need_bytes(self, slot: Slot) -> int:
-        return int(slot.share * self._total_memory)
+        # (capped at the budget: a share learned above what MemAvailable can ever show would
+        # hold every start for the whole memory_wait)
+        return int(min(slot.share, self._budget) * self._total_memory)

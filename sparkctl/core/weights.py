@@ -77,26 +77,37 @@ def check_weights(hf_cache: Path, repo: str, revision: str = "main") -> WeightsS
     return _check_without_listing(base, snapshot)
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-
-
 def weights_size(hf_cache: Path, repo: str, revision: str = "main") -> int:
-    """The bytes of the weight files of `repo` at `revision` in the cache (0 when it is not
-    there): what the model needs in memory at the least, and what its load reads."""
+    """The bytes of the weights of `repo` at `revision` that an engine loads (0 when it is not
+    in the cache): what the model needs in memory at the least, and what its load reads."""
     state = check_weights(hf_cache, repo, revision)
     return snapshot_size(state.snapshot) if state.snapshot is not None else 0
 
 
 def snapshot_size(snapshot: Path) -> int:
-    """The bytes of the weight files in a snapshot (or a local model directory)."""
-    total = 0
-    for path in snapshot.rglob("*"):
-        if path.name.endswith(WEIGHT_SUFFIXES):
-            try:
-                total += path.stat().st_size  # follows the symlink into blobs/
-            except OSError:
-                continue  # a blob that is gone: check_weights says so where it matters
-    return total
+    """The bytes an engine loads from a snapshot (or a local model directory): the shards its
+    `*.safetensors.index.json` names, else its top-level `*.safetensors`, else its top-level
+    PyTorch `*.bin`, else its smallest top-level `*.gguf` (a GGUF repo holds one file per
+    quantisation, and one is served). Subfolders are never counted: a repo may carry the same
+    weights again in other formats there (gpt-oss's original/ and metal/, Meta's original/)."""
+    for index in sorted(snapshot.glob("*.safetensors.index.json")):
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(weight_map, dict) and weight_map:
+            return sum(_size(snapshot / str(shard)) for shard in set(weight_map.values()))
+    for pattern in ("*.safetensors", "*.bin"):
+        if sizes := [_size(p) for p in snapshot.glob(pattern)]:
+            return sum(sizes)
+    return min((_size(p) for p in snapshot.glob("*.gguf")), default=0)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size  # follows the symlink into blobs/
+    except OSError:
+        return 0  # a blob that is gone: check_weights says so where it matters
 
 
 def _resolve(base: Path, revision: str) -> str | None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from sparkctl import __version__
 from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, PeerModel, PeerStatus, StateEvent
+from sparkctl.core.estimate import Eta
 from sparkctl.core.states import ModelState, ModelView
 from sparkctl.errors import SparkError
 from sparkctl.gateway.context import GATEWAY, Gateway
@@ -31,14 +32,18 @@ def _rounded(seconds: float | None) -> float | None:
 
 
 def _on_its_way(view: ModelView) -> bool:
+    """Starting, the swap's target, or wanted (a request or an operator's start is queued for it)."""
     return view.state in (ModelState.STARTING, ModelState.QUEUED) or (
-        view.waiting > 0 and view.state is not ModelState.READY
+        view.wanted and view.state is not ModelState.READY
     )
 
 
-def model_status(gw: Gateway, view: ModelView) -> ModelStatus:
+def model_status(gw: Gateway, view: ModelView, etas: dict[str, Eta] | None = None) -> ModelStatus:
+    """`etas`: every model's, when the caller took them in one walk (a status of all models)."""
     spec = gw.catalog.models[view.id].spec
-    eta = gw.supervisor.eta(view.id) if _on_its_way(view) else None
+    eta = None
+    if _on_its_way(view):
+        eta = etas[view.id] if etas is not None and view.id in etas else gw.supervisor.eta(view.id)
     return ModelStatus(
         id=view.id,
         state=view.state,
@@ -69,13 +74,14 @@ def _json(record: ModelStatus | DaemonStatus, status: int = 200) -> web.Response
 
 async def status(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    etas = gw.supervisor.etas()
     return _json(
         DaemonStatus(
             version=__version__,
             started=round(gw.started, 3),
             queue_depth=gw.supervisor.queue_length,
             memory_budget=gw.settings.scheduler.memory_budget,
-            models=[model_status(gw, v) for v in gw.supervisor.views()],
+            models=[model_status(gw, v, etas) for v in gw.supervisor.views()],
             node=gw.settings.cluster.node,
             peers=peer_statuses(gw),
         )
@@ -193,10 +199,11 @@ class _Etas:
 
     def moved(self, besides: str) -> bytes:
         out = []
+        etas = self._gw.supervisor.etas()  # one walk of the line for all of them
         for view in self._gw.supervisor.views():
             if view.id == besides or not _on_its_way(view):
                 continue
-            eta = self._gw.supervisor.eta(view.id)
+            eta = etas[view.id] if view.id in etas else self._gw.supervisor.eta(view.id)
             if abs(self._sent.get(view.id, -self.MOVED) - eta.seconds) < self.MOVED:
                 continue
             self._sent[view.id] = eta.seconds

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
@@ -791,3 +792,43 @@ async def test_a_request_waiting_for_its_model_is_told_when_its_key_is_revoked(
         answered.close()
     await reach(env.sup, slow=ModelState.READY)  # the start went on
     assert len(gw.holds) == 0
+
+
+async def test_the_admin_feed_carries_each_model_s_eta_while_it_is_on_its_way(env: Env) -> None:
+    """A starting model's state event carries its estimate; a model queued behind it (an
+    exclusive one, which waits for the other to go) has a later one; a moved estimate comes as an
+    `eta` event after a change."""
+    async with aiohttp.ClientSession() as s:
+        feed = await s.get(f"{env.url}/api/v1/events", headers=env.headers(env.admin))
+        async with s.post(f"{env.url}/api/v1/models/slow/start", headers=env.headers(env.admin)) as r:
+            assert r.status == 202
+        client = env.client()
+        behind = asyncio.create_task(
+            client.chat.completions.create(model="ex-a", messages=[{"role": "user", "content": "hi"}])
+        )
+        states: dict[tuple[str, str], dict[str, Any]] = {}
+        etas: list[dict[str, Any]] = []
+        kind = "state"
+        async with asyncio.timeout(20):
+            async for raw in feed.content:
+                line = raw.decode().strip()
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if kind == "state":
+                        states[(data["model"], data["state"])] = data
+                    elif kind == "eta":
+                        etas.append(data)
+                    if ("ex-a", "ready") in states:
+                        break
+        feed.close()
+        await behind
+    slow = states[("slow", "starting")]
+    queued = states[("ex-a", "queued")]  # exclusive: it waits for slow to be ready, serve, stop
+    assert slow["eta_seconds"] >= 1 and queued["eta_seconds"] > slow["eta_seconds"] + 1, states
+    assert states[("ex-a", "ready")]["eta_seconds"] is None  # not on its way any more
+    moved = [e["eta_seconds"] for e in etas if e["model"] == "ex-a"]
+    # once slow is ready (nothing in flight) and stopping, ex-a's estimate comes down
+    assert moved and moved[0] < queued["eta_seconds"] and moved == sorted(moved, reverse=True), etas
+    await env.sup.stop_model("ex-a")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator
@@ -429,6 +430,10 @@ async def test_load_times_are_learned_and_kept_across_a_restart(
     assert footprint is not None and footprint > 0
     await sup.close()
     open_supervisors.remove(sup)
+    kept = json.loads((tmp_path / "state" / "learned.json").read_text())["models"]["learner"]
+    assert len(kept["loads"]) == len(kept["exec_loads"]) == len(kept["stops"]) == 3, kept
+    assert all(3 <= s <= 3 * 1.25 for s in kept["exec_loads"]), kept  # systemd's exec → active
+    assert kept["last_used"] is not None and abs(kept["last_used"] - time.time()) < 60, kept
     # a new daemon knows it before any start: for /v1/models, Retry-After and the ETA
     again = await supervise(open_supervisors, catalog, settings)
     assert again.typical_load("learner") == pytest.approx(typical, abs=0.001)  # (kept to the ms)

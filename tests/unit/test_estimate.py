@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sparkctl.core.estimate import DEFAULT_REQUEST, GUESS_BASE, GUESS_SECONDS_PER_GIB, guess_load
-from sparkctl.core.states import ModelState
+from sparkctl.core.states import ActiveState, ModelState
 from sparkctl.errors import ErrorCode, ModelTooLargeError
 from tests.unit.test_scheduler import GIB, World, m
 
@@ -175,3 +175,93 @@ def test_without_a_known_total_nothing_is_refused_by_size() -> None:
     w.s.weights("a", 10**15)
     w.acquire(1, "a")
     assert w.fake.starts() == ["a"]
+
+
+def _loads(w: World, **loads: float) -> None:
+    for model, seconds in loads.items():
+        w.s.learned_load(model, seconds)
+        w.s.learned_stop(model, 4.0)
+
+
+def test_the_swap_target_is_estimated_before_a_re_requested_draining_model() -> None:
+    """x drains (an operator's stop) and is asked for again; then y comes and becomes the swap
+    target: y starts first (x's stop makes its room), x only after y has served and stopped."""
+    w = World(m("x"), m("y"))
+    _loads(w, x=50.0, y=60.0)
+    w.acquire(1, "x")
+    w.ready("x")
+    w.s.admin_stop("x", w.now)  # drains: request 1 is in flight
+    w.acquire(2, "x")
+    w.acquire(3, "y")
+    assert w.state("x") is ModelState.DRAINING and w.state("y") is ModelState.QUEUED
+    etas = w.s.etas(w.now)
+    y = w.s.eta("y", w.now).seconds
+    assert etas["y"].seconds == y == pytest.approx(DEFAULT_REQUEST + 4 + 60)
+    assert etas["x"].seconds == pytest.approx(y + DEFAULT_REQUEST + 4 + 50)  # after y, not before
+    assert w.s.eta("x", w.now).seconds == etas["x"].seconds
+
+
+def test_a_model_that_fits_beside_a_draining_one_is_not_held_behind_it() -> None:
+    w = World(m("x", 0.3), m("y", 0.3))
+    _loads(w, x=50.0, y=20.0)
+    w.acquire(1, "x")
+    w.ready("x")
+    w.s.admin_stop("x", w.now)
+    w.acquire(2, "x")  # x will stop, then start again; y fits beside it meanwhile
+    assert w.s.eta("y", w.now).seconds == 20  # (a Retry-After, y not asked for yet)
+    w.acquire(3, "y")
+    assert w.state("y") is ModelState.STARTING and w.s.etas(w.now)["y"].seconds == 20
+
+
+def test_a_re_requested_draining_model_counts_its_own_drain_and_stop() -> None:
+    w = World(m("x"))
+    _loads(w, x=50.0)
+    w.acquire(1, "x")
+    w.ready("x")
+    w.s.admin_stop("x", w.now)
+    w.acquire(2, "x")
+    assert w.s.eta("x", w.now).seconds == pytest.approx(DEFAULT_REQUEST + 4 + 50)
+
+
+def test_a_drain_is_bounded_by_drain_timeout_in_the_estimate() -> None:
+    w = World(m("a"), m("b"), drain_timeout=20)
+    _loads(w, a=10.0, b=30.0)
+    w.acquire(1, "a")
+    w.ready("a")
+    w.advance(3600)  # a request an hour long teaches a long request time
+    w.release(1, "a")
+    w.acquire(2, "a")
+    w.acquire(3, "b")
+    assert w.s.eta("b", w.now).seconds == pytest.approx(20 + 4 + 30)  # drain_timeout, not an hour
+
+
+def test_one_walk_gives_every_waiting_model_the_estimate_it_gets_alone() -> None:
+    w = World(m("a"), m("b"), m("c"), m("d", 0.2))
+    _loads(w, a=10.0, b=30.0, c=50.0, d=5.0)
+    w.acquire(1, "a")
+    w.ready("a")
+    for req, model in ((2, "b"), (3, "c"), (4, "b"), (5, "d")):
+        w.acquire(req, model)
+    etas = w.s.etas(w.now)
+    assert w.state("a") is ModelState.DRAINING  # making room for b: not on its way anywhere
+    assert set(etas) == {"b", "c", "d"}
+    for model in "bcd":
+        assert etas[model] == w.s.eta(model, w.now), model
+    assert etas["b"].seconds < etas["c"].seconds
+
+
+def test_only_a_stop_sparkctl_asked_for_is_timed() -> None:
+    w = World(m("a"))
+    w.acquire(1, "a")
+    w.ready("a")
+    w.release(1, "a")
+    w.s.admin_stop("a", w.now)
+    w.advance(3)
+    w.stopped("a")
+    assert w.s.view("a").last_stop_seconds == 3
+    w.acquire(2, "a")
+    w.ready("a")
+    w.s.unit_state("a", ActiveState.DEACTIVATING, w.now)  # `systemctl stop` by hand
+    w.advance(40)
+    w.s.unit_state("a", ActiveState.INACTIVE, w.now)
+    assert w.state("a") is ModelState.STOPPED and w.s.view("a").last_stop_seconds is None

@@ -43,8 +43,11 @@ def test_only_the_recent_loads_are_kept(tmp_path: Path) -> None:
         json.dumps({"version": VERSION, "models": {"m": {"loads": ["fast"]}}}),
         json.dumps([1, 2]),
         "",
+        '{"version": 2, "models": {"m": {"loads": [Infinity]}}}',  # json reads it; eta=infs would follow
+        json.dumps({"version": 2, "models": {"m": {"loads": [30.0], "failures": True}}}),
+        json.dumps({"version": 2, "models": {"m": {"stops": [1e9]}}}),
     ],
-    ids=["garbled", "newer", "bad-loads", "not-an-object", "empty"],
+    ids=["garbled", "newer", "bad-loads", "not-an-object", "empty", "infinite", "boolean", "absurd"],
 )
 def test_a_file_it_cannot_read_is_set_aside_not_fatal(
     tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture

@@ -43,6 +43,10 @@ class Fake:
     running: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     states: list[tuple[str, ModelState]] = field(default_factory=list)
+    learned: dict[str, float] = field(default_factory=dict)  # shares learned above the declared
+
+    def share(self, model: str) -> float:
+        return max(self.infos[model].fraction, self.learned.get(model, 0.0))
 
     def start_unit(self, model: str) -> None:
         self.calls.append(("start", model))
@@ -82,7 +86,8 @@ class Fake:
 
     def check(self) -> None:
         infos = [self.infos[m] for m in self.running]
-        assert sum(i.fraction for i in infos) <= self.budget + 1e-9, f"over budget: {sorted(self.running)}"
+        total = sum(self.share(m) for m in self.running)
+        assert total <= self.budget + 1e-9, f"over budget: {sorted(self.running)}"
         if any(i.exclusive for i in infos):
             assert len(infos) == 1, f"exclusive model not alone: {sorted(self.running)}"
 
@@ -633,6 +638,11 @@ def test_random_traffic_keeps_every_invariant() -> None:
                     w.s.unit_state(name, ActiveState.FAILED, w.now)
             elif roll < 0.89:  # an engine hangs (or a late report about one arrives)
                 w.s.engine_hung(rng.choice(models).id, "unanswered", w.now)
+            elif roll < 0.9:  # a footprint is learned, above (or below) the declared share
+                name = rng.choice([m.id for m in models if m.id not in w.fake.running])
+                share = rng.choice([0.1, 0.45, 0.7])
+                w.s.learned_memory(name, int(share * 100 * GIB))
+                w.fake.learned[name] = share
             else:
                 w.advance(rng.choice([1, 5, 30, 100]))
             settle(w, held, waiting)

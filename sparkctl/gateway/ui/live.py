@@ -95,8 +95,10 @@ async def snapshot(gw: Gateway, live: Live) -> dict[str, Any]:
     for view in gw.supervisor.views():
         spec = gw.catalog.models[view.id].spec
         requests_per_s, tokens_per_s = live.rates.per_second(view.id)
-        if view.state in up:
-            budgeted += spec.engine.gpu_memory_utilization
+        if view.state in up:  # its share as the scheduler counts it: declared, or learned if more
+            footprint = gw.supervisor.footprint(view.id) or 0
+            learned = footprint / live.memory.total if live.memory.total else 0.0
+            budgeted += max(spec.engine.gpu_memory_utilization, learned)
         models.append(
             {
                 **model_status(gw, view).model_dump(mode="json"),

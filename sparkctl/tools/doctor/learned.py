@@ -33,6 +33,9 @@ def check_footprints(host: Host, settings: Settings) -> Check:
         records = read_records(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         records = {}
+    except PermissionError:
+        where = f"{settings.runtime.state_dir}/{FILE}"
+        return Check(name, "warn", f"cannot read {where} (the daemon's)", "sudo sparkctl doctor")
     except (OSError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) else str(e)
         return Check(name, "warn", f"{settings.runtime.state_dir}/{FILE}: {why}", None)
@@ -50,8 +53,10 @@ def check_footprints(host: Host, settings: Settings) -> Check:
         weights = weights_size(
             host.path(settings.runtime.hf_cache), spec.source.hf_repo, spec.source.revision
         )
-        if weights > budget:
+        if weights > max(budget, declared):  # (as the scheduler refuses: an exclusive model runs alone)
             too_big.append(f"{model.id}'s weights take {weights / GIB:.1f} GiB")
+        elif record is not None and record.memory_bytes and record.memory_bytes > total:
+            too_big.append(f"{model.id} was seen to take {record.memory_bytes / GIB:.1f} GiB")
     if too_big:
         return Check(
             name,

@@ -219,8 +219,9 @@
       const eta = m.eta_seconds != null ? `, eta ${seconds(m.eta_seconds)}` : "";
       load.append(bar, el("span", { class: "desc eta", text: ` loading${eta}` }));
     } else if (STATES_ON_THE_WAY.has(m.state) && m.eta_seconds != null) {
-      // no start seen yet: the estimate is a guess from the size on disk, and says so
-      load.append(el("span", { class: "desc eta", text: `loading, eta ${seconds(m.eta_seconds)} (a guess)` }));
+      // no start seen yet: the estimate rests on a guess from the size on disk, and says so
+      const guess = m.eta_guess ? " (a guess)" : "";
+      load.append(el("span", { class: "desc eta", text: `loading, eta ${seconds(m.eta_seconds)}${guess}` }));
     } else if (STATES_ON_THE_WAY.has(m.state)) {
       load.append(el("span", { class: "desc", text: "loading (no estimate yet)" }));
     } else {
