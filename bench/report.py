@@ -397,6 +397,7 @@ def _eta(e: dict[str, Any]) -> list[str]:
         ("learned", "learned, all"),
         ("learned_cold", "learned, cold starts"),
         ("learned_swap", "learned, swaps"),
+        ("learned_behind", "learned, behind another swap"),
         ("guess", "first start (a guess)"),
     ):
         row = sm.get(key) or {}
@@ -418,7 +419,8 @@ def _eta(e: dict[str, Any]) -> list[str]:
         "",
         "Three exclusive models with typical load times drawn at random "
         f"({typical}); each start's load time is drawn within ±{e['jitter'] * 100:.0f} % of its "
-        "model's. Rounds interleave cold starts and swaps. A round's error is the arrival of the "
+        "model's. Rounds interleave cold starts, swaps and requests behind another swap (a second "
+        "model asked for while the first is on its way). A round's error is the arrival of the "
         "stream's first keep-alive comment plus the `eta=` it carries, minus the arrival of the first "
         "chunk. The first start of each model has no history: its estimate is guessed from the size "
         "on disk (emulated models have none, so the guess is the base alone) and is shown apart.",

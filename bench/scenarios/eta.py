@@ -3,11 +3,12 @@
 
 Three exclusive models, each with a typical load time of its own drawn at random, and every
 start's actual load time drawn around it (±JITTER), so the daemon learns from noisy starts as on
-a Spark. Rounds interleave cold starts (nothing runs) and swaps (another model runs: it is
-stopped first, which the estimate must count). A round's error is (the comment's arrival + its
-eta) − the first chunk's arrival, in seconds; the report gives the median absolute error, its
-bias (the signed median), and apart from those the first start of each model, whose estimate is
-a guess from its size on disk (no history yet).
+a Spark. Rounds interleave cold starts (nothing runs), swaps (another model runs: it is stopped
+first, which the estimate must count) and requests behind a swap (a second model asked for while
+the first is on its way: it waits for that start, the first's request and its stop). A round's
+error is (the comment's arrival + its eta) − the first chunk's arrival, in seconds; the report
+gives the median absolute error, its bias (the signed median), and apart from those the first
+start of each model, whose estimate is a guess from its size on disk (no history yet).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import random
 import re
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import MESSAGES, Context
@@ -82,25 +84,44 @@ def run(ctx: Context) -> dict[str, Any]:
     running: str | None = None
     runs: list[dict[str, Any]] = []
     for i in range(ctx.profile.eta_runs):
-        cold = running is None or rng.random() < 0.4
-        if cold and running is not None:
+        roll = rng.random()
+        if running is not None and roll < 0.3:
             stack.stop_model(running)
             running = None
+        # Some rounds put a second request behind the first: its model waits for the first's
+        # swap, its requests and its stop (the line the estimate walks).
+        behind = running is not None and roll > 0.75
         model = rng.choice([m for m in MODELS if m != running])
-        load = typical[model] * rng.uniform(1 - JITTER, 1 + JITTER)
-        stack.set_load_time(model, load)
+        second = rng.choice([m for m in MODELS if m not in (running, model)]) if behind else None
+        loads = {}
+        for m in (model, second):
+            if m is not None:
+                loads[m] = typical[m] * rng.uniform(1 - JITTER, 1 + JITTER)
+                stack.set_load_time(m, loads[m])
         time.sleep(0.3)
-        run = {
-            "run": i,
-            "model": model,
-            "kind": "cold" if running is None else "swap",
-            "load_time_s": load,
-            "first_start": model not in seen,
-            **_stream(ctx, model),
-        }
-        runs.append(run)
-        seen.add(model)
-        running = model
+        kind = "cold" if running is None else "swap"
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(_stream, ctx, model)
+            later = None
+            if second is not None:
+                time.sleep(0.5)  # the first is the swap's target by now
+                later = pool.submit(_stream, ctx, second)
+            results = [(model, kind, first.result())]
+            if later is not None and second is not None:
+                results.append((second, "behind", later.result()))
+        for m, k, measured in results:
+            runs.append(
+                {
+                    "run": i,
+                    "model": m,
+                    "kind": k,
+                    "load_time_s": loads[m],
+                    "first_start": m not in seen,
+                    **measured,
+                }
+            )
+            seen.add(m)
+        running = second or model
     if running is not None:
         stack.stop_model(running)
     return {
@@ -132,5 +153,6 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "learned": errors(learned),
         "learned_cold": errors([r for r in learned if r["kind"] == "cold"]),
         "learned_swap": errors([r for r in learned if r["kind"] == "swap"]),
+        "learned_behind": errors([r for r in learned if r["kind"] == "behind"]),
         "guess": errors([r for r in runs if r["first_start"]]),
     }

@@ -86,8 +86,9 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
     assert {r["variant"] for r in cold["runs"]} == set(cold["summary"]) and len(cold["summary"]) == 3
     assert all(r["status"] == 200 for r in cold["runs"] + results["scenarios"]["swap"]["runs"])
     eta = results["scenarios"]["eta"]
-    assert len(eta["runs"]) == 6 and {r["kind"] for r in eta["runs"]} <= {"cold", "swap"}
-    assert eta["summary"]["guess"]["n"] + eta["summary"]["learned"]["n"] == 6
+    assert {r["run"] for r in eta["runs"]} == set(range(6))  # a round may hold a second request
+    assert {r["kind"] for r in eta["runs"]} <= {"cold", "swap", "behind"}
+    assert eta["summary"]["guess"]["n"] + eta["summary"]["learned"]["n"] == len(eta["runs"])
 
     verdicts = results["verdicts"]
     assert len(verdicts) == 7
