@@ -4,7 +4,7 @@ stands before it, then its own load.
 What stands before a model that is not running is the line of models waiting for a start, as the
 scheduler will take them: the swap in progress first, then the queue's models in FIFO order. Each
 starts once the models in its way are gone (a drained model's requests end, bounded by
-drain_timeout, then its stop) and no earlier than the start before it (one swap at a time); it is
+drain_timeout, then its stop, then the memory gate sees their memory back) and no earlier than the start before it (one swap at a time); it is
 ready a load time later. One walk of the line gives every model in it its estimate. The times
 come from what was learned (load and stop times kept across restarts, how long each model's
 requests last); before any history a model's load time is guessed from its size on disk, and the
@@ -46,6 +46,8 @@ class Line:
     target: str | None
     budget: float
     drain_timeout: float
+    gate_time: float = 0.0  # how long the memory gate holds a start after a swap's stops
+    gate_left: float | None = None  # the target's gate, open now: how long it likely holds still
 
 
 def guess_load(weights: int) -> float:
@@ -116,7 +118,11 @@ def _walk(line: Line, waiting: list[Slot], now: float) -> dict[str, Eta]:
             del active[slot.id]
         victims = in_the_way(slot, list(active.values()), line.budget)
         start = max([own, lane] + [gone_at[v.id] for v in victims])
-        if victims:
+        if victims:  # its stops free memory, which the gate waits to see come back
+            start += line.gate_time
+            lane = start
+        elif slot.id == line.target and line.gate_left is not None:
+            start += line.gate_left
             lane = start
         ready = start + load_time(slot)
         out[slot.id] = Eta(max(1.0, ready), guess)

@@ -369,14 +369,23 @@ class Scheduler:
     def eta(self, model: str, now: float) -> Eta:
         """How long until `model` is likely ready: what stands before it, then its load."""
         self._slot(model)
-        return estimate_ready(model, self._line(), now)
+        return estimate_ready(model, self._line(now), now)
 
     def etas(self, now: float) -> dict[str, Eta]:
         """The estimate of every model ready, starting, backing off or waiting, in one walk."""
-        return estimate_all(self._line(), now)
+        return estimate_all(self._line(now), now)
 
-    def _line(self) -> Line:
-        return Line(self._slots, self._queue, self._swap.target, self._budget, self._drain_timeout)
+    def _line(self, now: float) -> Line:
+        swap = self._swap
+        return Line(
+            self._slots,
+            self._queue,
+            swap.target,
+            self._budget,
+            self._drain_timeout,
+            gate_time=swap.gate_time or 0.0,
+            gate_left=swap.gate_left(now),
+        )
 
     def load_guess(self, model: str) -> float | None:
         """Its load time guessed from its size on disk while no start of it was seen; else None."""

@@ -38,6 +38,10 @@ class Swap:
         self.target: str | None = None
         self._freed = False  # a stop happened for the target: gate on memory before starting it
         self._gate_open: str | None = None  # the target, while its start waits for memory
+        self._gate_since = 0.0
+        # How long the gate has held a start (a moving average): memory comes back some moments
+        # after a stop on a Spark, and the estimate of a swap counts that wait.
+        self.gate_time: float | None = None
 
     def begin(self, slot: Slot, now: float) -> None:
         self.target = slot.id
@@ -67,6 +71,7 @@ class Swap:
             return
         if self._freed and self._total_memory:
             self._gate_open = target
+            self._gate_since = now
             self._t.fx.watch_memory(target, self.need_bytes(slot))
             self._t.fx.set_timer(("memory", target), now + self._memory_wait)
             return
@@ -102,14 +107,25 @@ class Swap:
     def memory(self, model: str, available: int, now: float) -> None:
         """A MemAvailable reading while the gate for `model` is open."""
         if self._gate_open == model and available >= self.need_bytes(self._slots[model]):
-            self.close_gate()
+            self._gate_passed(now)
             self._t.start(self._slots[model], now)
 
     def memory_expired(self, model: str, now: float) -> None:
         if self._gate_open == model:
             self._t.fx.warn("memory_wait expired before enough memory was available; starting anyway", model)
-            self.close_gate()
+            self._gate_passed(now)
             self._t.start(self._slots[model], now)
+
+    def _gate_passed(self, now: float) -> None:
+        took = now - self._gate_since
+        self.gate_time = took if self.gate_time is None else 0.8 * self.gate_time + 0.2 * took
+        self.close_gate()
+
+    def gate_left(self, now: float) -> float | None:
+        """Seconds the open gate is likely to hold the target still (None: no gate is open)."""
+        if self._gate_open is None:
+            return None
+        return max(0.0, (self.gate_time or 0.0) - (now - self._gate_since))
 
     def close_gate(self) -> None:
         if self._gate_open is not None:

@@ -265,3 +265,27 @@ def test_only_a_stop_sparkctl_asked_for_is_timed() -> None:
     w.advance(40)
     w.s.unit_state("a", ActiveState.INACTIVE, w.now)
     assert w.state("a") is ModelState.STOPPED and w.s.view("a").last_stop_seconds is None
+
+
+def test_the_memory_gate_s_wait_is_learned_and_counted() -> None:
+    """On a Spark, memory comes back some moments after a stop: a swap's estimate counts how long
+    the gate has held starts, and an open gate what it likely holds still."""
+    w = World(m("a"), m("b"), total_memory=100 * GIB)
+    _loads(w, a=20.0, b=30.0)
+    w.acquire(1, "a")
+    w.ready("a")
+    w.release(1, "a")
+    w.acquire(2, "b")
+    w.stopped("a")
+    assert "b" in w.fake.watching  # the gate is open
+    assert w.s.eta("b", w.now).seconds == 30  # nothing learned of the gate yet
+    w.advance(6)
+    w.s.memory("b", 100 * GIB, w.now)  # memory back after 6 s
+    assert w.state("b") is ModelState.STARTING
+    w.ready("b")
+    w.release(2, "b")
+    w.acquire(3, "a")  # b is idle: its stop (4 s), then the gate (6 s), then a's load
+    assert w.s.eta("a", w.now).seconds == pytest.approx(4 + 6 + 20)
+    w.stopped("b")
+    w.advance(2)  # the gate has held a for 2 s of its likely 6
+    assert w.s.eta("a", w.now).seconds == pytest.approx(4 + 20)
