@@ -4,11 +4,12 @@ stands before it, then its own load.
 What stands before a model that is not running is the line of models waiting for a start, as the
 scheduler will take them: the swap in progress first, then the queue's models in FIFO order. Each
 starts once the models in its way are gone (a drained model's requests end, bounded by
-drain_timeout, then its stop, then the memory gate sees their memory back) and no earlier than the start before it (one swap at a time); it is
-ready a load time later. One walk of the line gives every model in it its estimate. The times
-come from what was learned (load and stop times kept across restarts, how long each model's
-requests last); before any history a model's load time is guessed from its size on disk, and the
-estimate says it is a guess.
+drain_timeout, then its stop, then the memory gate sees their memory back) and no earlier than
+the start before it (one swap at a time); it is ready a load time later. One walk of the line
+gives every model in it its estimate. The times come from what was learned (load and stop times
+kept across restarts, how long each model's requests last, how long the gate holds a start);
+before any history a model's load time is guessed from its size on disk, and the estimate says
+it is a guess.
 
 Pure arithmetic over the scheduler's slots: it is refreshed on every call, so a waiting client
 sees it move as things happen.
