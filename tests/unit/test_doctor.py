@@ -7,12 +7,13 @@ tests/integration/test_spark_tools.py) is checked too."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from sparkctl import __version__
 from sparkctl.apikeys import edit
 from sparkctl.catalog import load_catalog
 from sparkctl.cli import cli
@@ -468,6 +469,52 @@ def test_footprints_well_above_the_declared_share_and_weights_that_never_fit_are
     assert (state / "learned.json").exists()  # read, not set aside: that is the daemon's to do
 
 
+def test_a_cluster_s_link_and_peers(spark: Spark) -> None:
+    assert spark.check(doctor.check_cluster).detail == "no peers configured: this Spark serves alone"
+    key = spark.tmp / "peer-b.key"
+    key.write_text("sk-spark-peer\n")
+    spark.settings_data["cluster"] = {
+        "node": "spark-a",
+        "interface": "enp1s0f1np1",
+        "peers": [{"name": "spark-b", "url": "http://192.168.100.2:8009", "api_key_file": str(key)}],
+    }
+    spark.files["/sys/class/net/enp1s0f1np1/operstate"] = "up\n"
+    spark.files["/sys/class/net/enp1s0f1np1/mtu"] = "9000\n"
+    answers: dict[str, tuple[int, bytes] | None] = {}
+    asked: list[tuple[str, dict[str, str]]] = []
+
+    def fetch(url: str, headers: Mapping[str, str]) -> tuple[int, bytes] | None:
+        asked.append((url, dict(headers)))
+        return answers.get(url)
+
+    def check() -> Check:
+        host = spark.host()
+        host.fetch = fetch
+        return doctor.check_cluster(host, spark.settings())
+
+    status = "http://192.168.100.2:8009/api/v1/status"
+    answers[status] = (200, json.dumps({"version": __version__, "node": "spark-b"}).encode())
+    ok = check()
+    assert ok.status == "pass" and "peers answering: spark-b" in ok.detail, ok
+    assert asked[-1] == (status, {"Authorization": "Bearer sk-spark-peer"})  # the peer's own key
+    answers[status] = (200, json.dumps({"version": "0.0.1", "node": "spark-b"}).encode())
+    assert "runs sparkctl 0.0.1" in check().detail
+    answers[status] = (401, b"{}")
+    assert "refuses the key" in check().detail
+    answers[status] = None
+    down = check()
+    assert down.status == "warn" and "spark-b at http://192.168.100.2:8009 does not answer" in down.detail
+    answers[status] = (200, json.dumps({"version": __version__, "node": "spark-c"}).encode())
+    assert "calls itself 'spark-c'" in check().detail
+    answers[status] = (200, json.dumps({"version": __version__, "node": "spark-b"}).encode())
+    spark.files["/sys/class/net/enp1s0f1np1/operstate"] = "down\n"
+    assert "enp1s0f1np1 is down" in check().detail
+    spark.files["/sys/class/net/enp1s0f1np1/operstate"] = "up\n"
+    spark.files["/sys/class/net/enp1s0f1np1/mtu"] = "1500\n"
+    mtu = check()
+    assert mtu.status == "warn" and "MTU 1500" in mtu.detail
+
+
 def test_a_broken_check_is_reported_and_the_others_still_run(
     spark: Spark, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -506,6 +553,7 @@ def test_doctor_command_on_this_host(tmp_path: Path) -> None:
         "sparkctl.socket",
         "models",
         "model footprints",
+        "cluster",
     ]
     for c in checks:
         assert set(c) == {"check", "status", "detail", "fix"} and c["status"] in ("pass", "warn", "fail")

@@ -14,7 +14,9 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,21 @@ def run_command(argv: Sequence[str]) -> Result | None:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+Fetcher = Callable[[str, Mapping[str, str]], tuple[int, bytes] | None]
+
+
+def http_get(url: str, headers: Mapping[str, str]) -> tuple[int, bytes] | None:
+    """GET `url`: (status, body), or None when nothing answers within a few seconds."""
+    request = urllib.request.Request(url, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return response.status, response.read(1 << 20)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(1 << 16)
+    except (OSError, ValueError):
+        return None
+
+
 def disk_of(path: Path) -> Disk | None:
     """The disk `path` is (or will be) on: a directory not created yet is measured at its
     nearest existing parent."""
@@ -85,6 +102,7 @@ class Host:
     port_free: Callable[[str, int], bool] = port_is_free
     euid: int = field(default_factory=os.geteuid)
     demo: Callable[[], Demo | None] = demo_locator.read
+    fetch: Fetcher = http_get
 
     def path(self, p: str | Path) -> Path:
         return self.root / str(p).lstrip("/")
