@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparkctl.catalog import Catalog, Model
+from sparkctl.catalog import Catalog, Model, span
 from sparkctl.core import messages as msg
 from sparkctl.core.effects import SupervisorEffects
 from sparkctl.core.estimate import Eta, guess_load
@@ -33,7 +33,7 @@ from sparkctl.core.states import ActiveState, ModelInfo, ModelState, ModelView
 from sparkctl.core.systemd import Event, Systemd, UnitChanged
 from sparkctl.core.weights import weights_size
 from sparkctl.errors import SparkError
-from sparkctl.settings import Settings
+from sparkctl.settings import ClusterSettings, Settings
 from sparkctl.units.names import service_name
 
 log = logging.getLogger("sparkctl.supervisor")
@@ -44,8 +44,11 @@ StateListener = Callable[[str, ModelState], object]
 __all__ = ["Lease", "StateListener", "Supervisor", "model_info"]
 
 
-def model_info(model: Model) -> ModelInfo:
+def model_info(model: Model, cluster: ClusterSettings | None = None) -> ModelInfo:
+    """What the scheduler knows of `model`; in a cluster, whether this node runs only a worker
+    part of it (a spanning model another node owns)."""
     spec = model.spec
+    part = span.part(spec, cluster) if cluster is not None and spec.serve.nodes > 1 else None
     return ModelInfo(
         id=spec.id,
         fraction=spec.engine.gpu_memory_utilization,
@@ -56,6 +59,7 @@ def model_info(model: Model) -> ModelInfo:
         max_concurrent=spec.serve.max_concurrent,
         start_timeout=spec.serve.start_timeout,
         unit=service_name(spec.id),
+        worker=part is not None and part.role == "worker",
     )
 
 
@@ -90,7 +94,7 @@ class Supervisor:
         total = (await asyncio.to_thread(read_meminfo, self.meminfo)).get("MemTotal", 0)
         sched = self.settings.scheduler
         self._scheduler = Scheduler(
-            [model_info(m) for m in self.catalog.enabled],
+            [model_info(m, self.settings.cluster) for m in self.catalog.enabled],
             self._fx,
             memory_budget=sched.memory_budget,
             drain_timeout=sched.drain_timeout,
@@ -268,6 +272,14 @@ class Supervisor:
                 self._save_learned()
             case msg.Sized(model, weights):
                 self._sized(model, weights)
+            case msg.Reserve(model, holder, lease, future):
+                granted = s.reserve(model, holder, now + lease, now)
+                if not future.done():
+                    future.set_result(granted)
+            case msg.Unreserve(model, holder, future):
+                s.release_reservation(model, holder, now)
+                if not future.done():
+                    future.set_result(None)
             case msg.EndAll(error, future):
                 s.end_all(error)
                 if not future.done():
@@ -316,6 +328,19 @@ class Supervisor:
     async def _admin(self, action: AdminAction, model: str) -> None:
         future: asyncio.Future[None] = self._loop.create_future()
         self._post(msg.Admin(action, model, future))
+        await future
+
+    async def reserve(self, model: str, holder: str, lease: float) -> bool:
+        """Node `holder` reserves this node for the worker part of `model` for `lease` seconds
+        (asking again renews): True once the node is held for it, False while it waits its turn."""
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._post(msg.Reserve(model, holder, lease, future))
+        return await future
+
+    async def release_reservation(self, model: str, holder: str) -> None:
+        """Node `holder` is done with this node: the worker part stops, the node is free."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._post(msg.Unreserve(model, holder, future))
         await future
 
     async def end_all(self, error: SparkError) -> None:
