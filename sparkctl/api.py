@@ -47,6 +47,16 @@ class ModelStatus(Record):
     pinned: bool
 
 
+class PreflightStatus(Record):
+    """What a model lacks on a node before it can start there (#15: asked of every node a
+    spanning model spans, before anything stops): each entry says what and the command to run."""
+
+    node: str
+    model: str
+    ready: bool
+    missing: list[str]
+
+
 class ReservationStatus(Record):
     """Another node's reservation of this one for the worker part of a spanning model (#15), as
     this node answers it: held (`granted`) or waiting its turn; `lease_s` from now unless renewed."""

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from sparkctl import __version__
-from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, ReservationStatus, StateEvent
+from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, PreflightStatus, ReservationStatus, StateEvent
 from sparkctl.catalog.spec import Capability, Status
 from sparkctl.errors import ErrorCode
 from sparkctl.gateway import openai
@@ -164,6 +164,7 @@ def _schemas() -> dict[str, Any]:
             (StateEvent, "serialization"),
             (EtaEvent, "serialization"),
             (ReservationStatus, "serialization"),
+            (PreflightStatus, "serialization"),
         ],
         ref_template=SCHEMAS + "{model}",
     )
@@ -597,6 +598,25 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
                     },
                 ],
                 "responses": {"202": accepted, **by_name},
+            }
+        },
+        "/api/v1/models/{model}/preflight": {
+            "get": {
+                "operationId": "preflight",
+                "tags": ["admin"],
+                "summary": "What a model lacks on this node to start: weights, image, and what to run",
+                "description": (
+                    "The check a model's unit runs before its engine; the node that owns a model "
+                    "spanning several asks it of each before anything stops (#15)."
+                ),
+                "parameters": model_param,
+                "responses": {
+                    "200": {
+                        "description": "Ready, or what is missing.",
+                        "content": _json_content("PreflightStatus"),
+                    },
+                    **by_name,
+                },
             }
         },
         "/api/v1/reservations/{model}": _reservation_paths(model_param),

@@ -1,9 +1,14 @@
-"""Other nodes' reservations of this one (#15), under the admin API: a node that owns a model
-spanning this one asks for this node before it starts the model's parts, and this node's own
-scheduler honours the ask like a local request for an exclusive model (core/scheduler.py).
+"""The peer side of a model that spans nodes (#15), under the admin API: what the node that owns
+it asks of each other node it spans.
 
+    GET    /api/v1/models/{model}/preflight                         what it lacks here to start
     POST   /api/v1/reservations/{model}?holder=NODE&lease=SECONDS   reserve, or renew
     DELETE /api/v1/reservations/{model}?holder=NODE                 release
+
+The preflight is asked of every node before anything stops anywhere: a node that lacks the
+weights or the image fails the start at once, naming the node and the command that fixes it
+(core/preflight.py, the same check a unit runs before its engine). A reservation is honoured by
+this node's own scheduler like a local request for an exclusive model (core/scheduler.py).
 
 A POST answers at once — 200 when the node is held for the holder, 202 while the reservation
 waits its turn — so the owner polls by renewing, every third of its lease, and a lost connection
@@ -13,11 +18,13 @@ node (the key that asks is a peer's admin key; the name must be one of `cluster.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from aiohttp import web
 
-from sparkctl.api import ReservationStatus
+from sparkctl.api import PreflightStatus, ReservationStatus
+from sparkctl.core.preflight import lacks
 from sparkctl.errors import BadRequestError
 from sparkctl.gateway.context import GATEWAY, Gateway
 from sparkctl.gateway.routing import resolve
@@ -50,6 +57,28 @@ def _lease(request: web.Request) -> float:
     return lease
 
 
+async def preflight(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    model = resolve(gw.catalog, request.match_info["model"])
+    spec = model.spec
+    missing = await asyncio.to_thread(
+        lacks,
+        model.id,
+        gw.settings.runtime.hf_cache,
+        spec.source.hf_repo,
+        spec.source.revision,
+        spec.engine.image,
+        model.extra_repos,
+    )
+    record = PreflightStatus(
+        node=gw.settings.cluster.node,
+        model=model.id,
+        ready=not missing,
+        missing=[lack.message for lack in missing],
+    )
+    return web.json_response(record.model_dump(mode="json"))
+
+
 async def reserve(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     model = resolve(gw.catalog, request.match_info["model"])
@@ -67,5 +96,6 @@ async def release(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
+    app.router.add_get("/api/v1/models/{model}/preflight", preflight)
     app.router.add_post("/api/v1/reservations/{model}", reserve)
     app.router.add_delete("/api/v1/reservations/{model}", release)

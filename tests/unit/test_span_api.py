@@ -1,6 +1,7 @@
-"""The peer side of a spanning model (#15), in process: `POST/DELETE /api/v1/reservations/{model}`
-reach this node's own scheduler through the supervisor's owner task, and the status shows who
-holds the node. (The scheduler's rules themselves: test_reservations.py.)"""
+"""The peer side of a spanning model (#15), in process: the preflight an owner asks before
+anything stops, and `POST/DELETE /api/v1/reservations/{model}`, which reach this node's own
+scheduler through the supervisor's owner task (the status shows who holds the node). The
+scheduler's rules themselves: test_reservations.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sparkctl.core.scheduler import Scheduler
 from sparkctl.core.supervisor import Supervisor, model_info
 from sparkctl.errors import ReservationError
 from sparkctl.gateway.app import build_app
+from sparkctl.sandbox.weights import write_placeholder
 from sparkctl.settings import Settings
 from tests.helpers import write_model
 
@@ -32,6 +34,7 @@ class Peer:
     admin: dict[str, str]
     user: dict[str, str]
     supervisor: Supervisor
+    hf_cache: Path
 
     async def reserve(self, query: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         r = await self.client.post(f"{PATH}?{query}", headers=self.admin if headers is None else headers)
@@ -49,6 +52,7 @@ async def peer(tmp_path: Path) -> AsyncIterator[Peer]:
     settings = Settings.model_validate(
         {
             "gateway": {"api_keys_file": str(tmp_path / "api-keys")},
+            "runtime": {"hf_cache": str(tmp_path / "hf")},
             "cluster": {
                 "node": "spark-b",
                 "interface": "veth-b",
@@ -59,6 +63,7 @@ async def peer(tmp_path: Path) -> AsyncIterator[Peer]:
     )
     write_model(tmp_path / "models", "big", serve=SPAN, engine={"command": ["vllm", "serve"]})
     write_model(tmp_path / "models", "small")
+    write_model(tmp_path / "models", "proc", engine={"runtime": "process", "image": None, "port": 29370})
     catalog = load_catalog(settings, [tmp_path / "models"], spanning=True)
     store = KeyStore()
     admin, user = store.add("spark-a", admin=True), store.add("app")
@@ -68,7 +73,7 @@ async def peer(tmp_path: Path) -> AsyncIterator[Peer]:
     # No systemd here: nothing in these tests starts or stops a unit, so the scheduler runs
     # alone, with the supervisor's owner task applying the messages the routes post.
     infos = [model_info(m, settings.cluster) for m in catalog.enabled]
-    assert [i.worker for i in infos] == [True, False]
+    assert [i.worker for i in infos] == [True, False, False]
     sup._scheduler = Scheduler(infos, sup._fx, memory_budget=0.94)
     owner = asyncio.create_task(sup._run())
     try:
@@ -79,6 +84,7 @@ async def peer(tmp_path: Path) -> AsyncIterator[Peer]:
                 {"Authorization": f"Bearer {admin}"},
                 {"Authorization": f"Bearer {user}"},
                 sup,
+                tmp_path / "hf",
             )
     finally:
         owner.cancel()
@@ -154,3 +160,27 @@ async def test_a_second_owner_of_the_model_is_refused(peer: Peer) -> None:
     # spark-a is the only peer configured, so the scheduler's own refusal is seen directly.
     with pytest.raises(ReservationError, match="reserved for 'big' by spark-a, not spark-z"):
         await peer.supervisor.reserve("big", "spark-z", 30)
+
+
+async def test_the_preflight_names_what_is_missing_here_and_the_command_that_fixes_it(peer: Peer) -> None:
+    async def ask(model: str) -> dict[str, Any]:
+        r = await peer.client.get(f"/api/v1/models/{model}/preflight", headers=peer.admin)
+        assert r.status == 200
+        body: dict[str, Any] = await r.json()
+        return body
+
+    before = await ask("big")
+    assert (before["node"], before["model"], before["ready"]) == ("spark-b", "big", False)
+    weights, image = before["missing"]
+    assert weights == f"weights for org/model@main are not in {peer.hf_cache}: run sparkctl pull big"
+    # (podman may be missing where the unit tests run: then the image cannot be checked, which
+    # is missing too, and says so)
+    assert "image localhost/sparkctl-emulator:latest" in image
+    assert (await ask("proc"))["missing"] == [
+        f"weights for org/model@main are not in {peer.hf_cache}: run sparkctl pull proc"
+    ]
+    await asyncio.to_thread(write_placeholder, peer.hf_cache, "org/model")
+    assert await ask("proc") == {"node": "spark-b", "model": "proc", "ready": True, "missing": []}
+    assert [m for m in (await ask("big"))["missing"] if "weights" in m] == []
+    r = await peer.client.get("/api/v1/models/big/preflight", headers=peer.user)
+    assert r.status == 403  # an admin key's question
