@@ -506,6 +506,7 @@ def test_doctor_command_on_this_host(tmp_path: Path) -> None:
         "sparkctl.socket",
         "models",
         "model footprints",
+        "cluster link",
     ]
     for c in checks:
         assert set(c) == {"check", "status", "detail", "fix"} and c["status"] in ("pass", "warn", "fail")

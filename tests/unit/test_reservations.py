@@ -266,4 +266,6 @@ def test_random_traffic_with_reservations_keeps_every_invariant() -> None:
             n.fake.check()
             held_for = n.s.view(BIG).reserved_by
             assert held_for is None or not n.fake.running - {BIG}
+            for view in n.s.views():  # an estimate for every model at every step, reservations or not
+                assert n.s.eta(view.id, n.now).seconds < 10_000, view
         drain_all(n, held, waiting)  # reservations run out; every local request is then served

@@ -8,7 +8,7 @@ works, with a limit worth knowing.
 
 The checks live by subject (runtime: systemd, cgroups, Podman, Quadlet; hardware: GPU, memory,
 swap, disk; service: port, API key, polkit, socket unit, models; learned: what the
-daemon learned of the models' footprints); `CHECKS` is their order in the
+daemon learned of the models' footprints; cluster: the Sparks' direct link); `CHECKS` is their order in the
 report, and `run_checks` reads it from this module at call time, so a test may replace it.
 
 Inside a demo's sandbox (`sparkctl doctor` next to a running demo runs there: tools/demo_locator.py)
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from sparkctl.settings import Settings
 from sparkctl.tools.doctor.check import Check, CheckFn, Status
+from sparkctl.tools.doctor.cluster import check_link
 from sparkctl.tools.doctor.hardware import (
     CDI_FIX,
     GIB,
@@ -64,6 +65,7 @@ __all__ = [
     "check_disk",
     "check_driver",
     "check_footprints",
+    "check_link",
     "check_memory",
     "check_models",
     "check_notify_healthy",
@@ -99,6 +101,7 @@ CHECKS: tuple[CheckFn, ...] = (
     check_socket_unit,
     check_models,
     check_footprints,
+    check_link,
 )
 
 
