@@ -351,6 +351,10 @@ class Scheduler:
             now,
         )
 
+    def reservations(self) -> dict[str, tuple[str, float]]:
+        """Other nodes' reservations, waiting or held: model → (holder, end of its lease)."""
+        return dict(self._reservations)
+
     def _end_reservation(self, slot: Slot, error: SparkError, now: float) -> None:
         holder, _ = self._reservations.pop(slot.id)
         self._fx.cancel_timer(("reservation", slot.id))

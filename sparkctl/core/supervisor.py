@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparkctl.catalog import Catalog, Model, span
+from sparkctl.core import held
 from sparkctl.core import messages as msg
 from sparkctl.core.effects import SupervisorEffects
 from sparkctl.core.estimate import Eta, guess_load
@@ -119,6 +120,7 @@ class Supervisor:
         self._fx.bus_ready.set()
         now = self._loop.time()
         self._scheduler.adopt(states, now)
+        await self._hold_again(now)
         if preload:
             self._scheduler.preload(now)
         self._owner = asyncio.create_task(self._run(), name="sparkctl-supervisor")
@@ -126,6 +128,28 @@ class Supervisor:
         liveness = Liveness(self.catalog, self.settings, self.views, self._post)
         self._liveness = asyncio.create_task(liveness.run(), name="sparkctl-liveness")
         log.info("supervisor ready; adopted running models: %s", _running(states))
+
+    async def _hold_again(self, now: float) -> None:
+        """Hold this node again for the reservations it held when the daemon stopped (#15), each
+        until its lease runs out, so the worker part just adopted keeps the node."""
+        wall = time.time()
+        for h in await asyncio.to_thread(held.load, self.settings.runtime.state_dir, wall):
+            try:
+                granted = self._sched.reserve(h.model, h.holder, now + (h.until - wall), now)
+            except SparkError as e:  # the catalog changed meanwhile: it is not a worker part here
+                log.warning("not held again for %s: %s", h.model, e.message)
+                continue
+            log.info("held again for %s by %s (%s)", h.model, h.holder, "held" if granted else "waiting")
+
+    def _save_held(self) -> None:
+        """Keep the reservations as they are now, in wall-clock time (taken here, on the loop)."""
+        content = held.text(
+            held.Held(model, holder, self.loop_to_wall(until))
+            for model, (holder, until) in sorted(self._sched.reservations().items())
+        )
+        task = asyncio.create_task(asyncio.to_thread(held.save, self.settings.runtime.state_dir, content))
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
 
     def _weights_sizes(self) -> dict[str, int]:
         hf_cache = self.settings.runtime.hf_cache
@@ -253,6 +277,8 @@ class Supervisor:
                 s.resync(states, now)
             case msg.Timer(key):
                 s.timer(key, now)
+                if key[0] == "reservation":
+                    self._save_held()
             case msg.Memory(model, available):
                 s.memory(model, available, now)
             case msg.Admin(action, model, future):
@@ -274,10 +300,12 @@ class Supervisor:
                 self._sized(model, weights)
             case msg.Reserve(model, holder, lease, future):
                 granted = s.reserve(model, holder, now + lease, now)
+                self._save_held()
                 if not future.done():
                     future.set_result(granted)
             case msg.Unreserve(model, holder, future):
                 s.release_reservation(model, holder, now)
+                self._save_held()
                 if not future.done():
                     future.set_result(None)
             case msg.EndAll(error, future):

@@ -192,3 +192,28 @@ async def test_the_owners_client_checks_reserves_starts_renews_and_releases_the_
         with pytest.raises(PeerUnavailableError, match="spark-b does not answer"):
             await parts.check()
         assert await parts.release() == ["spark-b"]
+
+
+async def test_a_restarted_peer_daemon_holds_the_node_again_for_the_worker_it_adopts(
+    peer: Supervisor,
+) -> None:
+    hf_cache = peer.settings.runtime.hf_cache
+    await asyncio.to_thread(write_placeholder, hf_cache, "org/span")
+    assert await peer.reserve("span", "spark-a", 60) is True  # a free node: held at once
+    await peer.start_model("span")
+    await reach(peer, span=ModelState.READY)
+    await peer.close()  # the daemon stops (the worker part runs on: systemd keeps it)
+
+    again = Supervisor(peer.catalog, peer.settings)
+    await again.start()
+    try:
+        assert again.view("span").state is ModelState.READY  # adopted, not restarted
+        assert again.view("span").reserved_by == "spark-a"  # and the node held for it again
+        waiting = asyncio.create_task(again.acquire("local"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done() and again.view("span").state is ModelState.READY
+        assert await again.reserve("span", "spark-a", 60) is True  # the owner's renewal finds it held
+        await again.release_reservation("span", "spark-a")
+        (await asyncio.wait_for(waiting, 20)).release()
+    finally:
+        await again.close()
