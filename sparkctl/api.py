@@ -39,10 +39,32 @@ class ModelStatus(Record):
     memory_bytes: int | None = None  # the learned footprint
     # why its last start failed or it crashed, with the engine's last log line; None once ready
     last_error: str | None = None
+    # a worker part of a spanning model (#15): the node whose reservation holds this one for it
+    reserved_by: str | None = None
     unit: str
     gpu_memory_utilization: float
     gpu: Literal["exclusive", "shared"]
     pinned: bool
+
+
+class PreflightStatus(Record):
+    """What a model lacks on a node before it can start there (#15: asked of every node a
+    spanning model spans, before anything stops): each entry says what and the command to run."""
+
+    node: str
+    model: str
+    ready: bool
+    missing: list[str]
+
+
+class ReservationStatus(Record):
+    """Another node's reservation of this one for the worker part of a spanning model (#15), as
+    this node answers it: held (`granted`) or waiting its turn; `lease_s` from now unless renewed."""
+
+    model: str
+    holder: str
+    granted: bool
+    lease_s: float
 
 
 class PeerModel(Record):

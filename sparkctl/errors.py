@@ -55,6 +55,9 @@ class ErrorCode(StrEnum):
     MODEL_LOADING = "model_loading", 503, "server_error"
     MODEL_START_TIMEOUT = "model_start_timeout", 504, "server_error"
     PEER_UNAVAILABLE = "peer_unavailable", 503, "server_error"  # BRIEF §9: the node serving it is gone
+    # #15: a reservation of this node for a model another node owns, refused (held by another
+    # node, or not a model this node runs a worker of), or a worker part asked for without one
+    RESERVATION_REFUSED = "reservation_refused", 409, "invalid_request_error"
     INTERNAL_ERROR = "internal_error"
     # files and configuration
     CATALOG_INVALID = "catalog_invalid"
@@ -275,6 +278,13 @@ class PeerUnavailableError(RetryableError):
 
 
 # ------------------------------------------------------------------------------------- API keys
+class ReservationError(SparkError):
+    """A node's reservation for a spanning model (#15) refused, or a worker part of one asked
+    for outside a reservation."""
+
+    code = ErrorCode.RESERVATION_REFUSED
+
+
 class KeyFileWriteError(SparkError):
     code = ErrorCode.API_KEYS_WRITE_FAILED
 

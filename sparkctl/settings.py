@@ -223,6 +223,20 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _link_address(value: str) -> str:
+    # It becomes VLLM_HOST_IP, a --master-addr and an IPAddressAllow= entry: an address, not a
+    # name (a name may resolve to another network than the link's).
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(
+            f'must be an IP address on the Sparks\' link (e.g. "192.168.100.1"), got {value!r}'
+        ) from None
+
+
+LinkAddress = Annotated[str, AfterValidator(_link_address)]
+
+
 def _interface(value: str) -> str:
     if not _INTERFACE_RE.fullmatch(value) or value in (".", ".."):
         raise ValueError(f'must be a network interface name (e.g. "enp1s0f1np1"), got {value!r}')
@@ -239,6 +253,16 @@ class PeerSettings(StrictModel):
     name: NodeName
     url: Annotated[str, AfterValidator(_peer_url)]
     api_key_file: FilePath
+    # The peer's address on the direct link, for models that span nodes (its workers reach a head
+    # here, its head is reached here); unset: the URL's host, when that is an address.
+    address: LinkAddress | None = None
+
+    @property
+    def link_address(self) -> str | None:
+        if self.address is not None:
+            return self.address
+        host = urlsplit(self.url).hostname or ""
+        return host if _is_ip(host) else None
 
 
 class ClusterSettings(StrictModel):
@@ -250,6 +274,12 @@ class ClusterSettings(StrictModel):
     # The NIC of the Sparks' direct link (the QSFP port), passed to NCCL, Gloo, UCX and Ray.
     interface: Annotated[str, AfterValidator(_interface)] | None = None
     head_port: Port = 6379
+    # This node's own address on the link: VLLM_HOST_IP of the parts of spanning models that run
+    # here, and the head's address (Ray's, or --master-addr) when it owns one.
+    address: LinkAddress | None = None
+    # vLLM's own multi-node mode (serve.multinode = "native"): the head's --master-port
+    # (vLLM's default).
+    master_port: Port = 29501
     # How often each peer's /v1/models is asked for (also on demand, for a model no node lists),
     # and how long a peer gets to accept a connection: a peer that does not answer makes its
     # models unavailable and their requests 503 peer_unavailable at once, never a hang.

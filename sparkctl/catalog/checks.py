@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+from sparkctl.catalog import span
 from sparkctl.catalog.spec import ModelSpec
 from sparkctl.errors import Issue
 from sparkctl.settings import Settings, split_host_port
@@ -26,46 +27,35 @@ def cross_check(specs: Specs, settings: Settings) -> list[Issue]:
 
 
 def _spanning(specs: Specs, settings: Settings) -> list[Issue]:
-    """A model that spans nodes (serve.nodes > 1) against the configured cluster (#15): enough
-    nodes, and the link's interface for NCCL, Gloo, UCX and Ray. This version lists and checks
-    such models but does not start them yet (docs/cluster.md): an enabled one is refused rather
-    than run as if it fitted one Spark."""
-    cluster = settings.cluster
-    have = len(cluster.peers) + 1
+    """An enabled model that spans nodes (serve.nodes > 1) against the configured cluster (#15):
+    its owner known, enough nodes, the link's interface and addresses (catalog/span.py says
+    what it lacks). A disabled one is not checked against this cluster: a shipped catalog's
+    example is written for anyone's."""
     issues = []
     for spec, path in specs.values():
-        nodes = spec.serve.nodes
-        if nodes == 1:
+        if spec.serve.nodes == 1 or not spec.enabled:
             continue
-        if have < nodes:
-            names = ", ".join([cluster.node, *(p.name for p in cluster.peers)])
-            issues.append(
-                Issue(
-                    str(path),
-                    "serve.nodes",
-                    f"spans {nodes} nodes, but the cluster has {have} ({names}): add its peers to "
-                    "[cluster] peers (docs/cluster.md)",
-                )
-            )
-        if cluster.interface is None:
-            issues.append(
-                Issue(
-                    str(path),
-                    "serve.nodes",
-                    "a model that spans nodes needs cluster.interface: the NIC of the Sparks' direct "
-                    "link, which NCCL, Gloo, UCX and Ray are told to use",
-                )
-            )
-        if spec.enabled:
-            issues.append(
-                Issue(
-                    str(path),
-                    "serve.nodes",
-                    "models that span nodes are validated but not started by this version yet "
-                    '(docs/cluster.md): keep it status = "disabled" until then',
-                )
-            )
+        try:
+            span.part(spec, settings.cluster)
+        except span.SpanError as e:
+            issues.append(Issue(str(path), "serve.nodes", str(e)))
     return issues
+
+
+def refuse_spanning(specs: Specs) -> list[Issue]:
+    """Models that span nodes render (units/render.py), but the daemon does not yet reserve the
+    peers or start the parts together (docs/cluster.md): an enabled one is refused, rather than
+    run as if it fitted one Spark."""
+    return [
+        Issue(
+            str(path),
+            "serve.nodes",
+            "models that span nodes are validated but not started by this version yet "
+            '(docs/cluster.md): keep it status = "disabled" until then',
+        )
+        for spec, path in specs.values()
+        if spec.serve.nodes > 1 and spec.enabled
+    ]
 
 
 def _names(specs: Specs) -> list[Issue]:

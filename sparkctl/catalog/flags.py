@@ -61,6 +61,7 @@ VLLM: dict[str, Flag] = {
     "max_num_seqs": Flag("--max-num-seqs"),
     "max_num_batched_tokens": Flag("--max-num-batched-tokens"),
     "tensor_parallel_size": Flag("--tensor-parallel-size", ("-tp",)),
+    "pipeline_parallel_size": Flag("--pipeline-parallel-size", ("-pp",)),
     "chat_template": Flag("--chat-template"),
 }
 # Flags sparkctl always sets itself.
@@ -89,6 +90,7 @@ SGLANG: dict[str, Flag] = {
     "max_num_seqs": Flag("--max-running-requests"),
     "max_num_batched_tokens": Flag("--chunked-prefill-size"),
     "tensor_parallel_size": Flag("--tp-size", ("--tensor-parallel-size", "--tp")),
+    "pipeline_parallel_size": Flag("--pp-size", ("--pipeline-parallel-size",)),
     "chat_template": Flag("--chat-template"),
 }
 SGLANG_OWN = {

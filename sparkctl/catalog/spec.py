@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from sparkctl.catalog import flags
 from sparkctl.quantities import Duration, IdleTimeout, Size
+from sparkctl.settings import NodeName
 from sparkctl.validation import ID_PATTERN, FieldError, StrictModel
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -195,6 +196,7 @@ class Engine(StrictModel):
     max_num_seqs: PositiveInt | None = None
     max_num_batched_tokens: PositiveInt | None = None
     tensor_parallel_size: PositiveInt | None = None
+    pipeline_parallel_size: PositiveInt | None = None
     json_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     chat_template: Annotated[str, AfterValidator(_relative_file)] | None = None
     args: list[Word] = Field(default_factory=list)
@@ -255,6 +257,9 @@ class Serve(StrictModel):
     # executor across them: Ray, or vLLM's own multi-node mode (--nnodes/--node-rank/--headless).
     nodes: int = Field(default=1, ge=1, le=64)
     multinode: Literal["ray", "native"] = "ray"
+    # The node that runs the head of a spanning model (a cluster.node name): the same catalog file
+    # sits on every node it spans, and this says which of them owns it (docs/cluster.md).
+    owner: NodeName | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Serve:
@@ -266,6 +271,14 @@ class Serve(StrictModel):
             )
         if self.start_timeout <= 0:
             raise FieldError("start_timeout", "must be longer than 0")
+        if self.nodes > 1 and self.gpu != "exclusive":
+            # It is the tenant of every node it spans: its workers take a node each, and the
+            # peers' reservations are granted like a local exclusive model's.
+            raise FieldError(
+                "gpu", 'a model that spans nodes is the only tenant of each: use gpu = "exclusive"'
+            )
+        if self.nodes == 1 and self.owner is not None:
+            raise FieldError("owner", "only for a model that spans nodes (serve.nodes > 1)")
         return self
 
 
@@ -336,6 +349,8 @@ class ModelSpec(StrictModel):
             raise FieldError("aliases", "listed twice")
         if self.id in self.aliases:
             raise FieldError("aliases", "the id itself is not an alias")
+        if self.serve.nodes > 1:
+            _check_spanning(self)
         if self.context_limit is not None and self.context_limit > self.engine.max_model_len:
             raise FieldError(
                 "context_limit",
@@ -351,6 +366,68 @@ class ModelSpec(StrictModel):
     @property
     def advertised_context(self) -> int:
         return self.context_limit or self.engine.max_model_len
+
+
+# What sparkctl says itself to an engine that spans nodes (units/span.py), so never in args.
+MULTINODE_FLAGS = frozenset(
+    {
+        "--nnodes",
+        "--node-rank",
+        "--master-addr",
+        "--master-port",
+        "--headless",
+        "--distributed-executor-backend",
+        "--tensor-parallel-size",
+        "-tp",
+        "--pipeline-parallel-size",
+        "-pp",
+    }
+)
+
+
+def _check_spanning(spec: ModelSpec) -> None:
+    """A model over several Sparks, one GPU each (BRIEF §9): vLLM, its parallel sizes covering
+    exactly the nodes, and nothing in args that the multi-node rendering says itself."""
+    engine, nodes = spec.engine, spec.serve.nodes
+    if engine.kind != "vllm":
+        raise FieldError(
+            "serve.nodes", 'models that span nodes run on vLLM\'s multi-node executors: kind "vllm"'
+        )
+    tp, pp = engine.tensor_parallel_size or 0, engine.pipeline_parallel_size or 1
+    if tp and tp * pp != nodes:
+        raise FieldError(
+            "engine.tensor_parallel_size",
+            f"tensor_parallel_size × pipeline_parallel_size must be serve.nodes ({nodes}: one GPU per "
+            f"Spark), got {tp} × {pp}",
+        )
+    if not tp and nodes % pp:
+        raise FieldError(
+            "engine.pipeline_parallel_size", f"must divide serve.nodes ({nodes}: one GPU per Spark), got {pp}"
+        )
+    for i, arg in enumerate(engine.args):
+        if flags.normalise(arg) in MULTINODE_FLAGS:
+            raise FieldError(
+                f"engine.args[{i}]",
+                f"{flags.normalise(arg)}: sparkctl sets it for a model that spans nodes "
+                "(serve.nodes, serve.multinode, engine.tensor_parallel_size and pipeline_parallel_size); "
+                "remove it from args",
+            )
+    if spec.serve.multinode == "ray" and engine.runtime == "container":
+        # The Ray form starts Ray in the container before vLLM, through its own entrypoint: an
+        # entrypoint wrapper of the catalog's would not run on the workers (they run Ray only),
+        # and the image's own is replaced, so the command must say how vLLM is run.
+        if engine.entrypoint:
+            raise FieldError(
+                "engine.entrypoint",
+                'not with multinode = "ray" (the workers run only Ray, not this wrapper): bake the '
+                'fix into the image, or use multinode = "native"',
+            )
+        if engine.command is None:
+            raise FieldError(
+                "engine.command",
+                'required with multinode = "ray" in a container (Ray is started before it, in place '
+                'of the image\'s entrypoint): e.g. ["vllm", "serve"]',
+            )
 
 
 def json_schema() -> dict[str, Any]:

@@ -7,8 +7,6 @@ Heavy modules (podman-py, huggingface_hub, the catalog) are imported inside the 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,11 +206,6 @@ def doctor(ctx: Context, as_json: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------- preflight
-def _repo_rev(value: str) -> tuple[str, str]:
-    repo, _, rev = value.partition("@")
-    return repo, rev or "main"
-
-
 @click.command("preflight")
 @click.option("--model", "model_id", required=True, help="The model's id (named in the message).")
 @click.option("--hf-cache", type=click.Path(path_type=Path), required=True, help="runtime.hf_cache.")
@@ -232,28 +225,12 @@ def preflight(
     """Exit 0 when a model's weights (and image) are here, else say what to run and exit 1:
     the check a model unit runs before it starts its engine, so a start fails in milliseconds
     instead of downloading or timing out."""
-    from sparkctl.core.weights import check_weights
+    from sparkctl.core.preflight import lacks
 
-    for want_repo, want_rev in [(repo, revision), *map(_repo_rev, required)]:
-        state = check_weights(hf_cache, want_repo, want_rev)
-        if not state.present:
-            click.echo(f"preflight: {state.reason}", err=True)
-            fail(f"weights for {want_repo}@{want_rev} are not in {hf_cache}: run sparkctl pull {model_id}")
-    if image:
-        if shutil.which("podman") is None:
-            fail(f"cannot check image {image}: podman is not installed")
-        proc = subprocess.run(
-            ["podman", "image", "exists", image], capture_output=True, text=True, check=False
-        )
-        if proc.returncode == 1:
-            todo = (
-                f"sparkctl images build {image}"
-                if image.startswith("localhost/")
-                else f"sparkctl pull {model_id}"
-            )
-            fail(f"image {image} is not on this host: run {todo}")
-        if proc.returncode != 0:
-            fail(f"`podman image exists {image}` failed: {(proc.stderr or proc.stdout).strip()}")
+    for lack in lacks(model_id, hf_cache, repo, revision, image, required)[:1]:
+        if lack.detail:
+            click.echo(f"preflight: {lack.detail}", err=True)
+        fail(lack.message)
 
 
 COMMANDS: list[click.Command] = [images, pull, doctor, preflight]

@@ -250,3 +250,11 @@ class SupervisorEffects:
 
     def warn(self, message: str, model: str) -> None:
         log.warning("%s: %s", model, message, extra={"model": model})
+
+    def reservation_settled(self, model: str, holder: str, error: SparkError | None) -> None:
+        # The owner learns it by renewing (its next ask answers granted, or not held any more);
+        # the journal says when and why.
+        if error is None:
+            log.info("this node is held for %s, by %s", model, holder, extra={"model": model})
+        else:
+            log.warning("%s: %s", model, error.message, extra={"model": model})

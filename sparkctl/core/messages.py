@@ -88,6 +88,24 @@ class Admin:
 
 
 @dataclass(slots=True)
+class Reserve:
+    """Another node (`holder`) reserves this one for its spanning model's worker part, for
+    `lease` seconds from now (asking again renews): the future says whether it is held yet."""
+
+    model: str
+    holder: str
+    lease: float
+    future: asyncio.Future[bool]
+
+
+@dataclass(slots=True)
+class Unreserve:
+    model: str
+    holder: str
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
 class EndAll:
     """The daemon stops: end every request, waiting or served, with `error`."""
 
@@ -128,6 +146,8 @@ class UnitState:
 Message = (
     Acquire
     | Release
+    | Reserve
+    | Unreserve
     | Cancel
     | StartFinished
     | StopFinished

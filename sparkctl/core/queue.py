@@ -1,8 +1,9 @@
-"""The scheduler's one FIFO queue: requests waiting for a lease, and starts nobody waits on.
+"""The scheduler's one FIFO queue: requests waiting for a lease, starts nobody waits on, and
+other nodes' reservations of this one.
 
-Both kinds keep their place in line — an operator's start queues behind the requests that came
+All kinds keep their place in line — an operator's start queues behind the requests that came
 before it — but only a `Waiter` is ever granted a lease; a `Wanted` start is satisfied by its model
-becoming ready.
+becoming ready, a `Reservation` by the node being free for it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ class Wanted:
     since: float
 
 
-Entry = Waiter | Wanted
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Another node (`holder`) that owns the spanning model `model`, asking for this node, where
+    its worker runs (#15): it queues like a request for an exclusive model, and once granted the
+    node is held for it — no local start — until it is released or its lease runs out."""
+
+    model: str
+    holder: str
+    since: float
+
+
+Entry = Waiter | Wanted | Reservation
 
 
 class WaitQueue:
@@ -84,7 +96,15 @@ class WaitQueue:
         self.retain(lambda e: not (isinstance(e, Wanted) and e.model == model))
 
     def take(self, model: str) -> list[Waiter]:
-        """Remove everything queued for `model`; the requests among it, to answer."""
+        """Remove the requests and starts queued for `model` (its start will not happen); the
+        requests among them, to answer. Another node's reservation keeps its place."""
         taken = [e for e in self._entries if isinstance(e, Waiter) and e.model == model]
-        self.retain(lambda e: e.model != model)
+        self.retain(lambda e: e.model != model or isinstance(e, Reservation))
         return taken
+
+    def reservation(self, model: str) -> Reservation | None:
+        """Another node's reservation for `model`, while it waits its turn."""
+        return next((e for e in self._entries if isinstance(e, Reservation) and e.model == model), None)
+
+    def drop_reservation(self, model: str) -> None:
+        self.retain(lambda e: not (isinstance(e, Reservation) and e.model == model))

@@ -19,7 +19,12 @@ Policy, in short:
   (an immediate 503 with Retry-After) instead of a restart loop; a unit that dies while serving
   ends its leases with an error at once;
 - pinned models stay loaded and are never evicted while they fit; whatever systemd reports that
-  sparkctl did not ask for (a manual start, a crash) becomes the scheduler's view.
+  sparkctl did not ask for (a manual start, a crash) becomes the scheduler's view;
+- another node that owns a model spanning this one reserves this node for its worker part (#15):
+  the reservation queues like a request for an exclusive model (FIFO with local requests, the
+  tenants drained and stopped, the memory gate), is granted once the node is free, and then
+  holds it — no local start, and the worker is started or stopped only at the owner's word —
+  until the owner releases it or stops renewing it (its lease runs out).
 
 The primitive transitions of one model live in `slots.py`, the queue in `queue.py`, the swap in
 progress in `swap.py`, how systemd's answers are followed in `follow.py`; this module is the
@@ -33,7 +38,7 @@ from typing import assert_never
 
 from sparkctl.core.estimate import Eta, Line, estimate_all, estimate_ready
 from sparkctl.core.follow import Follower
-from sparkctl.core.queue import Waiter, WaitQueue, Wanted
+from sparkctl.core.queue import Reservation, Waiter, WaitQueue, Wanted
 from sparkctl.core.slots import (
     GIB,
     Slot,
@@ -50,6 +55,7 @@ from sparkctl.core.swap import Swap
 from sparkctl.errors import (
     ModelLoadingError,
     QueueFullError,
+    ReservationError,
     SparkError,
     UnknownModelError,
     UpstreamError,
@@ -103,13 +109,21 @@ class Scheduler:
             drain_timeout=drain_timeout,
             memory_wait=memory_wait,
             total_memory=total_memory,
+            launch=self._launch,
         )
+        # Other nodes' reservations of this one, waiting or granted: model → (holder, lease end).
+        self._reservations: dict[str, tuple[str, float]] = {}
         self._follow = Follower(self._t, self._queue, self._swap)
 
     # ------------------------------------------------------------------------------ requests
     def acquire(self, request: int, model: str, now: float, *, wait: bool = True) -> Granted | Queued:
         """Ask for a lease on `model`. Raises a SparkError when the request cannot be served."""
         slot = self._slot(model)
+        if slot.info.worker:
+            raise ReservationError(
+                f"The model '{model}' is served by the node that owns it; this node runs only a "
+                "worker part of it."
+            )
         if slot.state is ModelState.BACKOFF:
             if now < slot.backoff_until:
                 raise backoff_error(slot, now)
@@ -189,7 +203,7 @@ class Scheduler:
     def preload(self, now: float) -> None:
         """At boot: start the preload models that are not running (as an operator's start)."""
         for slot in self._slots.values():
-            if slot.info.preload and slot.state in _DOWN:
+            if slot.info.preload and not slot.info.worker and slot.state in _DOWN:
                 if (error := too_large(slot, self._budget, self._total)) is not None:
                     self._fx.warn(f"not preloaded: {error.message}", slot.id)
                     continue
@@ -215,6 +229,18 @@ class Scheduler:
             case "backoff":
                 if slot.state is ModelState.BACKOFF and now >= slot.backoff_until:
                     self._t.set_state(slot, ModelState.FAILED, now)
+            case "reservation":
+                current = self._reservations.get(model)
+                if current is not None and now >= current[1]:
+                    holder = current[0]
+                    self._fx.warn(
+                        f"the reservation by {holder} ran out without renewal; freeing the node", model
+                    )
+                    self._end_reservation(
+                        slot,
+                        ReservationError(f"The reservation of this node for '{model}' by {holder} ran out."),
+                        now,
+                    )
             case _:
                 assert_never(kind)
         self._schedule(now)
@@ -251,6 +277,9 @@ class Scheduler:
         """Start a model as a request would, without holding a lease (it idles afterwards).
         Clears back-off and the hold an operator's stop put on a pinned model."""
         slot = self._slot(model)
+        if slot.info.worker:
+            self._start_worker(slot, now)
+            return
         self._never_fits(slot)
         slot.held_down = False
         slot.failures = 0
@@ -285,7 +314,94 @@ class Scheduler:
         for entry in self._queue:
             if isinstance(entry, Waiter):
                 self._fx.reject(entry.request, error)
+            elif isinstance(entry, Reservation):
+                self._fx.reservation_settled(entry.model, entry.holder, error)
         self._queue.retain(lambda _: False)
+
+    # ------------------------------------------------------------------------------ other nodes
+    def reserve(self, model: str, holder: str, until: float, now: float) -> bool:
+        """Node `holder`, which owns the spanning model `model`, reserves this node for its worker
+        part until `until` (a lease it renews by asking again). True once the node is held for
+        it; False while the reservation waits its turn (effects.reservation_settled tells when
+        it is granted). Raises ReservationError if `model` has no worker part here, or another
+        node holds or waits for it."""
+        slot = self._worker(model)
+        current = self._reservations.get(model)
+        if current is not None and current[0] != holder:
+            raise ReservationError(
+                f"This node is reserved for '{model}' by {current[0]}, not {holder}: one node owns a model."
+            )
+        self._reservations[model] = (holder, until)
+        self._fx.set_timer(("reservation", model), until)
+        if current is None:
+            self._queue.append(Reservation(model, holder, now))
+            self._schedule(now)
+        return slot.holder == holder
+
+    def release_reservation(self, model: str, holder: str, now: float) -> None:
+        """`holder` is done with this node: its worker part stops (if it runs) and the node is
+        free once it has. Releasing what is not held (any more) does nothing: an owner may
+        release twice, or after the lease ran out."""
+        slot = self._worker(model)
+        current = self._reservations.get(model)
+        if current is None or current[0] != holder:
+            return
+        self._end_reservation(
+            slot,
+            ReservationError(f"The reservation of this node for '{model}' was released by {holder}."),
+            now,
+        )
+
+    def reservations(self) -> dict[str, tuple[str, float]]:
+        """Other nodes' reservations, waiting or held: model → (holder, end of its lease)."""
+        return dict(self._reservations)
+
+    def _end_reservation(self, slot: Slot, error: SparkError, now: float) -> None:
+        holder, _ = self._reservations.pop(slot.id)
+        self._fx.cancel_timer(("reservation", slot.id))
+        if self._queue.reservation(slot.id) is not None:
+            self._queue.drop_reservation(slot.id)  # a swap for it is called off by _schedule
+            self._fx.reservation_settled(slot.id, holder, error)
+        slot.holder = None
+        if slot.state in (*_SERVING, ModelState.STARTING):
+            self._t.stop(slot, now)
+        self._schedule(now)
+
+    def _start_worker(self, slot: Slot, now: float) -> None:
+        """The owner starts its worker part here, under its granted reservation: the node is
+        held for it, so it starts at once, queueing behind nobody."""
+        if slot.holder is None:
+            raise ReservationError(
+                f"'{slot.id}' runs here only as a worker part, started by the node that owns it "
+                "under a reservation of this node; none holds it."
+            )
+        slot.failures = 0
+        if slot.state is ModelState.BACKOFF:
+            self._t.clear_backoff(slot, now, to=ModelState.FAILED)
+        if slot.state in _DOWN:
+            self._t.start(slot, now)
+        self._schedule(now)
+
+    def _launch(self, slot: Slot, now: float) -> None:
+        """There is room for the swap's target: a reservation is granted, anything else starts."""
+        reservation = self._queue.reservation(slot.id)
+        if reservation is None:
+            self._t.start(slot, now)
+            return
+        slot.holder = reservation.holder
+        self._queue.drop_reservation(slot.id)
+        self._swap.granted(slot.id)
+        if slot.state is ModelState.QUEUED:
+            self._t.set_state(slot, ModelState.STOPPED, now)  # held, not running
+        self._fx.reservation_settled(slot.id, reservation.holder, None)
+
+    def _worker(self, model: str) -> Slot:
+        slot = self._slot(model)
+        if not slot.info.worker:
+            raise ReservationError(
+                f"This node runs no worker part of '{model}': there is nothing to reserve."
+            )
+        return slot
 
     def _want(self, model: str, now: float) -> None:
         """Queue a start that no request waits for (an operator, a preload, `Prefer: wait=0`)."""
@@ -308,6 +424,7 @@ class Scheduler:
             last_stop_seconds=slot.last_stop,
             wanted=self._queue.wants(model),
             last_error=slot.last_error.message if slot.last_error is not None else None,
+            reserved_by=slot.holder,
         )
 
     def views(self) -> list[ModelView]:
@@ -412,7 +529,9 @@ class Scheduler:
         self._restore_pinned(now)
 
     def _grant_ready(self, now: float) -> None:
-        def still_waiting(entry: Waiter | Wanted) -> bool:
+        def still_waiting(entry: Waiter | Wanted | Reservation) -> bool:
+            if isinstance(entry, Reservation):
+                return True  # granted by _pick_next, once the node is free
             slot = self._slots[entry.model]
             if not slot.can_serve:
                 return True
@@ -428,10 +547,11 @@ class Scheduler:
         the swap target and nothing behind it starts until it has."""
         for entry in self._queue:
             slot = self._slots[entry.model]
-            if slot.state not in _DOWN:
+            reservation = isinstance(entry, Reservation)
+            if not reservation and slot.state not in _DOWN:
                 continue  # starting, ready (maybe at max_concurrent), or on its way somewhere
             if fits(slot, self._swap.active(), self._budget):
-                self._t.start(slot, now)
+                self._launch(slot, now)
                 continue
             self._swap.begin(slot, now)
             return

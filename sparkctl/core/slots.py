@@ -57,6 +57,9 @@ class Slot:
     request_time: float | None = None  # how long its requests last (a moving average)
     pending: Literal["start", "stop"] | None = None  # a job we asked systemd for
     held_down: bool = False  # stopped by an operator: pinned models stay down until started
+    # A worker part (#15): the node whose granted reservation holds this node for it. The node
+    # is its tenant from the grant until the release, whether the worker runs or not.
+    holder: str | None = None
 
     def __post_init__(self) -> None:
         self.share = self.info.fraction
@@ -75,8 +78,13 @@ class Slot:
 
     @property
     def holds_memory(self) -> bool:
-        """It holds (or is about to hold) GPU memory."""
-        return self.state in (ModelState.STARTING, ModelState.READY, ModelState.DRAINING, ModelState.STOPPING)
+        """It holds (or is about to hold) GPU memory, or the node is reserved for it."""
+        return self.holder is not None or self.state in (
+            ModelState.STARTING,
+            ModelState.READY,
+            ModelState.DRAINING,
+            ModelState.STOPPING,
+        )
 
 
 class Transitions:
@@ -227,9 +235,11 @@ def too_large(slot: Slot, budget: float, total: int) -> ModelTooLargeError | Non
 
 
 def idle_stop_wanted(slot: Slot, queued: bool) -> bool:
-    """A ready model with no lease, not pinned, not kept forever, and nobody queued for it."""
+    """A ready model with no lease, not pinned, not kept forever, nobody queued for it, and not a
+    worker part (its owner node stops it, with the whole model)."""
     return (
         slot.state is ModelState.READY
+        and not slot.info.worker
         and not slot.leases
         and not slot.info.pinned
         and not math.isinf(slot.info.idle_timeout)

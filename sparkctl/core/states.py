@@ -61,7 +61,7 @@ class JobResult(StrEnum):
         return member if isinstance(member, JobResult) else cls.FAILED
 
 
-TimerKind = Literal["idle", "drain", "memory", "backoff"]
+TimerKind = Literal["idle", "drain", "memory", "backoff", "reservation"]
 TimerKey = tuple[TimerKind, str]
 
 
@@ -79,6 +79,14 @@ class ModelInfo:
     start_timeout: float = 1800.0
     # Its service, named in hints ("journalctl -u …"): units/names.py spells it, not the core.
     unit: str = field(kw_only=True)
+    # This node runs a worker part of a model another node owns (#15): it starts only under that
+    # node's reservation, at its word, and never for a request here. Always exclusive: while it
+    # runs, or is reserved, it is this node's only tenant.
+    worker: bool = False
+
+    def __post_init__(self) -> None:
+        if self.worker and not self.exclusive:
+            raise ValueError(f"{self.id}: a worker part of a spanning model is exclusive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,8 @@ class ModelView:
     wanted: bool = False  # something is queued for it: a request, or a start nobody waits on
     # why the last start failed (the engine's last words included), until it is next ready
     last_error: str | None = None
+    # the node whose reservation holds this node for it (a worker part), while it is held
+    reserved_by: str | None = None
 
 
 class Effects(Protocol):
@@ -114,3 +124,6 @@ class Effects(Protocol):
     def unwatch_memory(self, model: str) -> None: ...
     def state_changed(self, model: str, state: ModelState) -> None: ...
     def warn(self, message: str, model: str) -> None: ...
+    def reservation_settled(self, model: str, holder: str, error: SparkError | None) -> None:
+        """`holder`'s reservation for `model`: granted (error None: the node is free and held),
+        or ended without being granted (released, expired, refused)."""

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparkctl.catalog import Catalog, Model
+from sparkctl.catalog import Catalog, Model, span
+from sparkctl.core import held
 from sparkctl.core import messages as msg
 from sparkctl.core.effects import SupervisorEffects
 from sparkctl.core.estimate import Eta, guess_load
@@ -33,7 +34,7 @@ from sparkctl.core.states import ActiveState, ModelInfo, ModelState, ModelView
 from sparkctl.core.systemd import Event, Systemd, UnitChanged
 from sparkctl.core.weights import weights_size
 from sparkctl.errors import SparkError
-from sparkctl.settings import Settings
+from sparkctl.settings import ClusterSettings, Settings
 from sparkctl.units.names import service_name
 
 log = logging.getLogger("sparkctl.supervisor")
@@ -44,8 +45,11 @@ StateListener = Callable[[str, ModelState], object]
 __all__ = ["Lease", "StateListener", "Supervisor", "model_info"]
 
 
-def model_info(model: Model) -> ModelInfo:
+def model_info(model: Model, cluster: ClusterSettings | None = None) -> ModelInfo:
+    """What the scheduler knows of `model`; in a cluster, whether this node runs only a worker
+    part of it (a spanning model another node owns)."""
     spec = model.spec
+    part = span.part(spec, cluster) if cluster is not None and spec.serve.nodes > 1 else None
     return ModelInfo(
         id=spec.id,
         fraction=spec.engine.gpu_memory_utilization,
@@ -56,6 +60,7 @@ def model_info(model: Model) -> ModelInfo:
         max_concurrent=spec.serve.max_concurrent,
         start_timeout=spec.serve.start_timeout,
         unit=service_name(spec.id),
+        worker=part is not None and part.role == "worker",
     )
 
 
@@ -80,8 +85,11 @@ class Supervisor:
         self._liveness: asyncio.Task[None] | None = None
         self._learned = Learned(None)
         self._before: dict[str, ModelState] = {}  # each model's previous state, for learning
-        self._saver: asyncio.Task[None] | None = None  # the one writer of learned.json
-        self._unsaved = False
+        # The one writer of the state files (learned.json, the held reservations): two writes of
+        # one file in flight could land in either order, the older last.
+        self._saver: asyncio.Task[None] | None = None
+        self._unsaved: set[str] = set()
+        self._held_text = ""
         self._fresh: Systemd | None = None  # a new connection on its way to the owner
         self._degraded: str | None = None
 
@@ -91,7 +99,7 @@ class Supervisor:
         total = (await asyncio.to_thread(read_meminfo, self.meminfo)).get("MemTotal", 0)
         sched = self.settings.scheduler
         self._scheduler = Scheduler(
-            [model_info(m) for m in self.catalog.enabled],
+            [model_info(m, self.settings.cluster) for m in self.catalog.enabled],
             self._fx,
             memory_budget=sched.memory_budget,
             drain_timeout=sched.drain_timeout,
@@ -116,6 +124,7 @@ class Supervisor:
         self._fx.bus_ready.set()
         now = self._loop.time()
         self._scheduler.adopt(states, now)
+        await self._hold_again(now)
         if preload:
             self._scheduler.preload(now)
         self._owner = asyncio.create_task(self._run(), name="sparkctl-supervisor")
@@ -123,6 +132,27 @@ class Supervisor:
         liveness = Liveness(self.catalog, self.settings, self.views, self._post)
         self._liveness = asyncio.create_task(liveness.run(), name="sparkctl-liveness")
         log.info("supervisor ready; adopted running models: %s", _running(states))
+
+    async def _hold_again(self, now: float) -> None:
+        """Hold this node again for the reservations it held when the daemon stopped (#15), each
+        until its lease runs out, so the worker part just adopted keeps the node."""
+        wall = time.time()
+        for h in await asyncio.to_thread(held.load, self.settings.runtime.state_dir, wall):
+            try:
+                granted = self._sched.reserve(h.model, h.holder, now + (h.until - wall), now)
+            except SparkError as e:  # the catalog changed meanwhile: it is not a worker part here
+                log.warning("not held again for %s: %s", h.model, e.message)
+                continue
+            log.info("held again for %s by %s (%s)", h.model, h.holder, "held" if granted else "waiting")
+
+    def _save_held(self) -> None:
+        """Keep the reservations as they are now, in wall-clock time (taken here, on the loop)."""
+        content = held.text(
+            held.Held(model, holder, self.loop_to_wall(until))
+            for model, (holder, until) in sorted(self._sched.reservations().items())
+        )
+        self._held_text = content
+        self._save("held")
 
     def _weights_sizes(self) -> dict[str, int]:
         hf_cache = self.settings.runtime.hf_cache
@@ -254,6 +284,8 @@ class Supervisor:
                 s.resync(states, now)
             case msg.Timer(key):
                 s.timer(key, now)
+                if key[0] == "reservation":
+                    self._save_held()
             case msg.Memory(model, available):
                 s.memory(model, available, now)
             case msg.Admin(action, model, future):
@@ -273,6 +305,16 @@ class Supervisor:
                 self._save_learned()
             case msg.Sized(model, weights):
                 self._sized(model, weights)
+            case msg.Reserve(model, holder, lease, future):
+                granted = s.reserve(model, holder, now + lease, now)
+                self._save_held()
+                if not future.done():
+                    future.set_result(granted)
+            case msg.Unreserve(model, holder, future):
+                s.release_reservation(model, holder, now)
+                self._save_held()
+                if not future.done():
+                    future.set_result(None)
             case msg.EndAll(error, future):
                 s.end_all(error)
                 if not future.done():
@@ -323,6 +365,19 @@ class Supervisor:
         self._post(msg.Admin(action, model, future))
         await future
 
+    async def reserve(self, model: str, holder: str, lease: float) -> bool:
+        """Node `holder` reserves this node for the worker part of `model` for `lease` seconds
+        (asking again renews): True once the node is held for it, False while it waits its turn."""
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._post(msg.Reserve(model, holder, lease, future))
+        return await future
+
+    async def release_reservation(self, model: str, holder: str) -> None:
+        """Node `holder` is done with this node: the worker part stops, the node is free."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._post(msg.Unreserve(model, holder, future))
+        await future
+
     async def end_all(self, error: SparkError) -> None:
         """End every request now, waiting or served, with `error` (the daemon stops)."""
         future: asyncio.Future[None] = self._loop.create_future()
@@ -370,13 +425,20 @@ class Supervisor:
     def _save_learned(self) -> None:
         """Have learned.json written: by one writer task, so the newest text is always the last
         written (two writes in flight could land in either order)."""
-        self._unsaved = True
-        if self._saver is None or self._saver.done():
-            self._saver = asyncio.create_task(self._write_learned(), name="sparkctl-learned")
+        self._save("learned")
 
-    async def _write_learned(self) -> None:
+    def _save(self, what: str) -> None:
+        self._unsaved.add(what)
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.create_task(self._write_state(), name="sparkctl-state")
+
+    async def _write_state(self) -> None:
         while self._unsaved:
-            self._unsaved = False
+            if "held" in self._unsaved:
+                self._unsaved.discard("held")
+                await asyncio.to_thread(held.save, self.settings.runtime.state_dir, self._held_text)
+                continue
+            self._unsaved.discard("learned")
             await asyncio.to_thread(self._learned.save, self._learned.text())  # (text: on the loop)
 
     def footprint(self, model: str) -> int | None:

@@ -9,6 +9,8 @@ the swap is called off and the drained models serve again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sparkctl.core.queue import WaitQueue
 from sparkctl.core.slots import Slot, Transitions, in_the_way
 from sparkctl.core.states import ModelState
@@ -27,6 +29,7 @@ class Swap:
         drain_timeout: float,
         memory_wait: float,
         total_memory: int,
+        launch: Callable[[Slot, float], None] | None = None,
     ) -> None:
         self._slots = slots
         self._queue = queue
@@ -35,6 +38,9 @@ class Swap:
         self._drain_timeout = drain_timeout
         self._memory_wait = memory_wait
         self._total_memory = total_memory  # bytes; 0 = unknown, no memory gate
+        # What "start the target" means once there is room: its unit's start, or (a worker part's
+        # reservation) the grant that holds the node for it.
+        self._launch = launch or transitions.start
         self.target: str | None = None
         self._freed = False  # a stop happened for the target: gate on memory before starting it
         self._gate_open: str | None = None  # the target, while its start waits for memory
@@ -65,7 +71,9 @@ class Swap:
             return
         victims = in_the_way(slot, self.active(), self._budget)
         for victim in victims:
-            if victim.state is ModelState.READY:
+            # A worker part under its owner's reservation is never drained from here: the node is
+            # held for it until the owner releases it (or its lease runs out).
+            if victim.state is ModelState.READY and victim.holder is None:
                 self._t.drain(victim, now, deadline=now + self._drain_timeout)
         if victims:
             return
@@ -75,7 +83,7 @@ class Swap:
             self._t.fx.watch_memory(target, self.need_bytes(slot))
             self._t.fx.set_timer(("memory", target), now + self._memory_wait)
             return
-        self._t.start(slot, now)
+        self._launch(slot, now)
 
     def abandon(self, now: float) -> None:
         """Nobody waits for the target any more: let its victims serve again."""
@@ -97,6 +105,12 @@ class Swap:
         if self.target is not None and slot.id != self.target:
             self._freed = True
 
+    def granted(self, model: str) -> None:
+        """The target was a reservation, now granted: the swap for it is over."""
+        if self.target == model:
+            self.close_gate()
+            self.target = None
+
     def failed(self, model: str) -> None:
         if self.target == model:
             self.target = None
@@ -108,13 +122,13 @@ class Swap:
         """A MemAvailable reading while the gate for `model` is open."""
         if self._gate_open == model and available >= self.need_bytes(self._slots[model]):
             self._gate_passed(now)
-            self._t.start(self._slots[model], now)
+            self._launch(self._slots[model], now)
 
     def memory_expired(self, model: str, now: float) -> None:
         if self._gate_open == model:
             self._t.fx.warn("memory_wait expired before enough memory was available; starting anyway", model)
             self._gate_passed(now)
-            self._t.start(self._slots[model], now)
+            self._launch(self._slots[model], now)
 
     def _gate_passed(self, now: float) -> None:
         took = now - self._gate_since

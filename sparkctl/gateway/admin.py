@@ -61,6 +61,7 @@ def model_status(gw: Gateway, view: ModelView, etas: dict[str, Eta] | None = Non
         exec_load_time_s=_rounded(gw.supervisor.typical_exec_load(view.id)),
         memory_bytes=gw.supervisor.footprint(view.id),
         last_error=view.last_error,
+        reserved_by=view.reserved_by,
         unit=service_name(view.id),
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         gpu=spec.serve.gpu,

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from sparkctl import __version__
-from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, StateEvent
+from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, PreflightStatus, ReservationStatus, StateEvent
 from sparkctl.catalog.spec import Capability, Status
 from sparkctl.errors import ErrorCode
 from sparkctl.gateway import openai
@@ -54,6 +54,11 @@ ERROR_RESPONSES = {
         415,
         'A Content-Encoding other than gzip or deflate; with `gateway.auth = "none"`, a body that '
         "is not JSON",
+    ),
+    "Conflict": (
+        409,
+        "A reservation of this node (#15) refused: another node holds or waits for it, or no worker "
+        "part of the model runs here; or a worker part asked for without one",
     ),
     "QueueFull": (429, "Too many requests wait, or the gateway holds too many request bodies"),
     "UpstreamError": (502, "The engine could not be reached, or failed while answering"),
@@ -158,6 +163,8 @@ def _schemas() -> dict[str, Any]:
             (ModelStatus, "serialization"),
             (StateEvent, "serialization"),
             (EtaEvent, "serialization"),
+            (ReservationStatus, "serialization"),
+            (PreflightStatus, "serialization"),
         ],
         ref_template=SCHEMAS + "{model}",
     )
@@ -593,6 +600,26 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
                 "responses": {"202": accepted, **by_name},
             }
         },
+        "/api/v1/models/{model}/preflight": {
+            "get": {
+                "operationId": "preflight",
+                "tags": ["admin"],
+                "summary": "What a model lacks on this node to start: weights, image, and what to run",
+                "description": (
+                    "The check a model's unit runs before its engine; the node that owns a model "
+                    "spanning several asks it of each before anything stops (#15)."
+                ),
+                "parameters": model_param,
+                "responses": {
+                    "200": {
+                        "description": "Ready, or what is missing.",
+                        "content": _json_content("PreflightStatus"),
+                    },
+                    **by_name,
+                },
+            }
+        },
+        "/api/v1/reservations/{model}": _reservation_paths(model_param),
         "/api/v1/events": {
             "get": {
                 "operationId": "events",
@@ -612,6 +639,49 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
                     **_keyed_errors(),
                 },
             }
+        },
+    }
+
+
+def _reservation_paths(model_param: list[dict[str, str]]) -> dict[str, Any]:
+    """Another node's reservation of this one for a spanning model's worker part (#15)."""
+
+    def query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": True, "description": description, "schema": schema}
+
+    holder = query(
+        "holder", "The node that owns the model: one of this node's `cluster.peers`.", {"type": "string"}
+    )
+    lease = query(
+        "lease",
+        "Seconds the reservation lasts unless renewed.",
+        {"type": "number", "minimum": 1, "maximum": 600},
+    )
+    errors = _keyed_errors(("400", "BadRequest"), ("404", "NotFound"), ("409", "Conflict"))
+    status = {"content": _json_content("ReservationStatus")}
+    return {
+        "post": {
+            "operationId": "reserve",
+            "tags": ["admin"],
+            "summary": "Reserve this node for the worker part of a model another node owns, or renew",
+            "description": (
+                "Queued like a local request for an exclusive model (FIFO, drain, memory gate); once "
+                "granted, nothing else starts here until it is released or its lease runs out. "
+                "Answers at once: ask again within the lease to renew, and to learn when it is held."
+            ),
+            "parameters": [*model_param, holder, lease],
+            "responses": {
+                "200": {"description": "The node is held for the holder.", **status},
+                "202": {"description": "The reservation waits its turn.", **status},
+                **errors,
+            },
+        },
+        "delete": {
+            "operationId": "release",
+            "tags": ["admin"],
+            "summary": "Release a reservation: the worker part stops, the node is free",
+            "parameters": [*model_param, holder],
+            "responses": {"204": {"description": "Released (or nothing was held for the holder)."}, **errors},
         },
     }
 

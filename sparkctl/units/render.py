@@ -4,6 +4,11 @@ Per enabled model: a Quadlet `.container` (runtime "container") or a plain `.ser
 "process"), both becoming `sparkctl-ID.service`, plus `sparkctl-ID.socket`, the model's own port,
 handed to the daemon (BRIEF §4.3). Output is deterministic: same catalog and settings, same bytes.
 
+A model that spans Sparks (serve.nodes > 1) renders, under the same names, its head on the node
+that owns it and a worker on each other node it spans (catalog/span.py): host networking, the RDMA
+devices, the link's interface for NCCL, Gloo, UCX and Ray. A worker has no port of its own and
+no readiness probe (it never listens; the head answering is the model's readiness).
+
 Readiness (BRIEF §3): the unit becomes active only once the engine answers its health path, via
 an `ExecStartPost=` probe polling every few tens of milliseconds — Podman's own health timer
 (what Quadlet's `Notify=healthy` waits on) ticks at about a second, and it needs Podman ≥ 5, while
@@ -21,7 +26,7 @@ from typing import Literal
 import jinja2
 
 from sparkctl.apikeys.engine import ENV_VAR as ENGINE_KEY_VAR
-from sparkctl.catalog import Catalog, Model
+from sparkctl.catalog import Catalog, Model, span
 from sparkctl.catalog.flags import engine_flags
 from sparkctl.paths import TEMPLATES_DIR
 from sparkctl.quantities import format_size, systemd_seconds
@@ -72,20 +77,40 @@ def conflicting_pairs(catalog: Catalog, settings: Settings) -> list[tuple[str, s
 
 
 def render(catalog: Catalog, settings: Settings) -> list[UnitFile]:
-    conflicts: dict[str, list[str]] = {m.id: [] for m in catalog.enabled}
+    parts = {m.id: _part(m, settings) for m in catalog.enabled}
+    # A spanning model that runs on other nodes only has no unit here.
+    here = [m for m in catalog.enabled if m.spec.serve.nodes == 1 or parts[m.id] is not None]
+    conflicts: dict[str, list[str]] = {m.id: [] for m in here}
     for a, b in conflicting_pairs(catalog, settings):
-        conflicts[a].append(b)
-        conflicts[b].append(a)
+        if a in conflicts and b in conflicts:
+            conflicts[a].append(b)
+            conflicts[b].append(a)
     files = []
-    if settings.runtime.container_network == "bridge" and any(
-        m.spec.engine.runtime == "container" for m in catalog.enabled
-    ):
+    if any(_network(m, settings, parts[m.id]) == "bridge" for m in here):
         files.append(_network_unit())
-    for model in catalog.enabled:
-        files.append(_engine_unit(model, settings, conflicts[model.id]))
-        if model.direct_port is not None:
+    for model in here:
+        part = parts[model.id]
+        files.append(_engine_unit(model, settings, conflicts[model.id], part))
+        # A worker takes no requests: only the head has the model's own port.
+        if model.direct_port is not None and (part is None or part.role == "head"):
             files.append(_socket_unit(model, settings))
     return files
+
+
+def _part(model: Model, settings: Settings) -> span.Part | None:
+    """This node's part of a spanning model (None: one node, or not this one). The catalog's
+    cross-checks made sure the cluster can run it, so a SpanError here is a bug, raised."""
+    if model.spec.serve.nodes == 1:
+        return None
+    return span.part(model.spec, settings.cluster)
+
+
+def _network(model: Model, settings: Settings, part: span.Part | None) -> str | None:
+    """A container's network; every part of a spanning model is on the host's (NCCL, Gloo and
+    Ray reach the other Sparks over the link, on ports they choose)."""
+    if model.spec.engine.runtime != "container":
+        return None
+    return "host" if part is not None else settings.runtime.container_network
 
 
 @cache
@@ -100,12 +125,19 @@ def templates() -> jinja2.Environment:
     )
 
 
-def _unit_section(model: Model, others: list[str]) -> dict[str, object]:
+def _unit_section(model: Model, others: list[str], part: span.Part | None) -> dict[str, object]:
+    description = f"sparkctl model {model.id}: {model.spec.description}"
+    if part is not None:
+        description += (
+            f" (head, rank 0 of {len(part.nodes)})"
+            if part.role == "head"
+            else f" (worker, rank {part.rank} of {len(part.nodes)}; head on {part.nodes[0]})"
+        )
     # Conflicts= makes systemd itself refuse co-residence, even for a manual `systemctl start`.
     # An ordering in one direction (the lower id is Before= the higher) makes systemd run the stop
     # job before the start job when one replaces the other, whichever is started.
     return {
-        "description": quoting.plain(f"sparkctl model {model.id}: {model.spec.description}"),
+        "description": quoting.plain(description),
         "documentation": f"https://huggingface.co/{model.spec.source.hf_repo}"
         if "/" in model.spec.source.hf_repo and not model.spec.source.hf_repo.startswith("/")
         else None,
@@ -114,20 +146,22 @@ def _unit_section(model: Model, others: list[str]) -> dict[str, object]:
     }
 
 
-def _listen(model: Model, settings: Settings) -> tuple[str, int]:
+def _listen(model: Model, settings: Settings, part: span.Part | None) -> tuple[str, int]:
     """Where the engine listens, as seen from inside its container or process."""
-    if model.spec.engine.runtime == "container" and settings.runtime.container_network == "bridge":
+    if _network(model, settings, part) == "bridge":
         return "0.0.0.0", model.spec.engine.port
     return "127.0.0.1", model.host_port
 
 
-def _argv(model: Model, settings: Settings, chat_template: str | None) -> list[str]:
+def _argv(model: Model, settings: Settings, chat_template: str | None, part: span.Part | None) -> list[str]:
     spec, engine = model.spec, model.spec.engine
-    host, port = _listen(model, settings)
+    if part is not None and part.multinode == "ray" and part.role == "worker":
+        return []  # a Ray worker runs no vLLM of its own (the head's drives it): Ray alone
+    host, port = _listen(model, settings, part)
     command = engine.command
     if command is None:
         command = _default_command(model)
-    return [
+    argv = [
         *command,
         *engine_flags(
             engine,
@@ -139,6 +173,7 @@ def _argv(model: Model, settings: Settings, chat_template: str | None) -> list[s
             chat_template=chat_template,
         ),
     ]
+    return argv if part is None else [*argv, *span.vllm_flags(spec, part)]
 
 
 def _default_command(model: Model) -> list[str]:
@@ -148,7 +183,9 @@ def _default_command(model: Model) -> list[str]:
     return {"vllm": ["vllm", "serve"], "sglang": ["python3", "-m", "sglang.launch_server"]}[engine.kind]
 
 
-def _environment(model: Model, *, hf_home: str, compile_cache: str, quadlet: bool) -> list[str]:
+def _environment(
+    model: Model, *, hf_home: str, compile_cache: str, quadlet: bool, part: span.Part | None
+) -> list[str]:
     env = {
         "HF_HOME": hf_home,
         # The HF cache is read-only to engines (`sparkctl pull` fills it): never a download, and
@@ -164,6 +201,8 @@ def _environment(model: Model, *, hf_home: str, compile_cache: str, quadlet: boo
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
+    if part is not None:
+        env.update(span.environment(part))
     env.update(model.spec.engine.env)
     line = quoting.quadlet_environment if quadlet else quoting.environment
     return [line(k, v) for k, v in env.items()]
@@ -196,24 +235,31 @@ def _probe(model: Model, settings: Settings) -> str:
     return quoting.command_line([str(settings.runtime.sparkctl), "probe", "--interval", PROBE_INTERVAL, url])
 
 
-def _engine_unit(model: Model, settings: Settings, others: list[str]) -> UnitFile:
+def _engine_unit(model: Model, settings: Settings, others: list[str], part: span.Part | None) -> UnitFile:
     """The model's own unit: a plain `.service` for a process, a Quadlet `.container` otherwise."""
-    common = {
+    worker = part is not None and part.role == "worker"
+    common: dict[str, object] = {
         "header": HEADER.format(source=f"{model.spec.id}.toml"),
-        "unit": _unit_section(model, others),
+        "unit": _unit_section(model, others, part),
         "start_timeout": systemd_seconds(model.spec.serve.start_timeout),
-        "probe": _probe(model, settings),
-        "preload": model.spec.serve.preload,
+        # A worker never listens: the start job ends once it runs (it joins the head by itself).
+        "probe": None if worker else _probe(model, settings),
+        # The workers start with the head, which preloads or not.
+        "preload": model.spec.serve.preload and not worker,
         "engine_env": quoting.plain(str(settings.runtime.engine_env)),
     }
     if model.spec.engine.runtime == "process":
-        return _process_unit(model, settings, common)
-    return _container_unit(model, settings, common)
+        return _process_unit(model, settings, common, part)
+    return _container_unit(model, settings, common, part)
 
 
-def _process_unit(model: Model, settings: Settings, common: dict[str, object]) -> UnitFile:
+def _process_unit(
+    model: Model, settings: Settings, common: dict[str, object], part: span.Part | None
+) -> UnitFile:
     template_file = model.chat_template_file
-    argv = _argv(model, settings, str(template_file) if template_file else None)
+    argv = _argv(model, settings, str(template_file) if template_file else None, part)
+    if part is not None and part.multinode == "ray":
+        argv = [*span.ray_wrapper(part), *argv]  # Ray first; the head's then execs vLLM
     # A user's manager cannot set up mount namespaces without unprivileged user namespaces, nor
     # switch users; its cache is under the configured path, made by the unit itself.
     user_manager = settings.systemd.bus == "user"
@@ -228,8 +274,15 @@ def _process_unit(model: Model, settings: Settings, common: dict[str, object]) -
             **common,
             exec_start=quoting.command_line(argv),
             environment=_environment(
-                model, hf_home=str(settings.runtime.hf_cache), compile_cache=cache_dir, quadlet=False
+                model,
+                hf_home=str(settings.runtime.hf_cache),
+                compile_cache=cache_dir,
+                quadlet=False,
+                part=part,
             ),
+            # A single-node engine talks to loopback only; a part of a spanning model also to the
+            # other parts, on the link.
+            ip_allow=["localhost", *(part.addresses if part is not None else ())],
             limits=[
                 f"Limit{name.upper()}={'infinity' if v < 0 else v}"
                 for name, v in sorted(model.spec.engine.ulimits.items())
@@ -244,12 +297,23 @@ def _process_unit(model: Model, settings: Settings, common: dict[str, object]) -
     return UnitFile("unit", service_name(model.id), text)
 
 
-def _container_unit(model: Model, settings: Settings, common: dict[str, object]) -> UnitFile:
+def _container_unit(
+    model: Model, settings: Settings, common: dict[str, object], part: span.Part | None
+) -> UnitFile:
     engine = model.spec.engine
     in_container_template = (
         f"{CONTAINER_CHAT_TEMPLATES}/{engine.chat_template}" if engine.chat_template else None
     )
-    network = settings.runtime.container_network
+    network = _network(model, settings, part)
+    argv = _argv(model, settings, in_container_template, part)
+    entrypoint = engine.entrypoint
+    if part is not None and part.multinode == "ray":
+        # Ray starts first, as the container's entrypoint: Exec= is vLLM's argv (the head's) or
+        # nothing (a worker's). The catalog checked that no entrypoint of its own is lost.
+        entrypoint = span.ray_wrapper(part)
+    devices = ["nvidia.com/gpu=all", *engine.devices]
+    if part is not None and span.RDMA_DEVICES not in devices:
+        devices.append(span.RDMA_DEVICES)
     text = (
         templates()
         .get_template("model.container.j2")
@@ -257,11 +321,11 @@ def _container_unit(model: Model, settings: Settings, common: dict[str, object])
             **common,
             id=model.id,
             image=engine.image,
-            exec=quoting.command_line(_argv(model, settings, in_container_template)),
+            exec=quoting.command_line(argv),
             network=network,
             engine_network=ENGINE_NETWORK,
             publish=f"127.0.0.1:{model.host_port}:{engine.port}" if network == "bridge" else None,
-            devices=["nvidia.com/gpu=all", *engine.devices],
+            devices=devices,
             capabilities=engine.capabilities,
             make_cache=quoting.command_line(
                 ["/bin/mkdir", "-p", "-m", "0700", _compile_cache(model, settings)]
@@ -272,10 +336,14 @@ def _container_unit(model: Model, settings: Settings, common: dict[str, object])
                 hf_home=str(settings.runtime.container_hf_home),
                 compile_cache=CONTAINER_COMPILE_CACHE,
                 quadlet=True,
+                part=part,
             ),
             ulimits=[f"{name}={v}:{v}" for name, v in sorted(engine.ulimits.items())],
-            podman_args=_podman_args(model),
-            health_cmd=_health_cmd(model, settings),
+            podman_args=_podman_args(model, entrypoint),
+            # A worker has nothing to ask; its health is the head's (which loses a worker).
+            health_cmd=None
+            if part is not None and part.role == "worker"
+            else _health_cmd(model, settings, part),
             health_interval=HEALTH_INTERVAL,
             preflight=_preflight(model, settings),
         )
@@ -315,21 +383,21 @@ def _network_unit() -> UnitFile:
     return UnitFile("quadlet", ENGINE_NETWORK, text)
 
 
-def _podman_args(model: Model) -> list[str]:
+def _podman_args(model: Model, entrypoint: list[str]) -> list[str]:
     # Podman 4.9's Quadlet lacks Entrypoint= and ShmSize=: PodmanArgs= works on 4.9 and 5.x.
     engine = model.spec.engine
     # The engine key, from the unit's EnvironmentFile= into the container (none set: none passed).
     args = [f"--shm-size={format_size(engine.shm_size)}", f"--env={ENGINE_KEY_VAR}"]
-    if engine.entrypoint:
-        args.append("--entrypoint=" + json.dumps(engine.entrypoint, separators=(",", ":")))
+    if entrypoint:
+        args.append("--entrypoint=" + json.dumps(entrypoint, separators=(",", ":")))
     return [quoting.quote_word(a) for a in args]
 
 
-def _health_cmd(model: Model, settings: Settings) -> str:
+def _health_cmd(model: Model, settings: Settings, part: span.Part | None) -> str:
     """Podman's HealthCmd=, run through `sh -c` inside the image: python3 is in every vLLM and
     SGLang image, curl not always. Catches an engine that hangs after it was ready. (No double
     quotes: Quadlet mangles them in HealthCmd=.)"""
-    url = f"http://127.0.0.1:{_listen(model, settings)[1]}{model.spec.engine.health_path}"
+    url = f"http://127.0.0.1:{_listen(model, settings, part)[1]}{model.spec.engine.health_path}"
     return quoting.plain(
         "python3 -c 'import sys,urllib.request as u; u.urlopen(sys.argv[1],timeout=10)' " + url
     )

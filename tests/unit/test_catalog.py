@@ -95,7 +95,8 @@ BROKEN = [
         "engine.bogus: unknown key (allowed: args, attention_backend, capabilities, chat_template, command, "
         "devices, dtype, enable_auto_tool_choice, enable_prefix_caching, enforce_eager, entrypoint, env, "
         "gpu_memory_utilization, health_path, host_port, image, json_args, kind, kv_cache_dtype, load_format, "
-        "max_model_len, max_num_batched_tokens, max_num_seqs, port, quantization, reasoning_parser, runtime, "
+        "max_model_len, max_num_batched_tokens, max_num_seqs, pipeline_parallel_size, port, quantization, "
+        "reasoning_parser, runtime, "
         "shm_size, tensor_parallel_size, tool_call_parser, trust_remote_code, ulimits, volumes)",
     ),
     (

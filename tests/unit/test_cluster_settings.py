@@ -76,7 +76,7 @@ def test_a_cluster_of_two_with_relative_key_files(tmp_path: Path) -> None:
         ('url = "http://user:secret@10.77.0.2:8009"', 'must be "http://HOST:PORT"'),
         ('url = "ftp://10.77.0.2:8009"', 'must be "http://HOST:PORT"'),
         ('url = "http://bad_host:8009"', 'must be "http://HOST:PORT"'),
-        ("secret = 1", "unknown key (allowed: api_key_file, name, url)"),
+        ("secret = 1", "unknown key (allowed: address, api_key_file, name, url)"),
     ],
 )
 def test_a_bad_peer_is_named_with_its_field(tmp_path: Path, peer: str, message: str) -> None:

@@ -469,17 +469,14 @@ def test_footprints_well_above_the_declared_share_and_weights_that_never_fit_are
     assert (state / "learned.json").exists()  # read, not set aside: that is the daemon's to do
 
 
-def test_a_cluster_s_link_and_peers(spark: Spark) -> None:
-    assert spark.check(doctor.check_cluster).detail == "no peers configured: this Spark serves alone"
+def test_a_cluster_s_peers(spark: Spark) -> None:
+    assert spark.check(doctor.check_peers).detail == "no peers configured: this Spark serves alone"
     key = spark.tmp / "peer-b.key"
     key.write_text("sk-spark-peer\n")
     spark.settings_data["cluster"] = {
         "node": "spark-a",
-        "interface": "enp1s0f1np1",
         "peers": [{"name": "spark-b", "url": "http://192.168.100.2:8009", "api_key_file": str(key)}],
     }
-    spark.files["/sys/class/net/enp1s0f1np1/operstate"] = "up\n"
-    spark.files["/sys/class/net/enp1s0f1np1/mtu"] = "9000\n"
     answers: dict[str, tuple[int, bytes] | None] = {}
     asked: list[tuple[str, dict[str, str]]] = []
 
@@ -490,7 +487,7 @@ def test_a_cluster_s_link_and_peers(spark: Spark) -> None:
     def check() -> Check:
         host = spark.host()
         host.fetch = fetch
-        return doctor.check_cluster(host, spark.settings())
+        return doctor.check_peers(host, spark.settings())
 
     status = "http://192.168.100.2:8009/api/v1/status"
     answers[status] = (200, json.dumps({"version": __version__, "node": "spark-b"}).encode())
@@ -506,13 +503,6 @@ def test_a_cluster_s_link_and_peers(spark: Spark) -> None:
     assert down.status == "warn" and "spark-b at http://192.168.100.2:8009 does not answer" in down.detail
     answers[status] = (200, json.dumps({"version": __version__, "node": "spark-c"}).encode())
     assert "calls itself 'spark-c'" in check().detail
-    answers[status] = (200, json.dumps({"version": __version__, "node": "spark-b"}).encode())
-    spark.files["/sys/class/net/enp1s0f1np1/operstate"] = "down\n"
-    assert "enp1s0f1np1 is down" in check().detail
-    spark.files["/sys/class/net/enp1s0f1np1/operstate"] = "up\n"
-    spark.files["/sys/class/net/enp1s0f1np1/mtu"] = "1500\n"
-    mtu = check()
-    assert mtu.status == "warn" and "MTU 1500" in mtu.detail
 
 
 def test_a_broken_check_is_reported_and_the_others_still_run(
@@ -553,7 +543,8 @@ def test_doctor_command_on_this_host(tmp_path: Path) -> None:
         "sparkctl.socket",
         "models",
         "model footprints",
-        "cluster",
+        "cluster link",
+        "cluster peers",
     ]
     for c in checks:
         assert set(c) == {"check", "status", "detail", "fix"} and c["status"] in ("pass", "warn", "fail")

@@ -43,6 +43,7 @@ class Fake:
     running: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     states: list[tuple[str, ModelState]] = field(default_factory=list)
+    settled: list[tuple[str, str, SparkError | None]] = field(default_factory=list)  # reservations
     learned: dict[str, float] = field(default_factory=dict)  # shares learned above the declared
 
     def share(self, model: str) -> float:
@@ -84,6 +85,9 @@ class Fake:
     def warn(self, message: str, model: str) -> None:
         self.warnings.append(f"{model}: {message}")
 
+    def reservation_settled(self, model: str, holder: str, error: SparkError | None) -> None:
+        self.settled.append((model, holder, error))
+
     def check(self) -> None:
         infos = [self.infos[m] for m in self.running]
         total = sum(self.share(m) for m in self.running)
@@ -99,9 +103,16 @@ class Fake:
 
 
 class World:
-    def __init__(self, *models: ModelInfo, budget: float = 0.94, total_memory: int = 0, **kw: float) -> None:
+    def __init__(
+        self,
+        *models: ModelInfo,
+        budget: float = 0.94,
+        total_memory: int = 0,
+        fake: type[Fake] = Fake,
+        **kw: float,
+    ) -> None:
         self.now = 1000.0
-        self.fake = Fake({m.id: m for m in models}, budget)
+        self.fake = fake({m.id: m for m in models}, budget)
         self.s = Scheduler(list(models), self.fake, memory_budget=budget, total_memory=total_memory, **kw)  # type: ignore[arg-type]
 
     def acquire(self, req: int, model: str, *, wait: bool = True) -> object:

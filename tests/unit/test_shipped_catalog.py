@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from sparkctl.catalog import Catalog, ModelSpec, Status, load_catalog
 from sparkctl.settings import Settings
+from sparkctl.units.render import render
+from tests.helpers import to_toml
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -69,6 +71,9 @@ INACTIVE = frozenset(
         "nemotron-3-nano-30b-fp8",
     }
 )
+# Beyond the reference (one Spark only): the example of a model that spans two Sparks (#15),
+# from NVIDIA's two-Spark playbook.
+SPANNING = frozenset({"llama-3.3-70b-instruct-tp2"})
 # Active in the reference but recorded there as not working.
 BROKEN = frozenset({"gemma4-31b"})
 EXCLUSIVE = frozenset(
@@ -122,13 +127,13 @@ def spec(catalog: Catalog, model_id: str) -> ModelSpec:
 
 def test_every_file_loads(catalog: Catalog) -> None:
     files = sorted(p.stem for p in MODELS.glob("*.toml"))
-    assert len(files) == 42
+    assert len(files) == 43
     assert sorted(catalog.models) == files
 
 
 def test_the_reference_ids_and_no_others(catalog: Catalog) -> None:
     assert len(ACTIVE) == 34 and len(INACTIVE) == 8
-    assert set(catalog.models) == ACTIVE | INACTIVE
+    assert set(catalog.models) == ACTIVE | INACTIVE | SPANNING
     assert {m.id for m in catalog.enabled} == ACTIVE - BROKEN
 
 
@@ -161,7 +166,7 @@ def test_the_utility_is_pinned_shared_preloaded_at_five_percent(catalog: Catalog
 
 
 def test_exclusive_models(catalog: Catalog) -> None:
-    assert {m.id for m in catalog if m.spec.serve.gpu == "exclusive"} == EXCLUSIVE
+    assert {m.id for m in catalog if m.spec.serve.gpu == "exclusive"} == EXCLUSIVE | SPANNING
 
 
 def test_gpt_oss_120b(catalog: Catalog) -> None:
@@ -371,6 +376,8 @@ def test_descriptions_are_one_line_and_notes_give_provenance(catalog: Catalog) -
     for m in catalog:
         assert "\n" not in m.spec.description and len(m.spec.description) <= 200
         assert "0.9.0" in m.spec.notes, m.id
+        if m.id in SPANNING:
+            assert "NVIDIA/dgx-spark-playbooks" in m.spec.notes, m.id
 
 
 @pytest.mark.parametrize(
@@ -388,3 +395,35 @@ def test_a_flag_owned_by_a_typed_field_is_refused(extra_args: list[str], flag: s
     data["engine"]["args"] = [*data["engine"]["args"], *extra_args]
     with pytest.raises(ValidationError, match=re.escape(flag)):
         ModelSpec.model_validate(data)
+
+
+def test_the_spanning_example_is_the_two_spark_playbook(catalog: Catalog, tmp_path: Path) -> None:
+    """Disabled (spanning models are not started yet), so it renders nothing in quadlets/; once an
+    operator names its owner and enables it on two Sparks, its head runs the playbook's command."""
+    (model,) = [catalog.models[i] for i in SPANNING]
+    assert not model.spec.enabled and model.spec.disabled_reason
+    serve = model.spec.serve
+    assert (serve.nodes, serve.multinode, serve.gpu, serve.owner) == (2, "ray", "exclusive", None)
+    data = tomllib.loads(model.file.read_text())
+    data["status"] = "experimental"
+    del data["disabled_reason"]
+    data["serve"]["owner"] = "spark-a"
+    (tmp_path / model.file.name).write_text(to_toml(data))
+    settings = Settings.model_validate(
+        {
+            "cluster": {
+                "node": "spark-a",
+                "interface": "enp1s0f1np1",
+                "address": "192.168.100.1",
+                "peers": [{"name": "spark-b", "url": "http://192.168.100.2:8009", "api_key_file": "/k"}],
+            }
+        }
+    )
+    files = {f.name: f.text for f in render(load_catalog(settings, [tmp_path], spanning=True), settings)}
+    (exec_line,) = [
+        ln for ln in files[f"sparkctl-{model.id}.container"].splitlines() if ln.startswith("Exec=")
+    ]
+    argv = exec_line.removeprefix("Exec=").split()
+    assert argv[:3] == ["vllm", "serve", "meta-llama/Llama-3.3-70B-Instruct"]
+    assert argv[argv.index("--max-model-len") + 1] == "2048"
+    assert argv[-4:] == ["--tensor-parallel-size", "2", "--distributed-executor-backend", "ray"]

@@ -8,8 +8,9 @@ works, with a limit worth knowing.
 
 The checks live by subject (runtime: systemd, cgroups, Podman, Quadlet; hardware: GPU, memory,
 swap, disk; service: port, API key, polkit, socket unit, models; learned: what the
-daemon learned of the models' footprints; cluster: the link and the peers); `CHECKS` is their order in the
-report, and `run_checks` reads it from this module at call time, so a test may replace it.
+daemon learned of the models' footprints; cluster: the Sparks' direct link and the peers);
+`CHECKS` is their order in the report, and `run_checks` reads it from this module at call time,
+so a test may replace it.
 
 Inside a demo's sandbox (`sparkctl doctor` next to a running demo runs there: tools/demo_locator.py)
 the checks that are a Spark's alone — the NVIDIA driver, memory sized for real models, swap, the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from sparkctl.settings import Settings
 from sparkctl.tools.doctor.check import Check, CheckFn, Status
-from sparkctl.tools.doctor.cluster import check_cluster
+from sparkctl.tools.doctor.cluster import check_link
 from sparkctl.tools.doctor.hardware import (
     CDI_FIX,
     GIB,
@@ -32,6 +33,7 @@ from sparkctl.tools.doctor.hardware import (
 )
 from sparkctl.tools.doctor.host import Disk, Host, Result, disk_of, port_is_free, run_command
 from sparkctl.tools.doctor.learned import check_footprints
+from sparkctl.tools.doctor.peers import check_peers
 from sparkctl.tools.doctor.runtime import (
     check_cgroup2,
     check_notify_healthy,
@@ -62,13 +64,14 @@ __all__ = [
     "check_api_key",
     "check_cdi",
     "check_cgroup2",
-    "check_cluster",
     "check_disk",
     "check_driver",
     "check_footprints",
+    "check_link",
     "check_memory",
     "check_models",
     "check_notify_healthy",
+    "check_peers",
     "check_podman",
     "check_podman_api",
     "check_polkit",
@@ -101,7 +104,8 @@ CHECKS: tuple[CheckFn, ...] = (
     check_socket_unit,
     check_models,
     check_footprints,
-    check_cluster,
+    check_link,
+    check_peers,
 )
 
 

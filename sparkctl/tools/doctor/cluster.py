@@ -1,87 +1,76 @@
-"""The doctor's check of a cluster (#15): the direct link's interface (up, its MTU) and every peer
-(answering, with the key this node holds for it, under the name this node gives it, and running
-the same sparkctl: a relay between versions is not something to find out about mid-request).
-
-A peer is asked its admin status (`/api/v1/status`) with the key in its `api_key_file`, as the
-daemon does; nothing is asked of a peer when no cluster is configured.
+"""The doctor's check of a cluster's direct link (#15): the interface `cluster.interface` names
+exists and is up, its MTU, and `cluster.address` on it — what NCCL, Gloo, UCX and Ray of a model
+that spans Sparks are told to use. One Spark (no [cluster] peers, no interface) passes.
 """
 
 from __future__ import annotations
 
-import json
-
-from sparkctl import __version__
-from sparkctl.settings import PeerSettings, Settings
-from sparkctl.tools.doctor.check import Check
+from sparkctl.settings import Settings
+from sparkctl.tools.doctor.check import Check, Status
 from sparkctl.tools.doctor.host import Host
 
-JUMBO = 9000  # the MTU NVIDIA's two-Spark recipes set on the QSFP link
+NAME = "cluster link"
+JUMBO = 9000  # bytes: what docs/cluster.md advises for tensor traffic, on every end alike
+FIND_PORT = "the QSFP port's name: `ibdev2netdev` shows which one is (Up)"
 
 
-def check_cluster(host: Host, settings: Settings) -> Check:
-    name = "cluster"
+def check_link(host: Host, settings: Settings) -> Check:
     cluster = settings.cluster
-    if not cluster.peers:
-        return Check(name, "pass", "no peers configured: this Spark serves alone")
-    problems: list[str] = []
-    notes: list[str] = []
-    if cluster.interface is None:
-        notes.append("cluster.interface is not set (models that span Sparks need the link's NIC)")
-    else:
-        problems += _interface(host, cluster.interface, notes)
-    answering = []
-    for peer in cluster.peers:
-        if (problem := _peer(host, peer, cluster.node)) is None:
-            answering.append(peer.name)
-        else:
-            problems.append(problem)
-    detail = f"node {cluster.node}; peers answering: {', '.join(answering) or 'none'}"
-    if problems:
+    interface = cluster.interface
+    if interface is None:
+        if not cluster.peers:
+            return Check(NAME, "pass", "no cluster configured: one Spark")
         return Check(
-            name, "warn", f"{detail}; " + "; ".join(problems + notes), "docs/cluster.md: what happens when…"
+            NAME,
+            "warn",
+            "no cluster.interface: requests are relayed to the peers, but models that span Sparks "
+            "cannot run (NCCL, Gloo, UCX and Ray need the direct link's interface)",
+            f"set cluster.interface to {FIND_PORT}",
         )
-    if notes:
-        return Check(name, "warn", f"{detail}; " + "; ".join(notes), None)
-    return Check(name, "pass", detail + f", each on sparkctl {__version__}")
-
-
-def _interface(host: Host, interface: str, notes: list[str]) -> list[str]:
-    state = (host.read(f"/sys/class/net/{interface}/operstate") or "").strip()
-    if not state:
-        return [f"the link's interface {interface} does not exist on this host"]
+    sys_dir = f"/sys/class/net/{interface}"
+    if not host.path(sys_dir).is_dir():
+        return Check(
+            NAME, "fail", f"no network interface {interface} (cluster.interface)", f"set it to {FIND_PORT}"
+        )
+    state = (host.read(f"{sys_dir}/operstate") or "unknown").strip()
     if state != "up":
-        return [f"the link's interface {interface} is {state} (cable, or the other Spark off?)"]
-    mtu = (host.read(f"/sys/class/net/{interface}/mtu") or "").strip()
-    if mtu.isdigit() and int(mtu) < JUMBO:
-        notes.append(f"{interface} has MTU {mtu}: {JUMBO} (on both ends) speeds up models that span Sparks")
-    return []
+        return Check(
+            NAME,
+            "fail",
+            f"{interface} is {state}: no link to the other Sparks",
+            "check the QSFP cable (both ends seated) and `ip link set " + interface + " up`",
+        )
+    found: list[tuple[Status, str, str | None]] = []
+    if cluster.address is not None:
+        out = host.run(["ip", "-o", "addr", "show", "dev", interface])
+        words = out.stdout.split() if out is not None and out.returncode == 0 else []
+        if not any(w.split("/")[0] == cluster.address for w in words):
+            found.append(
+                (
+                    "fail",
+                    f"cluster.address {cluster.address} is not an address of {interface}",
+                    f"address {interface} as {cluster.address}/24 (netplan or NetworkManager, persistent), "
+                    "or set cluster.address to its address",
+                )
+            )
+    mtu_text = (host.read(f"{sys_dir}/mtu") or "").strip()
+    mtu = int(mtu_text) if mtu_text.isdigit() else None
+    if mtu is not None and mtu < JUMBO:
+        found.append(
+            (
+                "warn",
+                f"{interface} has MTU {mtu}: jumbo frames ({JUMBO}) carry the tensor traffic of models "
+                "that span Sparks better",
+                f"set MTU {JUMBO} on {interface} on every Spark alike (and on a switch between them)",
+            )
+        )
+    if not found:
+        return Check(NAME, "pass", f"{interface} is up, MTU {mtu}" + _at(settings))
+    worst: Status = "fail" if any(s == "fail" for s, _, _ in found) else "warn"
+    fixes = [f for _, _, f in found if f]
+    return Check(NAME, worst, "; ".join(d for _, d, _ in found), "; ".join(fixes) or None)
 
 
-def _peer(host: Host, peer: PeerSettings, node: str) -> str | None:
-    """What is wrong with a peer, if anything."""
-    try:  # (a path the settings found on this host: read as the daemon reads it)
-        key = peer.api_key_file.read_text().strip()
-    except OSError:
-        key = ""
-    if not key:
-        return f"{peer.name}: cannot read its key file {peer.api_key_file} (sudo sparkctl doctor)"
-    answer = host.fetch(f"{peer.url}/api/v1/status", {"Authorization": f"Bearer {key}"})
-    if answer is None:
-        return f"{peer.name} at {peer.url} does not answer"
-    status, body = answer
-    if status in (401, 403):
-        return f"{peer.name} refuses the key in {peer.api_key_file} (an admin key of {peer.name}'s is needed)"
-    if status != 200:
-        return f"{peer.name} answers HTTP {status} to its admin status"
-    try:
-        data = json.loads(body)
-        version, named = str(data["version"]), str(data.get("node", ""))
-    except (ValueError, KeyError, TypeError):
-        return f"{peer.name} at {peer.url} does not answer as sparkctl does"
-    if named and named != peer.name:
-        return f"{peer.url} calls itself {named!r}, not {peer.name!r} (cluster.node there)"
-    if named == node:
-        return f"{peer.url} is this node itself"
-    if version != __version__:
-        return f"{peer.name} runs sparkctl {version}, this node {__version__} (upgrade both alike)"
-    return None
+def _at(settings: Settings) -> str:
+    address = settings.cluster.address
+    return f", {address} on it" if address is not None else ""

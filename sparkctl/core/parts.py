@@ -1,0 +1,174 @@
+"""The owning node's side of a model that spans nodes (#15): what it asks of each other node the
+model spans, over that node's admin API (gateway/span.py answers there) — before anything stops,
+what the model lacks on it; then a reservation of the node, renewed while held; the worker part's
+start; at the end, the worker's stop and the release.
+
+The owner's effects are to drive this around the head's own unit — check, reserve, start the
+workers, start the head; stop the head, release — which is not wired into the daemon yet: an
+enabled spanning model is still refused at catalog load (docs/cluster.md). Every failure names
+the node, and a node that does not answer is `peer_unavailable`, never a hang (each call is
+bounded by `timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from sparkctl.errors import (
+    ModelStartFailedError,
+    ModelStartTimeoutError,
+    PeerUnavailableError,
+    SparkError,
+)
+
+log = logging.getLogger("sparkctl.supervisor")
+RETRY_AFTER = 30.0  # seconds a client is told to wait after a failed multi-node start
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLink:
+    """A node the model spans, as the owner reaches it: its gateway and an admin key of its own
+    (gateway/peers.py reads both from [cluster] peers)."""
+
+    name: str
+    url: str
+    key: str
+
+
+class Parts:
+    """The other nodes of one spanning model, from its owner."""
+
+    def __init__(
+        self,
+        model: str,
+        owner: str,
+        peers: Sequence[PeerLink],
+        session: aiohttp.ClientSession,
+        *,
+        lease: float = 30.0,
+        poll: float = 1.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.model = model
+        self.owner = owner
+        self.peers = list(peers)
+        self._session = session
+        self.lease = lease
+        self._poll = poll
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def check(self) -> None:
+        """Before anything stops anywhere: raise, naming the node and the fix, if the model lacks
+        its weights or its image on any node it spans."""
+        answers = await asyncio.gather(
+            *(self._call(p, "GET", f"/api/v1/models/{self.model}/preflight") for p in self.peers)
+        )
+        for peer, (status, body) in zip(self.peers, answers, strict=True):
+            if status != 200:
+                raise self._refused(peer, "its preflight", body)
+            if missing := body.get("missing"):
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise ModelStartFailedError(
+                    f"The model '{self.model}' cannot start: on {peer.name}, {missing[0]}{more}.",
+                    retry_after=RETRY_AFTER,
+                    hint=f"on {peer.name}: {missing[0]}",
+                )
+
+    async def reserve(self, within: float) -> None:
+        """Reserve every node, asking again each `poll` seconds (which renews those already held)
+        until all are held; after `within` seconds release them all and raise."""
+        deadline = time.monotonic() + within
+        while True:
+            held = await asyncio.gather(*(self._reserve(p) for p in self.peers), return_exceptions=True)
+            failed = next((h for h in held if isinstance(h, BaseException)), None)
+            if failed is not None:
+                await self.release()
+                raise failed
+            waiting = [p.name for p, h in zip(self.peers, held, strict=True) if h is not True]
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                await self.release()
+                raise ModelStartTimeoutError(
+                    f"The model '{self.model}' did not start: {', '.join(waiting)} did not free itself "
+                    f"for it within {within:g}s (its own models drain first).",
+                    retry_after=RETRY_AFTER,
+                )
+            await asyncio.sleep(self._poll)
+
+    async def start_workers(self) -> None:
+        """Start the worker part on every node (held for it): each starts at once there."""
+        answers = await asyncio.gather(
+            *(self._call(p, "POST", f"/api/v1/models/{self.model}/start") for p in self.peers)
+        )
+        for peer, (status, body) in zip(self.peers, answers, strict=True):
+            if status != 202:
+                raise self._refused(peer, "the start of its worker part", body)
+
+    async def keep(self) -> None:
+        """Renew every reservation each third of the lease, for as long as the model runs (cancel
+        it to end); return-by-raising when a node stops answering or no longer holds itself for
+        the model: PeerUnavailableError naming it, on which the model is to be stopped."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            for peer in self.peers:
+                if not await self._reserve(peer):
+                    raise PeerUnavailableError(
+                        f"{peer.name} no longer holds itself for '{self.model}' (its reservation ended).",
+                        retry_after=RETRY_AFTER,
+                    )
+
+    async def release(self) -> list[str]:
+        """Stop the worker parts and release every node, as far as each answers; the names of
+        those that did not (their reservations run out by themselves within the lease)."""
+
+        async def one(peer: PeerLink) -> None:
+            await self._call(peer, "POST", f"/api/v1/models/{self.model}/stop", {"now": "1"})
+            await self._call(peer, "DELETE", f"/api/v1/reservations/{self.model}", {"holder": self.owner})
+
+        results = await asyncio.gather(*(one(p) for p in self.peers), return_exceptions=True)
+        unreached = [p.name for p, r in zip(self.peers, results, strict=True) if isinstance(r, BaseException)]
+        for name in unreached:
+            log.warning("%s: could not release %s; its reservation runs out by itself", self.model, name)
+        return unreached
+
+    async def _reserve(self, peer: PeerLink) -> bool:
+        query = {"holder": self.owner, "lease": f"{self.lease:g}"}
+        status, body = await self._call(peer, "POST", f"/api/v1/reservations/{self.model}", query)
+        if status not in (200, 202):
+            raise self._refused(peer, "a reservation", body)
+        return status == 200
+
+    async def _call(
+        self, peer: PeerLink, method: str, path: str, query: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {peer.key}"}
+        try:
+            async with self._session.request(
+                method, peer.url + path, params=query, headers=headers, timeout=self._timeout
+            ) as r:
+                body = await r.json(content_type=None) if r.status != 204 else {}
+                return r.status, body if isinstance(body, dict) else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise PeerUnavailableError(
+                f"{peer.name} does not answer ({type(e).__name__}: {e}), and the model "
+                f"'{self.model}' spans it.",
+                retry_after=RETRY_AFTER,
+            ) from None
+
+    def _refused(self, peer: PeerLink, what: str, body: dict[str, Any]) -> SparkError:
+        error = body.get("error")
+        said = error.get("message") if isinstance(error, dict) else None
+        return ModelStartFailedError(
+            f"The model '{self.model}' did not start: {peer.name} refused {what}: "
+            f"{said or body or 'no reason given'}",
+            retry_after=RETRY_AFTER,
+            hint=f"sparkctl ps on {peer.name}; journalctl -u sparkctl.service there",
+        )

@@ -1,0 +1,64 @@
+"""The doctor's check of a cluster's peers (#15; the direct link is cluster.py's): every peer
+answering, with the key this node holds for it, under the name this node gives it, and running
+the same sparkctl (a relay between versions is not something to find out about mid-request).
+
+A peer is asked its admin status (`/api/v1/status`) with the key in its `api_key_file`, as the
+daemon does; nothing is asked of a peer when no cluster is configured.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sparkctl import __version__
+from sparkctl.settings import PeerSettings, Settings
+from sparkctl.tools.doctor.check import Check
+from sparkctl.tools.doctor.host import Host
+
+
+def check_peers(host: Host, settings: Settings) -> Check:
+    name = "cluster peers"
+    cluster = settings.cluster
+    if not cluster.peers:
+        return Check(name, "pass", "no peers configured: this Spark serves alone")
+    problems: list[str] = []
+    answering = []
+    for peer in cluster.peers:
+        if (problem := _peer(host, peer, cluster.node)) is None:
+            answering.append(peer.name)
+        else:
+            problems.append(problem)
+    detail = f"node {cluster.node}; peers answering: {', '.join(answering) or 'none'}"
+    if problems:
+        return Check(name, "warn", f"{detail}; " + "; ".join(problems), "docs/cluster.md: what happens when…")
+    return Check(name, "pass", detail + f", each on sparkctl {__version__}")
+
+
+def _peer(host: Host, peer: PeerSettings, node: str) -> str | None:
+    """What is wrong with a peer, if anything."""
+    try:  # (a path the settings found on this host: read as the daemon reads it)
+        key = peer.api_key_file.read_text().strip()
+    except OSError:
+        key = ""
+    if not key:
+        return f"{peer.name}: cannot read its key file {peer.api_key_file} (sudo sparkctl doctor)"
+    answer = host.fetch(f"{peer.url}/api/v1/status", {"Authorization": f"Bearer {key}"})
+    if answer is None:
+        return f"{peer.name} at {peer.url} does not answer"
+    status, body = answer
+    if status in (401, 403):
+        return f"{peer.name} refuses the key in {peer.api_key_file} (an admin key of {peer.name}'s is needed)"
+    if status != 200:
+        return f"{peer.name} answers HTTP {status} to its admin status"
+    try:
+        data = json.loads(body)
+        version, named = str(data["version"]), str(data.get("node", ""))
+    except (ValueError, KeyError, TypeError):
+        return f"{peer.name} at {peer.url} does not answer as sparkctl does"
+    if named and named != peer.name:
+        return f"{peer.url} calls itself {named!r}, not {peer.name!r} (cluster.node there)"
+    if named == node:
+        return f"{peer.url} is this node itself"
+    if version != __version__:
+        return f"{peer.name} runs sparkctl {version}, this node {__version__} (upgrade both alike)"
+    return None
