@@ -1,4 +1,4 @@
-"""What every gateway handler shares: settings, catalog, supervisor, the engines' client session,
+"""What every gateway handler shares: settings, catalog, supervisor, the engines' connections,
 the API keys, metrics, and which model each of the daemon's sockets stands for."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
 from aiohttp import web
 
 from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.bodies import BodyBudget
+from sparkctl.gateway.engines import EnginePool
 from sparkctl.gateway.holds import KeyHolds
 from sparkctl.gateway.sessions import Sessions
 from sparkctl.settings import Settings
@@ -56,7 +56,7 @@ class Gateway:
     bodies: BodyBudget  # gateway.body_budget
     # local port → model, for the models' own sockets (BRIEF §4.3)
     direct_ports: dict[int, str] = field(default_factory=dict)
-    session: aiohttp.ClientSession | None = None
+    engines: EnginePool = field(default_factory=EnginePool)  # warm connections to the engines
     access: AccessLog = field(default_factory=ConsoleAccessLog)
     engine_auth: str | None = None  # "Bearer <engine key>" for every engine, when they take one
     started: float = field(default_factory=time.time)
@@ -70,11 +70,6 @@ class Gateway:
         if isinstance(sockname, tuple) and len(sockname) >= 2:
             return self.direct_ports.get(sockname[1])
         return None
-
-    @property
-    def client(self) -> aiohttp.ClientSession:
-        assert self.session is not None, "the gateway's client session is opened by its cleanup_ctx"
-        return self.session
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
