@@ -18,7 +18,6 @@ none of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -90,18 +89,21 @@ class EngineConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._fail(EngineError(f"the engine's answer is not valid HTTP: {e}"))
 
-    def eof_received(self) -> bool | None:
-        # An answer without a length ends with the connection; httptools needs to be told.
-        if self._head and not self._done:
-            with contextlib.suppress(httptools.HttpParserError):
-                self._parser.feed_data(b"")
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.pool.forget(self._pool_key, self)
-        if not self._done:
+        if self._done:
+            return
+        if exc is None and self._head and self._close_delimited():
+            # An answer with neither a length nor chunks ends with its connection (RFC 9112
+            # §6.3); httptools is not told of the end, so it is noted here.
+            self._done = True
+            self._wake()
+        else:
             self._fail(EngineError(str(exc) if exc else "the engine closed the connection"))
+
+    def _close_delimited(self) -> bool:
+        return self.header(b"content-length") is None and self.header(b"transfer-encoding") is None
 
     # ------------------------------------------------------------------ httptools' callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -118,6 +120,8 @@ class EngineConnection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if not body:
+            return
         self._chunks.append(body)
         self._held += len(body)
         if self._held > HIGH_WATER and not self._paused and self.transport is not None:
@@ -243,6 +247,10 @@ class EnginePool:
         idle = self._idle.get(port)
         if idle is not None and conn in idle:
             idle.remove(conn)
+
+    def idle(self, port: int) -> int:
+        """How many connections to the engine on `port` wait in the pool."""
+        return len(self._idle.get(port, ()))
 
     def _take(self, port: int) -> EngineConnection | None:
         idle = self._idle.get(port)
