@@ -3,6 +3,7 @@ the API keys, metrics, and which model each of the daemon's sockets stands for."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -33,17 +34,38 @@ class AccessLog(Protocol):
 
 
 class ConsoleAccessLog:
-    """Access lines on stderr, when the logger `sparkctl.access` is enabled at INFO."""
+    """Access lines on stderr, when the logger `sparkctl.access` is enabled at INFO. The lines of
+    one turn of the event loop go out in one write (stderr is line-buffered: a write per line
+    was a syscall per request, #18); the clock's text is made once a second."""
 
     def __init__(self) -> None:
         self.enabled = logging.getLogger("sparkctl.access").isEnabledFor(logging.INFO)
+        self._lines: list[str] = []
+        self._second = -1
+        self._clock = ""
 
     def request(
         self, method: str, route: str, model: str, status: int, seconds: float, request_id: str
     ) -> None:
-        if self.enabled:
-            line = f"{method} {route} {model} {status} {seconds:.3f}s {request_id}"
-            sys.stderr.write(f"{time.strftime('%H:%M:%S')} INFO    {line}\n")
+        if not self.enabled:
+            return
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._clock = now, time.strftime("%H:%M:%S", time.localtime(now))
+        first = not self._lines
+        self._lines.append(
+            f"{self._clock} INFO    {method} {route} {model} {status} {seconds:.3f}s {request_id}\n"
+        )
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): said at once
+                self.flush()
+
+    def flush(self) -> None:
+        lines, self._lines = self._lines, []
+        if lines:
+            sys.stderr.write("".join(lines))
 
 
 @dataclass
