@@ -16,6 +16,7 @@ import contextlib
 import logging
 
 from aiohttp import web
+from aiohttp.http import StreamWriter
 
 from sparkctl.catalog import Model
 from sparkctl.core.lease import Lease
@@ -28,6 +29,7 @@ from sparkctl.gateway.upstream import engine_error, request_head, response_heade
 log = logging.getLogger("sparkctl.gateway")
 BUFFER_LIMIT = 1024 * 1024  # an engine answer this small (with a length) is relayed in one piece
 SSE = b"text/event-stream"
+CLIENT_HIGH_WATER = 64 * 1024  # bytes unsent to a client before the engine's answer is paused
 
 
 async def forward(
@@ -120,11 +122,30 @@ async def _relay(
             sse.headers["X-Accel-Buffering"] = "no"
         await sse.prepare(request)
     tail = b""
+    writer, transport = request.writer, request.transport
     try:
-        while chunk := await conn.next_chunk():
-            await sse.write(chunk)
-            if is_sse and b'"usage"' in chunk:
-                tail = chunk
+        if isinstance(writer, StreamWriter) and transport is not None:
+            # Straight from the engine's protocol to the client's transport (engines.py: pump).
+            framed = writer.chunked
+
+            def sink(chunk: bytes) -> bool:
+                nonlocal tail
+                if transport.is_closing():
+                    return True  # the client is gone: its handler is being cancelled
+                if framed:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)
+                if is_sse and b'"usage"' in chunk:
+                    tail = chunk
+                return transport.get_write_buffer_size() <= CLIENT_HIGH_WATER
+
+            await conn.pump(sink, writer.drain)
+        else:
+            while chunk := await conn.next_chunk():
+                await sse.write(chunk)
+                if is_sse and b'"usage"' in chunk:
+                    tail = chunk
     except EngineError as e:
         error = lease.error or UpstreamError(f"The engine of '{model.id}' stopped mid-response: {e}")
         log.warning("%s: %s", model.id, error.message, extra={"model": model.id, "request_id": request_id})

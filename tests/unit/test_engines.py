@@ -212,3 +212,51 @@ async def test_an_idle_connection_past_its_time_is_not_reused(
     conn.finish()
     assert engine.connections == 2
     await stop(engine)
+
+
+async def test_pump_hands_every_chunk_to_the_sink_in_order_with_backpressure(pool: EnginePool) -> None:
+    events = [b"data: %d\n\n" % i for i in range(50)]
+    framed = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]
+    engine = await serve(
+        lambda req, n: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", *framed, b"0\r\n\r\n"]
+    )
+    conn = await pool.exchange(engine.port, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"")
+    got: list[bytes] = []
+    drains = 0
+
+    def sink(chunk: bytes) -> bool:
+        got.append(chunk)
+        return len(got) % 2 != 0  # "full" every other write
+
+    async def drain() -> None:
+        nonlocal drains
+        drains += 1
+        await asyncio.sleep(0)
+
+    await conn.pump(sink, drain)
+    assert b"".join(got) == b"".join(events) and drains > 0 and conn.complete
+    conn.finish()
+    assert pool.idle(engine.port) == 1  # read to its end: kept
+    await stop(engine)
+
+
+async def test_pump_raises_when_the_answer_breaks_off(pool: EnginePool) -> None:
+    engine = await serve(
+        lambda req, n: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"3\r\nabc\r\n", CLOSE]
+    )
+    conn = await pool.exchange(engine.port, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"")
+    got: list[bytes] = []
+
+    async def drain() -> None:
+        raise AssertionError("never full")
+
+    def sink(chunk: bytes) -> bool:
+        got.append(chunk)
+        return True
+
+    with pytest.raises(EngineError):
+        await conn.pump(sink, drain)
+    assert got == [b"abc"]
+    conn.finish()
+    assert pool.idle(engine.port) == 0
+    await stop(engine)
