@@ -10,6 +10,7 @@ start fails. `Prefer: wait=0` answers 503 `model_loading` with a Retry-After est
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -87,7 +88,13 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
         return given
-    return os.urandom(8).hex()
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08x}"
+
+
+# A request's id when the client gave none: unique within this daemon's life and apart from other
+# runs', without a getrandom() call per request (#18). It names a request in logs; it is no secret.
+_ID_PREFIX = os.urandom(4).hex()
+_ids = itertools.count(1)
 
 
 def _prepare(
@@ -129,10 +136,7 @@ async def _with_lease(
         if stream:
             lease, sse = await _lease_with_keepalives(request, gw, model, wait, bound, request_id)
         else:
-            # Awaited directly: if the client goes away meanwhile, the cancellation reaches the
-            # supervisor's acquire, which gives back a lease granted at that very moment.
-            async with asyncio.timeout(bound):
-                lease = await gw.supervisor.acquire(model.id, wait=wait)
+            lease = await _acquire_within(gw, model, wait, bound)
     except TimeoutError:
         return await fail(request, sse, _waited_too_long(model), request_id)
     except asyncio.CancelledError:
@@ -151,6 +155,31 @@ async def _with_lease(
         return await forward(request, gw, model, route, body, lease, sse, request_id)
     finally:
         lease.release()
+
+
+async def _acquire_within(gw: Gateway, model: Model, wait: bool, bound: float) -> Lease:
+    """The lease, or TimeoutError after `bound` seconds. Awaited directly: if the client goes away
+    meanwhile, the cancellation reaches the supervisor's acquire, which gives back a lease granted
+    at that very moment. A timer and a flag, as asyncio.timeout does it, without its object and
+    context manager on every request (#18)."""
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(bound, expire)
+    try:
+        return await gw.supervisor.acquire(model.id, wait=wait)
+    except asyncio.CancelledError:
+        if expired and task.uncancel() == 0:
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
 
 
 def _ended(request: web.Request) -> SparkError | None:
