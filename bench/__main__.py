@@ -24,17 +24,19 @@ from typing import Any
 from . import machine, plots, report, verdicts
 from .loadgen import pin_self
 from .profile import FULL, QUICK, Profile
-from .scenarios import FAST, SLOW, Context, coldstart, eta, gateway, held, streaming
+from .scenarios import FAST, SLOW, Context, coldstart, detect, eta, gateway, held, streaming
 from .stack import ModelDef, Stack
-from .targets import start_naive, start_nginx
+from .targets import start_naive, start_nginx, start_vllm_router, vllm_router
 
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "gateway": gateway.run,
+    "gateway_own_core": gateway.run_own_core,
     "streaming": streaming.run,
     "held": held.run,
     "cold_start": coldstart.run_cold,
     "swap": coldstart.run_swap,
     "eta": eta.run,
+    "detect": detect.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 FD_WANTED = 16384  # 1000 held streams: a client socket here, and two sockets in the daemon each
@@ -53,6 +55,7 @@ def models(prof: Profile) -> list[ModelDef]:
         ModelDef("swap-a", load_time=lo, exclusive=True, fraction=0.001),
         ModelDef("swap-b", load_time=lo, exclusive=True, fraction=0.001),
         *(ModelDef(m, load_time=lo, exclusive=True, fraction=0.001) for m in eta.MODELS),
+        ModelDef(detect.MODEL, load_time=0.2, tokens_per_second=detect.TOKENS_PER_SECOND),
     ]
 
 
@@ -155,6 +158,10 @@ def _run(ctx: Context, wanted: list[str], results: dict[str, Any]) -> None:
     stack.complete(FAST)
     ctx.fronts["nginx"] = start_nginx(ctx.work, stack.engine_port(FAST), ctx.plan)
     ctx.fronts["naive-aiohttp"] = start_naive(ctx.work, stack.engine_port(FAST), ctx.plan)
+    if vllm_router() is not None:
+        ctx.fronts["vllm-router"] = start_vllm_router(ctx.work, stack.engine_port(FAST), ctx.plan)
+    else:
+        results["skipped"] = {"vllm-router": "not installed (pip install vllm-router)"}
     for name in wanted:
         print(f"bench: {name} …", file=sys.stderr)
         t = time.monotonic()

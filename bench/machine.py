@@ -48,7 +48,8 @@ class CpuPlan:
             return "one core only: load generator and servers share it (no pinning)"
         return (
             f"load generator on CPU {','.join(map(str, sorted(self.loadgen)))}; every server process "
-            f"(engines, sparkctl, nginx, naive proxy) on CPU {','.join(map(str, sorted(self.servers)))}"
+            "(engines, sparkctl, nginx, naive proxy, vllm-router) on CPU "
+            f"{','.join(map(str, sorted(self.servers)))}"
         )
 
     def to_json(self) -> dict[str, list[int] | None]:

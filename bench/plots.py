@@ -13,7 +13,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # the backend is chosen first
 from matplotlib.patches import Patch
 
-COLORS = {"direct": "#4c72b0", "sparkctl": "#dd8452", "nginx": "#55a868", "naive-aiohttp": "#c44e52"}
+COLORS = {
+    "direct": "#4c72b0",
+    "sparkctl": "#dd8452",
+    "nginx": "#55a868",
+    "naive-aiohttp": "#c44e52",
+    "vllm-router": "#8172b3",
+}
 DPI = 110
 
 
@@ -25,6 +31,7 @@ def draw(results: dict[str, Any], out: Path) -> list[str]:
         ("gateway_latency.png", _gateway_latency, "gateway"),
         ("gateway_throughput.png", _gateway_throughput, "gateway"),
         ("gateway_cpu.png", _gateway_cpu, "gateway"),
+        ("gateway_layouts.png", _gateway_layouts, "gateway_own_core"),
         ("streaming.png", _streaming, "streaming"),
         ("held_rss.png", _held, "held"),
         ("coldstart.png", _coldstart, "cold_start"),
@@ -104,6 +111,32 @@ def _gateway_throughput(sc: dict[str, Any]) -> Any:
     ax.set_ylim(0, max(r["rps_max"] for r in rows) * 1.3)  # room for the legend
     ax.legend(title="target", ncol=4, loc="upper center", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _gateway_layouts(sc: dict[str, Any]) -> Any:
+    """Throughput ratio to direct in both layouts, side by side: the front sharing the engine's
+    core, and the front on a core of its own (#18)."""
+    panels = [
+        ("gateway", "front and engine share one core"),
+        ("gateway_own_core", "front on a core of its own"),
+    ]
+    panels = [(k, t) for k, t in panels if k in sc]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.3), sharey=True, squeeze=False)
+    top = 0.0
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        rows = [r for r in sc[key]["summary"] if r["target"] != "direct"]
+        _grouped(ax, rows, "clients", "rps_ratio")
+        top = max(top, *(r["rps_ratio_max"] for r in rows))
+        ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="target ≥ 0.5 × direct")
+        ax.set_title(title)
+        ax.set_xlabel("concurrent clients")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("requests/s ÷ direct's (paired per round)")
+    axes[0][0].set_ylim(0, max(1.05, top * 1.15))
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Non-streaming throughput relative to direct, by layout")
     fig.tight_layout()
     return fig
 

@@ -13,6 +13,7 @@ class Profile:
     wrk_seconds: int  # wrk takes whole seconds
     wrk_warmup_seconds: int
     clients: tuple[int, ...]
+    own_core_rounds: int  # the same, with the front on a core of its own
     # Streaming: streams per level (at least one per client), interleaved rounds.
     stream_rounds: int
     stream_levels: tuple[int, ...]
@@ -27,6 +28,8 @@ class Profile:
     load_time: tuple[float, float]
     # ETA: interleaved cold starts and swaps of three models with random load times.
     eta_runs: int
+    # Detection: engines killed mid-stream, and clients that hang up mid-stream, each.
+    detect_runs: int
 
 
 FULL = Profile(
@@ -35,6 +38,7 @@ FULL = Profile(
     wrk_seconds=3,
     wrk_warmup_seconds=1,
     clients=(1, 16, 64),
+    own_core_rounds=3,
     stream_rounds=3,
     stream_levels=(1, 64, 512),
     streams_per_level={1: 300, 64: 1280, 512: 2048},
@@ -45,6 +49,7 @@ FULL = Profile(
     swap_runs=12,
     load_time=(1.0, 2.0),
     eta_runs=24,
+    detect_runs=10,
 )
 
 QUICK = Profile(
@@ -53,6 +58,7 @@ QUICK = Profile(
     wrk_seconds=1,
     wrk_warmup_seconds=1,
     clients=(1, 16, 64),
+    own_core_rounds=1,
     stream_rounds=1,
     stream_levels=(1, 64, 512),
     streams_per_level={1: 20, 64: 128, 512: 512},
@@ -63,4 +69,5 @@ QUICK = Profile(
     swap_runs=2,
     load_time=(0.3, 0.6),
     eta_runs=6,
+    detect_runs=2,
 )

@@ -62,6 +62,8 @@ def render(results: dict[str, Any]) -> str:
     lines += _checks(sc)
     if "gateway" in sc:
         lines += _gateway(sc["gateway"])
+    if "gateway_own_core" in sc:
+        lines += _gateway_own_core(sc["gateway_own_core"])
     if "streaming" in sc:
         lines += _streaming(sc["streaming"])
     if "held" in sc:
@@ -72,6 +74,8 @@ def render(results: dict[str, Any]) -> str:
         lines += _swap(sc["swap"])
     if "eta" in sc:
         lines += _eta(sc["eta"])
+    if "detect" in sc:
+        lines += _detect(sc["detect"])
     lines += _machine(results)
     return "\n".join(lines) + "\n"
 
@@ -121,7 +125,7 @@ def _plot(name: str, alt: str) -> list[str]:
     return [f"![{alt}]({name})", ""]
 
 
-def _gateway(g: dict[str, Any]) -> list[str]:
+def _gateway_rows(g: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in g["summary"]:
         direct = r["target"] == "direct"
@@ -143,6 +147,29 @@ def _gateway(g: dict[str, Any]) -> list[str]:
                 str(r["errors"]),
             ]
         )
+    return rows
+
+
+_GATEWAY_HEAD = [
+    "target",
+    "clients",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "added p50 ms (min … max)",
+    "added p99 ms",
+    "req/s",
+    "× direct (min … max)",
+    "front CPU µs/req",
+    "engine CPU µs/req",
+    "added CPU µs/req",
+    "busy server / loadgen",
+    "errors",
+]
+
+
+def _gateway(g: dict[str, Any]) -> list[str]:
+    rows = _gateway_rows(g)
     return [
         "## Gateway overhead: small non-streaming requests",
         "",
@@ -156,28 +183,65 @@ def _gateway(g: dict[str, Any]) -> list[str]:
         "/ the load generator's CPU share.",
         "",
         *_table(
-            [
-                "target",
-                "clients",
-                "p50 ms",
-                "p90 ms",
-                "p99 ms",
-                "added p50 ms (min … max)",
-                "added p99 ms",
-                "req/s",
-                "× direct (min … max)",
-                "front CPU µs/req",
-                "engine CPU µs/req",
-                "added CPU µs/req",
-                "busy server / loadgen",
-                "errors",
-            ],
+            _GATEWAY_HEAD,
             rows,
         ),
         "",
         *_plot("gateway_latency.png", "Latency by target and client count"),
         *_plot("gateway_throughput.png", "Requests per second by target and client count"),
         *_plot("gateway_cpu.png", "Server CPU per request"),
+    ]
+
+
+def _gateway_own_core(g: dict[str, Any]) -> list[str]:
+    return [
+        "## Gateway overhead with the front on a core of its own",
+        "",
+        f"The same requests and load generator as above, {g['rounds']} interleaved rounds, in another "
+        f"layout: {g['layout']}. This is the layout of a Spark, where the gateway does not share a "
+        "core with the engine's API server; `direct` is measured in it too, so the ratios compare like "
+        "with like. The load generator shares its core with the engine here, which costs the engine a "
+        "little.",
+        "",
+        *_table(_GATEWAY_HEAD, _gateway_rows(g)),
+        "",
+        *_plot("gateway_layouts.png", "Throughput ratio to direct: shared core and own core"),
+    ]
+
+
+def _detect(d: dict[str, Any]) -> list[str]:
+    sm = d["summary"]
+    rows = [
+        [
+            "engine killed mid-stream → the client has the error event",
+            _spread(sm["engine_death_ms"]),
+            _minmax(sm["engine_death_ms"]),
+            f"{sm['engine_death_error_events']} of {sm['runs']} with an error event",
+        ],
+        [
+            "client hangs up mid-stream → the relay's connection to the engine closed",
+            _spread(sm["upstream_closed_ms"]),
+            _minmax(sm["upstream_closed_ms"]),
+            "",
+        ],
+        [
+            "client hangs up mid-stream → no lease counted (admin API)",
+            _spread(sm["lease_released_ms"]),
+            _minmax(sm["lease_released_ms"]),
+            "polling the admin API adds ~1–2 ms",
+        ],
+    ]
+    return [
+        "## Detection: a dead engine, a client gone",
+        "",
+        f"{sm['runs']} runs each, streams of `bench-detect` ({d['model_tokens_per_second']:g} tokens/s); "
+        "BRIEF: within 1 s. Engine death: SIGKILL to the engine once the stream's first chunk is in, "
+        "timed to the error event's arrival at the client. Client disconnect: the client closes its "
+        "socket once the first chunk is in; timed to the engine's side of the relay's connection leaving "
+        "/proc/net/tcp and to the lease's release, polled every ~2 ms.",
+        "",
+        *_table(["event", "median (p10 … p90) ms", "min … max ms", "note"], rows, right_from=1),
+        "",
     ]
 
 

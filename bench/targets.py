@@ -1,10 +1,12 @@
 """The fronts compared with sparkctl: nginx (Debian's, the C baseline) with an upstream
-keep-alive pool, and the naive aiohttp proxy; each started and stopped by the benchmark on
-loopback, pinned to the servers' core."""
+keep-alive pool, the naive aiohttp proxy, and vllm-router (vLLM's own router, Rust, from its PyPI
+wheel) where it is installed; each started and stopped by the benchmark on loopback, pinned to
+the servers' core."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sys
 import urllib.error
@@ -106,6 +108,49 @@ def start_naive(work: Path, upstream_port: int, plan: CpuPlan) -> Front:
         cwd=root,
     )
     front = Front("naive-aiohttp", port, child)
+    _wait_listening(front, child)
+    return front
+
+
+def vllm_router() -> str | None:
+    """vllm-router's launcher, beside this Python's (the venv's) or on PATH; None: not installed
+    (`pip install vllm-router`; the wheel carries the Rust binary)."""
+    beside = Path(sys.executable).with_name("vllm-router")
+    return str(beside) if beside.exists() else shutil.which("vllm-router")
+
+
+def start_vllm_router(work: Path, upstream_port: int, plan: CpuPlan) -> Front:
+    launcher = vllm_router()
+    if launcher is None:
+        raise RuntimeError("vllm-router is not installed (pip install vllm-router)")
+    port = free_port()
+    child = Child(
+        "vllm-router",
+        [
+            launcher,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--worker-urls",
+            f"http://127.0.0.1:{upstream_port}",
+            "--policy",
+            "round_robin",
+            # Like nginx's `access_log off`: no line per request. Its limiter is raised out of the
+            # way (by default it refills 32768 tokens/s and queues 100 requests at most).
+            "--log-level",
+            "warning",
+            "--max-concurrent-requests",
+            "65536",
+            "--rate-limit-tokens-per-second",
+            "1000000",
+            "--queue-size",
+            "4096",
+        ],
+        log=work / "vllm-router.log",
+        cpus=plan.servers,
+    )
+    front = Front("vllm-router", port, child)
     _wait_listening(front, child)
     return front
 

@@ -29,6 +29,22 @@ def _verdict(
     }
 
 
+def _cpu_verdict(gw: list[dict[str, Any]]) -> dict[str, Any]:
+    """#18: the daemon's CPU per request below the naive proxy's, at 16 clients."""
+    s, n = _row(gw, "sparkctl", "clients", 16), _row(gw, "naive-aiohttp", "clients", 16)
+    v = s["proxy_cpu_us"] / n["proxy_cpu_us"] if s and n and n["proxy_cpu_us"] else None
+    others = [r for r in gw if r["clients"] == 16 and r["target"] not in ("direct", "sparkctl")]
+    detail = ", ".join(f"{r['target']} {r['proxy_cpu_us']:.0f} µs" for r in [s or {}, *others] if r)
+    return _verdict(
+        "front CPU per request at 16 clients",
+        "< 1.0 × naive proxy's",
+        v,
+        "{:.2f} × naive",
+        v is not None and v < 1.0,
+        detail,
+    )
+
+
 def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     gw = scenarios.get("gateway", {}).get("summary") or []
@@ -58,6 +74,23 @@ def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             v is not None and v >= 0.5,
             f"{row['rps']:,.0f} req/s (min … max ratio {row['rps_ratio_min']:.2f} … "
             f"{row['rps_ratio_max']:.2f})"
+            if row
+            else "",
+        )
+    )
+    out.append(_cpu_verdict(gw))
+    own = scenarios.get("gateway_own_core", {}).get("summary") or []
+    row = _row(own, "sparkctl", "clients", 16)
+    v = row["rps_ratio"] if row else None
+    out.append(
+        _verdict(
+            "throughput at 16 clients, front on a core of its own",
+            "≥ 0.5 × direct",
+            v,
+            "{:.2f} × direct",
+            v is not None and v >= 0.5,
+            f"{row['rps']:,.0f} req/s (min … max ratio {row['rps_ratio_min']:.2f} … "
+            f"{row['rps_ratio_max']:.2f}); the layout of a Spark, not BRIEF §7's shared core"
             if row
             else "",
         )
@@ -143,4 +176,40 @@ def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         )
     else:
         out.append(_verdict("1000 held streams: gateway RSS", "< 200 MB", None, "", None, ""))
+    out += _detect_verdicts(scenarios.get("detect", {}).get("summary") or {})
+    return out
+
+
+def _detect_verdicts(sm: dict[str, Any]) -> list[dict[str, Any]]:
+    """BRIEF: a dead engine and a client gone are noticed within 1 s; judged on the slowest run."""
+    out = []
+    death = sm.get("engine_death_ms") or {}
+    v = death["max"] if death.get("n") else None
+    out.append(
+        _verdict(
+            "engine killed mid-stream: the client has the error (slowest run)",
+            "≤ 1000 ms",
+            v,
+            "{:.0f} ms",
+            v is not None and v <= 1000 and sm.get("engine_death_error_events") == death.get("n"),
+            f"median {death['median']:.1f} ms; {sm['engine_death_error_events']} of {death['n']} runs ended "
+            "with an error event"
+            if v is not None
+            else "",
+        )
+    )
+    up, lease = sm.get("upstream_closed_ms") or {}, sm.get("lease_released_ms") or {}
+    v = max(up["max"], lease["max"]) if up.get("n") and lease.get("n") else None
+    out.append(
+        _verdict(
+            "client gone mid-stream: engine connection closed and lease released (slowest run)",
+            "≤ 1000 ms",
+            v,
+            "{:.0f} ms",
+            v is not None and v <= 1000,
+            f"medians {up['median']:.1f} ms (engine connection) and {lease['median']:.1f} ms (lease)"
+            if v is not None
+            else "",
+        )
+    )
     return out

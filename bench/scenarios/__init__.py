@@ -17,6 +17,7 @@ MESSAGES = [
 ]
 FAST = "bench-fast"  # tokens as fast as possible: the front-end's overhead is all there is
 SLOW = "bench-slow"  # one token per second: for streams held open
+FRONTS = ("nginx", "naive-aiohttp", "vllm-router")  # beside direct and sparkctl, where each runs
 
 
 @dataclass
@@ -42,7 +43,7 @@ def targets(ctx: Context, engine_port: int) -> list[Target]:
         Target("direct", engine_port, ()),
         Target("sparkctl", ctx.stack.port, tuple(ctx.stack.daemon_pids())),
     ]
-    for name in ("nginx", "naive-aiohttp"):
-        front = ctx.fronts[name]
-        out.append(Target(name, front.port, tuple(front.pids())))
+    for name in FRONTS:
+        if (front := ctx.fronts.get(name)) is not None:
+            out.append(Target(name, front.port, tuple(front.pids())))
     return out

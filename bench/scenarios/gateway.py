@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from ..loadgen import run_wrk, wrk_script
-from ..procs import cpu_seconds
+from ..procs import cpu_seconds, pin
 from ..stats import median, rotate
 from . import FAST, MESSAGES, Context, targets
 
@@ -26,8 +26,33 @@ METRICS = (
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    """The shared-core layout: every server on one core, the load generator on the other."""
+    engine_pids = ctx.stack.pin_engine(FAST)
+    return measure(ctx, engine_pids, ctx.profile.rounds)
+
+
+def run_own_core(ctx: Context) -> dict[str, Any]:
+    """The front on a core of its own, as on a Spark's twenty (#18): the engine moves to the load
+    generator's core (wrk costs it little), every front keeps the servers' core to itself. Direct
+    is measured in the same layout, so the ratios compare like with like."""
+    plan = ctx.plan
+    if plan.loadgen is None or plan.servers is None:
+        raise RuntimeError("the own-core layout needs two cores")
+    engine_pids = ctx.stack.engine_pids(FAST)
+    pin(engine_pids, plan.loadgen)
+    try:
+        result = measure(ctx, engine_pids, ctx.profile.own_core_rounds)
+    finally:
+        pin(engine_pids, plan.servers)
+    result["layout"] = (
+        f"engine and load generator on CPU {','.join(map(str, sorted(plan.loadgen)))}; "
+        f"the front alone on CPU {','.join(map(str, sorted(plan.servers)))}"
+    )
+    return result
+
+
+def measure(ctx: Context, engine_pids: list[int], rounds: int) -> dict[str, Any]:
     stack, prof = ctx.stack, ctx.profile
-    engine_pids = stack.pin_engine(FAST)
     tgts = targets(ctx, stack.engine_port(FAST))
     body = json.dumps({"model": FAST, "messages": MESSAGES, "max_tokens": 16}, separators=(",", ":")).encode()
     script = wrk_script(ctx.work, body, stack.auth)
@@ -37,7 +62,7 @@ def run(ctx: Context) -> dict[str, Any]:
     raw: list[dict[str, Any]] = []
     names = [t.name for t in tgts]
     by_name = {t.name: t for t in tgts}
-    for rnd in range(prof.rounds):
+    for rnd in range(rounds):
         for clients in prof.clients:
             for name in rotate(names, rnd):
                 t = by_name[name]
@@ -77,7 +102,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "load_generator": "wrk 1 thread, keep-alive connections = clients, POST body from a Lua script",
         "request_body_bytes": len(body),
         "wrk_seconds": prof.wrk_seconds,
-        "rounds": prof.rounds,
+        "rounds": rounds,
         "targets": names,
         "raw": raw,
         "summary": summarize(raw, names, prof.clients),

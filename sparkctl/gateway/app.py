@@ -1,7 +1,7 @@
 """The aiohttp gateway: sparkctl's OpenAI-compatible front door (BRIEF §4.5).
 
 `build_app` assembles it: every route registered in one place, three middlewares (the error
-envelope, authentication before anything is scheduled, CORS), and the engines' client session in a
+envelope, authentication before anything is scheduled, CORS), and the engines' connections in a
 cleanup context.
 """
 
@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -94,7 +93,7 @@ def build_app(
     proxy.register(app)
     openapi.register(app)
     ui.register(app)
-    app.cleanup_ctx.append(_client_session)
+    app.cleanup_ctx.append(_engines)
     app.cleanup_ctx.append(_watch_keys)
     app.cleanup_ctx.append(_poll_peers)
     return app
@@ -128,17 +127,8 @@ async def _watch_keys(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(watcher, return_exceptions=True)
 
 
-async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    """One pooled session to every engine: kept-alive connections, no limit of its own (the
-    scheduler and the engines bound concurrency), no timeout on reads (generation takes as long
-    as it takes; a dead engine is noticed by the supervisor, which aborts the lease)."""
-    gw = app[GATEWAY]
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
-    gw.session = aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None),
-    )
+async def _engines(app: web.Application) -> AsyncIterator[None]:
+    """Connections to the engines are opened as requests need them and kept warm between
+    requests (gateway/engines.py); at shutdown every idle one is closed."""
     yield
-    await gw.session.close()
+    app[GATEWAY].engines.close()

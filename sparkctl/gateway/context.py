@@ -1,20 +1,21 @@
-"""What every gateway handler shares: settings, catalog, supervisor, the engines' client session,
+"""What every gateway handler shares: settings, catalog, supervisor, the engines' connections,
 the API keys, metrics, and which model each of the daemon's sockets stands for."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
 from aiohttp import web
 
 from sparkctl.catalog import Catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.bodies import BodyBudget
+from sparkctl.gateway.engines import EnginePool
 from sparkctl.gateway.holds import KeyHolds
 from sparkctl.gateway.peers import Peers
 from sparkctl.gateway.sessions import Sessions
@@ -34,17 +35,38 @@ class AccessLog(Protocol):
 
 
 class ConsoleAccessLog:
-    """Access lines on stderr, when the logger `sparkctl.access` is enabled at INFO."""
+    """Access lines on stderr, when the logger `sparkctl.access` is enabled at INFO. The lines of
+    one turn of the event loop go out in one write (stderr is line-buffered: a write per line
+    was a syscall per request, #18); the clock's text is made once a second."""
 
     def __init__(self) -> None:
         self.enabled = logging.getLogger("sparkctl.access").isEnabledFor(logging.INFO)
+        self._lines: list[str] = []
+        self._second = -1
+        self._clock = ""
 
     def request(
         self, method: str, route: str, model: str, status: int, seconds: float, request_id: str
     ) -> None:
-        if self.enabled:
-            line = f"{method} {route} {model} {status} {seconds:.3f}s {request_id}"
-            sys.stderr.write(f"{time.strftime('%H:%M:%S')} INFO    {line}\n")
+        if not self.enabled:
+            return
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._clock = now, time.strftime("%H:%M:%S", time.localtime(now))
+        first = not self._lines
+        self._lines.append(
+            f"{self._clock} INFO    {method} {route} {model} {status} {seconds:.3f}s {request_id}\n"
+        )
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): said at once
+                self.flush()
+
+    def flush(self) -> None:
+        lines, self._lines = self._lines, []
+        if lines:
+            sys.stderr.write("".join(lines))
 
 
 @dataclass
@@ -57,7 +79,7 @@ class Gateway:
     bodies: BodyBudget  # gateway.body_budget
     # local port → model, for the models' own sockets (BRIEF §4.3)
     direct_ports: dict[int, str] = field(default_factory=dict)
-    session: aiohttp.ClientSession | None = None
+    engines: EnginePool = field(default_factory=EnginePool)  # warm connections to the engines
     access: AccessLog = field(default_factory=ConsoleAccessLog)
     engine_auth: str | None = None  # "Bearer <engine key>" for every engine, when they take one
     started: float = field(default_factory=time.time)
@@ -72,11 +94,6 @@ class Gateway:
         if isinstance(sockname, tuple) and len(sockname) >= 2:
             return self.direct_ports.get(sockname[1])
         return None
-
-    @property
-    def client(self) -> aiohttp.ClientSession:
-        assert self.session is not None, "the gateway's client session is opened by its cleanup_ctx"
-        return self.session
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

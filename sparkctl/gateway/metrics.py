@@ -150,6 +150,7 @@ class Metrics:
         r.register(_Live(supervisor))
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._wait_children: dict[str, Any] = {}
+        self._token_children: dict[tuple[str, str], Any] = {}
         self._sup = supervisor
         # running totals per model, read by the dashboard to show request and token rates
         # (prometheus-client's own counters keep theirs private)
@@ -222,7 +223,10 @@ class Metrics:
         tail = payload[at:]
         for kind, pattern in _USAGE:
             if (m := pattern.search(tail)) is not None and (value := int(m.group(1))) > 0:
-                self.tokens.labels(model, kind).inc(value)
+                child = self._token_children.get((model, kind))
+                if child is None:
+                    child = self._token_children[(model, kind)] = self.tokens.labels(model, kind)
+                child.inc(value)
                 if kind == "completion":
                     self.generated[model] = self.generated.get(model, 0) + value
 

@@ -10,44 +10,32 @@ start fails. `Prefer: wait=0` answers 503 `model_loading` with a Retry-After est
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import json
 import logging
 import os
 import time
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from sparkctl.catalog import Model
 from sparkctl.core.lease import Lease
 from sparkctl.core.states import ModelState
-from sparkctl.errors import (
-    ModelStartTimeoutError,
-    SparkError,
-    UnknownModelError,
-    UpstreamError,
-)
+from sparkctl.errors import ModelStartTimeoutError, SparkError, UnknownModelError
 from sparkctl.gateway import relay
 from sparkctl.gateway.bodies import decoded, read_body
 from sparkctl.gateway.context import GATEWAY, Gateway
-from sparkctl.gateway.errors import error_response, sse_error_event
+from sparkctl.gateway.errors import error_response
+from sparkctl.gateway.forward import fail, forward
 from sparkctl.gateway.holds import HOLD, Hold
 from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve, split_path_form
 from sparkctl.gateway.shaping import shape
-from sparkctl.gateway.upstream import (
-    downstream_headers,
-    engine_error,
-    replace_multipart_field,
-    upstream_headers,
-)
+from sparkctl.gateway.upstream import replace_multipart_field
 
 log = logging.getLogger("sparkctl.gateway")
 KEEPALIVE_AFTER = 0.25  # a streaming request that waits longer gets SSE comments …
 KEEPALIVE_EVERY = 5.0  # … this often, until its model is ready
-BUFFER_LIMIT = 1024 * 1024  # an engine answer this small (with a length) is relayed in one piece
 SSE = "text/event-stream"
 
 
@@ -109,7 +97,13 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
         return given
-    return os.urandom(8).hex()
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08x}"
+
+
+# A request's id when the client gave none: unique within this daemon's life and apart from other
+# runs', without a getrandom() call per request (#18). It names a request in logs; it is no secret.
+_ID_PREFIX = os.urandom(4).hex()
+_ids = itertools.count(1)
 
 
 def _prepare(
@@ -151,28 +145,50 @@ async def _with_lease(
         if stream:
             lease, sse = await _lease_with_keepalives(request, gw, model, wait, bound, request_id)
         else:
-            # Awaited directly: if the client goes away meanwhile, the cancellation reaches the
-            # supervisor's acquire, which gives back a lease granted at that very moment.
-            async with asyncio.timeout(bound):
-                lease = await gw.supervisor.acquire(model.id, wait=wait)
+            lease = await _acquire_within(gw, model, wait, bound)
     except TimeoutError:
-        return await _fail(request, sse, _waited_too_long(model), request_id)
+        return await fail(request, sse, _waited_too_long(model), request_id)
     except asyncio.CancelledError:
         if (error := _ended(request)) is None:
             raise  # the client went away
-        return await _fail(request, sse, error, request_id)
+        return await fail(request, sse, error, request_id)
     except _StreamFailedError as failed:
-        return await _fail(request, failed.sse, failed.error, request_id)
+        return await fail(request, failed.sse, failed.error, request_id)
     except SparkError as e:
-        return await _fail(request, sse, e, request_id)
+        return await fail(request, sse, e, request_id)
     # From here on the lease is ours (no await before the try), and is released whatever happens.
     gw.metrics.waited(model.id, time.monotonic() - waited)
     if (held := request.get(HOLD)) is not None:
         held.on_end(lease.abort)  # a revoked key: the response ends with the error, as for a crash
     try:
-        return await _forward(request, gw, model, route, body, lease, sse, request_id)
+        return await forward(request, gw, model, route, body, lease, sse, request_id)
     finally:
         lease.release()
+
+
+async def _acquire_within(gw: Gateway, model: Model, wait: bool, bound: float) -> Lease:
+    """The lease, or TimeoutError after `bound` seconds. Awaited directly: if the client goes away
+    meanwhile, the cancellation reaches the supervisor's acquire, which gives back a lease granted
+    at that very moment. A timer and a flag, as asyncio.timeout does it, without its object and
+    context manager on every request (#18)."""
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(bound, expire)
+    try:
+        return await gw.supervisor.acquire(model.id, wait=wait)
+    except asyncio.CancelledError:
+        if expired and task.uncancel() == 0:
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
 
 
 def _ended(request: web.Request) -> SparkError | None:
@@ -259,155 +275,6 @@ async def _start_sse(request: web.Request, request_id: str) -> web.StreamRespons
     )
     await sse.prepare(request)
     return sse
-
-
-async def _fail(
-    request: web.Request, sse: web.StreamResponse | None, error: SparkError, request_id: str
-) -> web.StreamResponse:
-    """An error response, or an error event when the stream has already begun."""
-    if sse is None:
-        return error_response(error, {"X-Request-Id": request_id})
-    with contextlib.suppress(ConnectionError):
-        await sse.write(sse_error_event(error))
-        await sse.write_eof()
-    return sse
-
-
-async def _forward(
-    request: web.Request,
-    gw: Gateway,
-    model: Model,
-    route: str,
-    body: bytes,
-    lease: Lease,
-    sse: web.StreamResponse | None,
-    request_id: str,
-) -> web.StreamResponse:
-    # encoded=True: the URL goes up byte for byte (yarl would otherwise re-quote the query).
-    url = URL(f"http://127.0.0.1:{model.host_port}{route}{_query(request)}", encoded=True)
-    headers = upstream_headers(request.headers, request_id, request.remote, gw.engine_auth)
-    try:
-        upstream = await gw.client.request(request.method, url, data=body, headers=headers)
-    except aiohttp.ClientError as e:
-        return await _fail(
-            request, sse, UpstreamError(f"The engine of '{model.id}' could not be reached: {e}"), request_id
-        )
-    # If the model goes away under the request (a crash, a forced stop), cut the engine's answer
-    # short: the relay below then ends the client's response with the lease's error.
-    lease.on_abort(upstream.close)
-    try:
-        return await _respond(request, gw, model, upstream, lease, sse, request_id)
-    except (TimeoutError, aiohttp.ClientError) as e:
-        error = lease.error or UpstreamError(f"The engine of '{model.id}' failed: {e or type(e).__name__}")
-        return await _fail(request, sse, error, request_id)
-    finally:
-        _release_or_close(upstream)
-
-
-async def _respond(
-    request: web.Request,
-    gw: Gateway,
-    model: Model,
-    upstream: aiohttp.ClientResponse,
-    lease: Lease,
-    sse: web.StreamResponse | None,
-    request_id: str,
-) -> web.StreamResponse:
-    """The client's side of the engine's answer: its error, the answer in one piece, or a relay."""
-    if upstream.status >= 400:
-        return await _engine_failed(request, upstream, sse, request_id)
-    is_sse = upstream.headers.get("Content-Type", "").startswith(SSE)
-    length = upstream.content_length
-    if sse is None and not is_sse and length is not None and length <= BUFFER_LIMIT:
-        return await _buffered(gw, model, upstream, request_id)
-    return await _relay(request, gw, model, upstream, lease, sse, is_sse, request_id)
-
-
-async def _engine_failed(
-    request: web.Request, upstream: aiohttp.ClientResponse, sse: web.StreamResponse | None, request_id: str
-) -> web.StreamResponse:
-    """The engine's error answer in sparkctl's envelope (an error event once the stream has begun)."""
-    raw = await upstream.read()
-    status, err_body, error = engine_error(upstream.status, raw)
-    if sse is not None:
-        return await _fail(request, sse, error, request_id)
-    return web.Response(
-        status=status,
-        body=err_body,
-        content_type="application/json",
-        headers={"X-Request-Id": request_id},
-    )
-
-
-async def _buffered(
-    gw: Gateway, model: Model, upstream: aiohttp.ClientResponse, request_id: str
-) -> web.Response:
-    """A small answer of known length, read whole and relayed in one piece."""
-    data = await upstream.read()
-    gw.metrics.usage(model.id, data)
-    out = web.Response(status=upstream.status, body=data, headers=downstream_headers(upstream.headers))
-    out.headers["X-Request-Id"] = request_id
-    return out
-
-
-def _release_or_close(upstream: aiohttp.ClientResponse) -> None:
-    # A fully read answer leaves its connection to the pool; one cut short cannot be reused.
-    if upstream.content.at_eof():
-        upstream.release()
-    else:
-        upstream.close()
-
-
-async def _relay(
-    request: web.Request,
-    gw: Gateway,
-    model: Model,
-    upstream: aiohttp.ClientResponse,
-    lease: Lease,
-    sse: web.StreamResponse | None,
-    is_sse: bool,
-    request_id: str,
-) -> web.StreamResponse:
-    if sse is None:
-        sse = web.StreamResponse(status=upstream.status, headers=downstream_headers(upstream.headers))
-        sse.headers["X-Request-Id"] = request_id
-        if is_sse:
-            sse.headers["X-Accel-Buffering"] = "no"
-        await sse.prepare(request)
-    tail = b""
-    try:
-        async for chunk in upstream.content.iter_any():
-            await sse.write(chunk)
-            if is_sse and b'"usage"' in chunk:
-                tail = chunk
-    except (TimeoutError, aiohttp.ClientError) as e:
-        cut = "its response was cut short" if isinstance(e, aiohttp.ClientPayloadError) else str(e)
-        error = lease.error or UpstreamError(
-            f"The engine of '{model.id}' stopped mid-response: {cut or type(e).__name__}"
-        )
-        log.warning("%s: %s", model.id, error.message, extra={"model": model.id, "request_id": request_id})
-        if is_sse:
-            with contextlib.suppress(ConnectionError):
-                await sse.write(sse_error_event(error))
-        else:
-            # A body cut short cannot carry an error; closing without a terminating chunk
-            # tells the client the response is incomplete rather than letting it hang.
-            if request.transport is not None:
-                request.transport.close()
-            return sse
-    if tail:
-        for line in tail.split(b"\n"):
-            if line.startswith(b"data: {") and b'"usage"' in line:
-                gw.metrics.usage(model.id, line[6:])
-    with contextlib.suppress(ConnectionError):
-        await sse.write_eof()
-    return sse
-
-
-def _query(request: web.Request) -> str:
-    # As the client sent it: decoding it (request.query_string) would lose %23 and split on %0d%0a.
-    raw = request.rel_url.raw_query_string
-    return f"?{raw}" if raw else ""
 
 
 def register(app: web.Application) -> None:

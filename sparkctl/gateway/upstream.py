@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -46,14 +46,65 @@ _CONTEXT = re.compile(
 )
 
 
+# The same sets as the raw bytes aiohttp's parser hands over, lower case. The client's own
+# X-Request-Id and X-Forwarded-For are replaced (the first) and extended (the second); Expect is
+# the client's business with the gateway, which has read the whole body before anything goes up.
+_NOT_UP = frozenset(h.encode() for h in NOT_UPSTREAM | {"x-request-id", "x-forwarded-for", "expect"})
+_NOT_DOWN = frozenset(h.encode() for h in NOT_DOWNSTREAM | {"x-request-id"})
+
+
+def request_head(
+    method: str,
+    target: str,
+    port: int,
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    length: int,
+    request_id: str,
+    peer: str | None,
+    engine_auth: str | None = None,
+) -> bytes:
+    """The request line and headers the engine gets, as one block of bytes: the client's headers
+    as they came (aiohttp's parser has refused any with CR or LF), less the hop-by-hop ones and its
+    credentials, which the engine key's replace (`engine_auth`, "Bearer …", when engines take one).
+    `target` is the path and query as the client sent them, which the parser has checked too."""
+    parts = [f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()]
+    prior = b""
+    for key, value in raw_headers:
+        lower = key.lower()
+        if lower in _NOT_UP:
+            if lower == b"x-forwarded-for":
+                prior = value
+            continue
+        parts += (key, b": ", value, b"\r\n")
+    if engine_auth is not None:
+        parts.append(f"Authorization: {engine_auth}\r\n".encode())
+    tail = f"X-Request-Id: {request_id}\r\n"
+    if peer:
+        chain = f"{prior.decode('latin-1')}, {peer}" if prior else peer
+        tail += f"X-Forwarded-For: {chain}\r\n"
+    parts.append(f"{tail}Content-Length: {length}\r\n\r\n".encode())
+    return b"".join(parts)
+
+
+def response_headers(raw: list[tuple[bytes, bytes]], request_id: str) -> CIMultiDict[str]:
+    """The engine's answer's headers as the client gets them, with the request's id."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in raw:
+        if key.lower() not in _NOT_DOWN:
+            out.add(key.decode("latin-1"), value.decode("latin-1"))
+    out["X-Request-Id"] = request_id
+    return out
+
+
 def upstream_headers(
     headers: Mapping[str, str], request_id: str, peer: str | None, engine_auth: str | None = None
 ) -> CIMultiDict[str]:
-    """The client's headers as the engine gets them: its credentials replaced by the engine key's
-    (`engine_auth`, "Bearer …", when engines take one)."""
+    """The client's headers as a peer node gets them (the cluster's relay, over aiohttp's client;
+    engines get `request_head`'s bytes): its credentials replaced by `engine_auth` ("Bearer …"),
+    and no Expect (the whole body was read here)."""
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
-        if key.lower() not in NOT_UPSTREAM:
+        if key.lower() not in NOT_UPSTREAM and key.lower() not in ("expect", "x-request-id"):
             out.add(key, value)
     if engine_auth is not None:
         out["Authorization"] = engine_auth

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from matplotlib import image
 
+from bench.targets import vllm_router
 from sparkctl.sandbox import box as sandbox
 from sparkctl.sandbox.box import Box
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"gateway", "streaming", "held", "cold_start", "swap", "eta"}
-TARGETS = {"direct", "sparkctl", "nginx", "naive-aiohttp"}
+SCENARIOS = {"gateway", "gateway_own_core", "streaming", "held", "cold_start", "swap", "eta", "detect"}
+# vllm-router where scripts/setup could install its wheel (the benchmark runs without it)
+TARGETS = {"direct", "sparkctl", "nginx", "naive-aiohttp"} | ({"vllm-router"} if vllm_router() else set())
 PLOTS = {
     "gateway_latency.png",
     "gateway_throughput.png",
@@ -28,6 +30,7 @@ PLOTS = {
     "streaming.png",
     "held_rss.png",
     "coldstart.png",
+    "gateway_layouts.png",
 }
 
 
@@ -42,7 +45,8 @@ def _leftovers() -> list[str]:
         except OSError:
             continue
         if any(
-            mark in cmdline for mark in ("sparkctl-bench-", "bench.naive_proxy", "sparkctl-sandbox/bench")
+            mark in cmdline
+            for mark in ("sparkctl-bench-", "bench.naive_proxy", "sparkctl-sandbox/bench", "vllm::router")
         ):
             found.append(f"{d.name}: {cmdline}")
     return found
@@ -90,8 +94,19 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
     assert {r["kind"] for r in eta["runs"]} <= {"cold", "swap", "behind"}
     assert eta["summary"]["guess"]["n"] + eta["summary"]["learned"]["n"] == len(eta["runs"])
 
+    own = results["scenarios"]["gateway_own_core"]
+    assert {(r["target"], r["clients"]) for r in own["summary"]} == {
+        (t, c) for t in TARGETS for c in (1, 16, 64)
+    }
+    assert "alone on CPU" in own["layout"] or machine["cores_usable"] < 2
+    detect = results["scenarios"]["detect"]
+    assert len(detect["engine_death"]) == len(detect["client_gone"]) == 2
+    # every killed engine ended its client's stream with an error event, every run was timed
+    assert detect["summary"]["engine_death_error_events"] == 2
+    assert detect["leases_left"] == 0
+
     verdicts = results["verdicts"]
-    assert len(verdicts) == 7
+    assert len(verdicts) == 11
     assert all(v["met"] in (True, False) and v["measured"] is not None for v in verdicts), verdicts
 
     report = (out / "report.md").read_text()
@@ -104,6 +119,8 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
         "## Cold start",
         "## ETA against the real wait",
         "## Swap",
+        "## Gateway overhead with the front on a core of its own",
+        "## Detection: a dead engine, a client gone",
         "## Machine",
     ):
         assert heading in report, heading
