@@ -182,8 +182,7 @@ def _run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
             f"  {box.path}/bin/journalctl -u sparkctl -f\n"
         )
         if not once:
-            say("Ctrl-C stops the demo and removes the sandbox.")
-            _wait_for_signal()
+            _wait_for_signal(lambda: say("Ctrl-C stops the demo and removes the sandbox."))
         demo_locator.remove(here)  # no longer serving: the commands stop reaching it
         box.run(sparkctl, "--config", str(config), "uninstall", check=False, timeout=120)
     finally:
@@ -198,9 +197,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _wait_for_signal() -> None:
-    """Until SIGINT or SIGTERM (which `run` turns into KeyboardInterrupt)."""
+def _wait_for_signal(announce: Callable[[], None]) -> None:
+    """Say so, then wait until SIGINT or SIGTERM (which `run` turns into KeyboardInterrupt). The
+    announcement is inside the wait: a signal sent the moment it is read (a script waiting for
+    that line) lands while waiting, not between the two, where it would end the demo as a failure."""
     try:
+        announce()
         while True:
             signal.pause()
     except KeyboardInterrupt:
