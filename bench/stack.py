@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import socket
 import sys
@@ -45,9 +46,18 @@ TIMESTAMPS = (
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, below the kernel's ephemeral range (32768-60999 by default):
+    one picked by binding to 0 may be taken by an outgoing connection before the daemon or an
+    engine listens on it."""
+    for _ in range(200):
+        port = random.randrange(20000, 28000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 28000")
 
 
 @dataclass

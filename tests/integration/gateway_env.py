@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,16 +22,22 @@ from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.app import build_app
 from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
-from tests.helpers import write_model
+from tests.helpers import listening_socket, write_model
 from tests.integration.conftest import emulated
 
 ECHO = str(Path(__file__).with_name("echo_engine.py"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+async def serve(runner: web.AppRunner) -> int:
+    """Serve `runner` on a socket bound before the server starts: a port picked first and bound
+    later can be taken in between (CI saw it). Returns the port."""
+    sock = listening_socket()
+    try:
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        raise
+    return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -126,17 +131,25 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
     catalog = load_catalog(settings, [cat])
     sup = Supervisor(catalog, settings)
     await sup.start()
-    direct = free_port()
-    keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys")  # reads the file: off the loop
-    engine_key = read_engine_key(settings.runtime.engine_env)
-    app = build_app(settings, catalog, sup, keys=keys, direct_ports={direct: "chat"}, engine_key=engine_key)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    port = free_port()
-    for p in (port, direct):
-        await web.TCPSite(runner, "127.0.0.1", p).start()
+    runner: web.AppRunner | None = None
     try:
+        direct_sock = listening_socket()
+        direct = int(direct_sock.getsockname()[1])
+        keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys")  # reads the file: off the loop
+        engine_key = read_engine_key(settings.runtime.engine_env)
+        app = build_app(
+            settings, catalog, sup, keys=keys, direct_ports={direct: "chat"}, engine_key=engine_key
+        )
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, direct_sock).start()
+        except BaseException:
+            direct_sock.close()
+            raise
+        port = await serve(runner)
         yield Env(f"http://127.0.0.1:{port}", admin, user, sup, box, f"http://127.0.0.1:{direct}", ports, app)
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await sup.close()

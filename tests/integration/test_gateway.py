@@ -29,7 +29,7 @@ from sparkctl.gateway.app import build_app
 from sparkctl.gateway.context import GATEWAY
 from tests.integration.agents import documented_block
 from tests.integration.conftest import drop_bus, reach
-from tests.integration.gateway_env import Env, env, free_port
+from tests.integration.gateway_env import Env, env, serve
 
 __all__ = ["env"]  # the fixture, used by name
 
@@ -579,8 +579,7 @@ async def test_without_keys_only_local_json_clients_are_served(env: Env) -> None
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await serve(runner)
     url = f"http://127.0.0.1:{port}"
     before = await env.unit_states()
     chat = {"model": "echo", "messages": [{"role": "user", "content": "x"}]}
@@ -639,8 +638,7 @@ async def test_the_bytes_of_waiting_bodies_have_a_budget(env: Env) -> None:
     app = build_app(tight, env.sup.catalog, env.sup, keys=keys, engine_key=engine_key)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await serve(runner)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     pad = "x " * 1000  # a body of about 2 KB: one fits in the budget, two do not
     long = {

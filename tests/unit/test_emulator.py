@@ -26,6 +26,7 @@ from openai.types.chat import ChatCompletion
 
 from sparkctl.emulator.config import parse_args
 from sparkctl.emulator.responses import EMBEDDING_DIM
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "some/model"
@@ -60,12 +61,6 @@ CLOCK_TOOL: Any = {"type": "function", "function": {"name": "get_time", "paramet
 
 def expected_text(n: int) -> str:
     return "".join(w + " " for w in itertools.islice(itertools.cycle(LOREM.split()), n))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
