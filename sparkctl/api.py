@@ -65,6 +65,9 @@ class ReservationStatus(Record):
     holder: str
     granted: bool
     lease_s: float
+    # Held, while this node's own requests wait for it: the owner is to give the node back as a
+    # local swap would (its model drained, then stopped and released).
+    wanted_back: bool = False
 
 
 class PeerModel(Record):

@@ -288,6 +288,10 @@ class ClusterSettings(StrictModel):
     # A poll's answer (the whole of it) must come within this; a peer that accepts but does not
     # answer (a hung daemon) is down as surely as one that refuses.
     poll_timeout: Duration = 3.0
+    # A spanning model's owner holds each other node it spans by a reservation of this length,
+    # renewed while the model runs (every third of it, at most every two seconds): a dead owner
+    # or a pulled cable frees the other nodes within this (1s to 600s).
+    reservation_lease: Duration = Field(default=30.0, ge=1.0, le=600.0)
 
     @model_validator(mode="after")
     def _peers_are_others(self) -> ClusterSettings:

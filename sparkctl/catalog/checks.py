@@ -42,22 +42,6 @@ def _spanning(specs: Specs, settings: Settings) -> list[Issue]:
     return issues
 
 
-def refuse_spanning(specs: Specs) -> list[Issue]:
-    """Models that span nodes render (units/render.py), but the daemon does not yet reserve the
-    peers or start the parts together (docs/cluster.md): an enabled one is refused, rather than
-    run as if it fitted one Spark."""
-    return [
-        Issue(
-            str(path),
-            "serve.nodes",
-            "models that span nodes are validated but not started by this version yet "
-            '(docs/cluster.md): keep it status = "disabled" until then',
-        )
-        for spec, path in specs.values()
-        if spec.serve.nodes > 1 and spec.enabled
-    ]
-
-
 def _names(specs: Specs) -> list[Issue]:
     """An alias must name one model only, and never shadow another model's id."""
     issues = []

@@ -143,19 +143,13 @@ def _mtime(path: Path) -> int:
         return int(time.time())
 
 
-def load_catalog(settings: Settings, dirs: list[Path] | None = None, *, spanning: bool = False) -> Catalog:
-    """Load and cross-check the catalog; raise CatalogError listing every problem.
-
-    `spanning`: accept enabled models that span nodes. Their units render, but the daemon does
-    not start them yet, so everything that installs or serves (the daemon, `render`, `install`)
-    leaves it False and such a model is refused by name; the renderer's tests set it."""
+def load_catalog(settings: Settings, dirs: list[Path] | None = None) -> Catalog:
+    """Load and cross-check the catalog; raise CatalogError listing every problem."""
     explicit = dirs is not None
     use = dirs if dirs is not None else list(settings.catalog.dirs)
     required = set(use) if explicit else {use[0]} if use else set()
     specs, issues = read_specs(use, required=required)
     issues += checks.cross_check(specs, settings)
-    if not spanning:
-        issues += checks.refuse_spanning(specs)
     if issues:
         raise CatalogError(issues)
     host_ports, direct_ports, port_issues = checks.assign_ports(specs, settings)

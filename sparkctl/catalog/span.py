@@ -9,6 +9,7 @@ the renderer (units/render.py) and the cross-checks call it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -118,6 +119,27 @@ def part(spec: ModelSpec, cluster: ClusterSettings) -> Part | None:
         head_port=cluster.head_port,
         master_port=cluster.master_port,
     )
+
+
+def serves_here(spec: ModelSpec, cluster: ClusterSettings) -> bool:
+    """Whether this node takes the model's requests itself (its own port, a preload): any model
+    that does not span nodes, and the head of one that does."""
+    if spec.serve.nodes == 1:
+        return True
+    p = part(spec, cluster)
+    return p is not None and p.role == "head"
+
+
+def owners(specs: Iterable[ModelSpec], cluster: ClusterSettings) -> dict[str, str]:
+    """Model → its owner, for each enabled model of which this node runs only a worker part:
+    requests for it are the owner's to serve."""
+    out = {}
+    for spec in specs:
+        if spec.enabled and spec.serve.nodes > 1:
+            p = part(spec, cluster)
+            if p is not None and p.role == "worker":
+                out[spec.id] = p.nodes[0]
+    return out
 
 
 def parallel_sizes(spec: ModelSpec) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from sparkctl.catalog import Catalog
 from sparkctl.core import messages as msg
 from sparkctl.core.host import last_log_line, read_meminfo
 from sparkctl.core.lease import Lease
+from sparkctl.core.parts import Parts
 from sparkctl.core.states import JobResult, ModelState, TimerKey
 from sparkctl.core.systemd import Systemd
 from sparkctl.core.weights import check_weights, snapshot_size
@@ -62,11 +63,23 @@ class SupervisorEffects:
         # The starts in progress, each marked once another start overlapped it: MemAvailable's
         # drop over such a start holds the other model's memory too, and is not its footprint.
         self._loading: dict[str, bool] = {}
+        # Models this node owns that span other nodes (#15), with the client of those nodes: a
+        # start readies the other parts before the head's unit, a model that goes down frees
+        # them. `_engaged`: the other nodes may hold parts of it (from the start of a start to
+        # the release); `_keepers` renew their reservations while it serves; `_releasing` is a
+        # release in flight, which the next start waits for (its DELETE must not land after the
+        # new reservation).
+        self.spans: dict[str, Parts] = {}
+        self._engaged: set[str] = set()
+        self._keepers: dict[str, asyncio.Task[None]] = {}
+        self._releasing: dict[str, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
-        tasks = [*self._tasks, *self._memory_watch.values()]
+        # The parts on other nodes are not released: a restarted daemon adopts the head and renews
+        # them; a daemon that stays down lets their reservations run out.
+        tasks = [*self._tasks, *self._memory_watch.values(), *self._keepers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -119,6 +132,13 @@ class SupervisorEffects:
             return
         if weights.snapshot is not None:  # (it may have been pulled since the daemon started)
             self._post(msg.Sized(model, await asyncio.to_thread(snapshot_size, weights.snapshot)))
+        if (parts := self.spans.get(model)) is not None:
+            try:
+                await self._ready_parts(model, parts)
+            except SparkError as e:
+                log.error("%s: %s", model, e.message, extra={"model": model, "unit": unit})
+                self._post(msg.StartFinished(model, JobResult.FAILED, "other-node", e.message, error=e))
+                return
         log.info("starting %s", unit, extra={"model": model, "unit": unit})
         detail = ""
         available = await self._available()
@@ -142,6 +162,59 @@ class SupervisorEffects:
         self._post(msg.StartFinished(model, result, unit_result, detail))
         if result is JobResult.DONE:
             await self._measure(model, unit, None if overlapped else available)
+
+    async def _ready_parts(self, model: str, parts: Parts) -> None:
+        """Before the head's unit: every other node checked, reserved (each drains and stops its
+        own tenants first, as its own scheduler decides) and its worker part started."""
+        if (releasing := self._releasing.get(model)) is not None:
+            await asyncio.shield(releasing)
+        self._engaged.add(model)
+        await parts.check()
+        log.info("reserving %s for %s", ", ".join(p.name for p in parts.peers), model, extra={"model": model})
+        await parts.reserve(within=self._catalog.models[model].spec.serve.start_timeout)
+        await parts.start_workers()
+        log.info("worker parts of %s started; starting its head", model, extra={"model": model})
+
+    def engage(self, model: str, state: ModelState) -> None:
+        """A spanning model found running (adopted at start-up): its other nodes hold parts of it,
+        to be renewed while it serves and freed when it goes down."""
+        if model in self.spans and state not in (ModelState.STOPPED, ModelState.FAILED, ModelState.BACKOFF):
+            self._engaged.add(model)
+            self._follow_parts(model, state)
+
+    def _follow_parts(self, model: str, state: ModelState) -> None:
+        if model not in self._engaged:
+            return
+        if state is ModelState.READY and model not in self._keepers:
+            task = asyncio.create_task(self._keep(model, self.spans[model]), name=f"keep {model}")
+            self._keepers[model] = task
+        elif state in (ModelState.STOPPED, ModelState.FAILED, ModelState.BACKOFF):
+            self._engaged.discard(model)
+            if (keeper := self._keepers.pop(model, None)) is not None:
+                keeper.cancel()
+            release = asyncio.create_task(self._release_parts(model), name=f"release {model}")
+            self._releasing[model] = release
+            self._tasks.add(release)
+            release.add_done_callback(self._tasks.discard)
+
+    async def _keep(self, model: str, parts: Parts) -> None:
+        def wanted(node: str) -> None:
+            self._post(msg.PartWanted(model, node))
+
+        try:
+            await parts.keep(wanted)
+        except SparkError as e:
+            self._keepers.pop(model, None)
+            self._post(msg.PartLost(model, e))
+
+    async def _release_parts(self, model: str) -> None:
+        try:
+            unreached = await self.spans[model].release()
+            done = "freed" if not unreached else f"freed, but for {', '.join(unreached)}"
+            log.info("the other nodes of %s %s", model, done, extra={"model": model})
+        finally:
+            if self._releasing.get(model) is asyncio.current_task():
+                del self._releasing[model]
 
     async def _available(self) -> int | None:
         return (await asyncio.to_thread(read_meminfo, self._meminfo)).get("MemAvailable")
@@ -246,6 +319,8 @@ class SupervisorEffects:
     # ------------------------------------------------------------------------------ reporting
     def state_changed(self, model: str, state: ModelState) -> None:
         log.info("%s is %s", model, state.value, extra={"model": model, "state": state.value})
+        if model in self.spans:
+            self._follow_parts(model, state)
         self._on_state(model, state)
 
     def warn(self, message: str, model: str) -> None:

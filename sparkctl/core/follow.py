@@ -27,7 +27,13 @@ class Follower:
         self._swap = swap
 
     def start_finished(
-        self, slot: Slot, result: JobResult, unit_result: str, detail: str, now: float
+        self,
+        slot: Slot,
+        result: JobResult,
+        unit_result: str,
+        detail: str,
+        now: float,
+        error: SparkError | None = None,
     ) -> None:
         if slot.pending == "start":
             slot.pending = None
@@ -39,7 +45,7 @@ class Follower:
             if slot.state is ModelState.STARTING:
                 self._t.set_state(slot, ModelState.STOPPED, now)
         else:
-            error = start_error(slot, unit_result, detail)
+            error = error or start_error(slot, unit_result, detail)
             self._abandon_start(slot, error)
             self._t.failed(slot, error, now)
 

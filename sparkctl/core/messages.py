@@ -44,6 +44,27 @@ class StartFinished:
     result: JobResult
     unit_result: str  # the service's Result (exit-code, timeout, …), or why no job ran
     detail: str = ""
+    # What the waiters are told, when it is known better than the unit's result: a spanning
+    # model's other node that refused, lacked something or did not answer (#15).
+    error: SparkError | None = None
+
+
+@dataclass(slots=True)
+class PartLost:
+    """A spanning model's other node no longer holds its part (it stopped answering, or its
+    reservation ended): the model is to stop, its requests ending with `error` (#15)."""
+
+    model: str
+    error: SparkError
+
+
+@dataclass(slots=True)
+class PartWanted:
+    """A node a spanning model holds has requests of its own waiting: the model is to make way
+    as for a local swap (#15)."""
+
+    model: str
+    node: str
 
 
 @dataclass(slots=True)
@@ -96,6 +117,7 @@ class Reserve:
     holder: str
     lease: float
     future: asyncio.Future[bool]
+    renew: bool = False  # only renew one that is held or waiting: never make a new one
 
 
 @dataclass(slots=True)
@@ -159,6 +181,8 @@ Message = (
     | EndAll
     | UnitState
     | EngineHung
+    | PartLost
+    | PartWanted
     | Measured
     | Sized
 )

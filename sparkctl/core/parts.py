@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,18 +112,24 @@ class Parts:
             if status != 202:
                 raise self._refused(peer, "the start of its worker part", body)
 
-    async def keep(self) -> None:
-        """Renew every reservation each third of the lease, for as long as the model runs (cancel
-        it to end); return-by-raising when a node stops answering or no longer holds itself for
-        the model: PeerUnavailableError naming it, on which the model is to be stopped."""
+    async def keep(self, on_wanted: Callable[[str], None] | None = None) -> None:
+        """Renew every reservation for as long as the model runs (cancel it to end): each third
+        of the lease, and at least every `poll` × 2 seconds so that a node whose own requests
+        wait for it (`on_wanted(node)`) is heard of soon. Ends by raising when a node stops
+        answering or no longer holds itself for the model: PeerUnavailableError naming it, on
+        which the model is to be stopped."""
+        every = min(self.lease / 3, self._poll * 2)
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(every)
             for peer in self.peers:
-                if not await self._reserve(peer):
+                held, wanted = await self._renew(peer, only=True)
+                if not held:
                     raise PeerUnavailableError(
                         f"{peer.name} no longer holds itself for '{self.model}' (its reservation ended).",
                         retry_after=RETRY_AFTER,
                     )
+                if wanted and on_wanted is not None:
+                    on_wanted(peer.name)
 
     async def release(self) -> list[str]:
         """Stop the worker parts and release every node, as far as each answers; the names of
@@ -140,11 +146,23 @@ class Parts:
         return unreached
 
     async def _reserve(self, peer: PeerLink) -> bool:
+        return (await self._renew(peer))[0]
+
+    async def _renew(self, peer: PeerLink, *, only: bool = False) -> tuple[bool, bool]:
+        """Reserve `peer`, or renew its reservation (`only`: one that ended is an error, as its
+        worker part is gone): (held, its own requests wait for it)."""
         query = {"holder": self.owner, "lease": f"{self.lease:g}"}
+        if only:
+            query["renew"] = "1"
         status, body = await self._call(peer, "POST", f"/api/v1/reservations/{self.model}", query)
+        if only and status == 409:
+            raise PeerUnavailableError(
+                f"{peer.name} no longer holds itself for '{self.model}' ({_said(body)})",
+                retry_after=RETRY_AFTER,
+            )
         if status not in (200, 202):
             raise self._refused(peer, "a reservation", body)
-        return status == 200
+        return status == 200, body.get("wanted_back") is True
 
     async def _call(
         self, peer: PeerLink, method: str, path: str, query: dict[str, str] | None = None
@@ -164,11 +182,15 @@ class Parts:
             ) from None
 
     def _refused(self, peer: PeerLink, what: str, body: dict[str, Any]) -> SparkError:
-        error = body.get("error")
-        said = error.get("message") if isinstance(error, dict) else None
         return ModelStartFailedError(
-            f"The model '{self.model}' did not start: {peer.name} refused {what}: "
-            f"{said or body or 'no reason given'}",
+            f"The model '{self.model}' did not start: {peer.name} refused {what}: {_said(body)}",
             retry_after=RETRY_AFTER,
             hint=f"sparkctl ps on {peer.name}; journalctl -u sparkctl.service there",
         )
+
+
+def _said(body: dict[str, Any]) -> str:
+    """What a node's error envelope says."""
+    error = body.get("error")
+    said = error.get("message") if isinstance(error, dict) else None
+    return str(said or body or "no reason given")

@@ -162,12 +162,19 @@ class Scheduler:
 
     # ------------------------------------------------------------------------------ systemd
     def start_finished(
-        self, model: str, result: JobResult, unit_result: str, now: float, detail: str = ""
+        self,
+        model: str,
+        result: JobResult,
+        unit_result: str,
+        now: float,
+        detail: str = "",
+        error: SparkError | None = None,
     ) -> None:
         """Our start job ended: DONE means ready (the unit probes health). On failure
         `unit_result` is the unit's Result (exit-code, timeout, …) and `detail` what the unit
-        said last (its final log line), which waiters see."""
-        self._follow.start_finished(self._slot(model), result, unit_result, detail, now)
+        said last (its final log line), which waiters see — or `error`, when the start failed
+        before its unit's job (a spanning model's other node, #15)."""
+        self._follow.start_finished(self._slot(model), result, unit_result, detail, now, error)
         self._schedule(now)
 
     def stop_finished(self, model: str, now: float) -> None:
@@ -266,6 +273,29 @@ class Scheduler:
         self._t.stop(slot, now)
         self._schedule(now)
 
+    def part_lost(self, model: str, error: SparkError, now: float) -> None:
+        """A spanning model's other node no longer holds its part (#15): the model cannot serve
+        any more. Its requests end with `error` and it stops (waiters start it afresh, which
+        asks every node again)."""
+        slot = self._slot(model)
+        if slot.state not in (*_SERVING, ModelState.STARTING) or slot.pending == "stop":
+            return
+        self._fx.warn(f"{error.message} Stopping it.", slot.id)
+        slot.last_error = error
+        self._t.abort(slot, error)
+        self._t.stop(slot, now)
+        self._schedule(now)
+
+    def part_wanted(self, model: str, now: float) -> None:
+        """Another node this spanning model holds has requests of its own waiting (#15): the
+        model makes way as for a local swap — drained (bounded by drain_timeout), stopped, and
+        its nodes released; requests for it queue meanwhile and start it again in their turn."""
+        slot = self._slot(model)
+        if slot.state is not ModelState.READY:
+            return
+        self._t.drain(slot, now, deadline=now + self._drain_timeout)
+        self._schedule(now)
+
     def memory(self, model: str, available: int, now: float) -> None:
         """A MemAvailable reading while the gate for `model` is open."""
         if self._swap.waits_for_memory(model):
@@ -319,7 +349,7 @@ class Scheduler:
         self._queue.retain(lambda _: False)
 
     # ------------------------------------------------------------------------------ other nodes
-    def reserve(self, model: str, holder: str, until: float, now: float) -> bool:
+    def reserve(self, model: str, holder: str, until: float, now: float, *, renew: bool = False) -> bool:
         """Node `holder`, which owns the spanning model `model`, reserves this node for its worker
         part until `until` (a lease it renews by asking again). True once the node is held for
         it; False while the reservation waits its turn (effects.reservation_settled tells when
@@ -327,6 +357,10 @@ class Scheduler:
         node holds or waits for it."""
         slot = self._worker(model)
         current = self._reservations.get(model)
+        if renew and (current is None or current[0] != holder):
+            # The owner renews a reservation it believes it holds; this one ended (its lease ran
+            # out, or it was released): the worker part it held is gone, so say so.
+            raise ReservationError(f"This node holds no reservation for '{model}' by {holder} any more.")
         if current is not None and current[0] != holder:
             raise ReservationError(
                 f"This node is reserved for '{model}' by {current[0]}, not {holder}: one node owns a model."
@@ -351,6 +385,12 @@ class Scheduler:
             ReservationError(f"The reservation of this node for '{model}' was released by {holder}."),
             now,
         )
+
+    def wanted_back(self, model: str) -> bool:
+        """This node is held for `model`'s owner while requests of its own wait: the owner is
+        told so when it renews, and gives the node back as a local swap would."""
+        slot = self._worker(model)
+        return slot.holder is not None and any(not isinstance(e, Reservation) for e in self._queue)
 
     def reservations(self) -> dict[str, tuple[str, float]]:
         """Other nodes' reservations, waiting or held: model → (holder, end of its lease)."""

@@ -15,9 +15,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
 
 from sparkctl.catalog import Catalog, Model, span
 from sparkctl.core import held
@@ -29,11 +31,13 @@ from sparkctl.core.learned import Learned
 from sparkctl.core.lease import Lease
 from sparkctl.core.liveness import Liveness
 from sparkctl.core.messages import AdminAction
+from sparkctl.core.parts import Parts, PeerLink
+from sparkctl.core.preflight import lacks
 from sparkctl.core.scheduler import GRANTED, Scheduler
 from sparkctl.core.states import ActiveState, ModelInfo, ModelState, ModelView
 from sparkctl.core.systemd import Event, Systemd, UnitChanged
 from sparkctl.core.weights import weights_size
-from sparkctl.errors import SparkError
+from sparkctl.errors import ModelStartFailedError, SparkError
 from sparkctl.settings import ClusterSettings, Settings
 from sparkctl.units.names import service_name
 
@@ -69,6 +73,9 @@ class Supervisor:
     catalog: Catalog
     settings: Settings
     meminfo: Path = MEMINFO
+    # The other nodes as this one reaches them (gateway/peers.py reads their keys): needed to
+    # start the models this node owns that span them (#15).
+    peers: Sequence[PeerLink] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -92,6 +99,38 @@ class Supervisor:
         self._held_text = ""
         self._fresh: Systemd | None = None  # a new connection on its way to the owner
         self._degraded: str | None = None
+        self._session: aiohttp.ClientSession | None = None  # to the nodes its spanning models span
+
+    def _spanning_heads(self) -> dict[str, span.Part]:
+        """The enabled models this node runs the head of, spanning other nodes."""
+        cluster = self.settings.cluster
+        heads = {}
+        for m in self.catalog.enabled:
+            if m.spec.serve.nodes > 1 and (p := span.part(m.spec, cluster)) is not None and p.role == "head":
+                heads[m.id] = p
+        return heads
+
+    def _span_clients(self) -> dict[str, Parts]:
+        heads = self._spanning_heads()
+        if not heads:
+            return {}
+        links = {p.name: p for p in self.peers}
+        missing = sorted({n for p in heads.values() for n in p.nodes[1:]} - set(links))
+        if missing:  # (the daemon reads every configured peer's key: only a caller can forget)
+            raise RuntimeError(f"the spanning models this node owns need a link to {', '.join(missing)}")
+        # Limits: a node that does not answer fails a call within its own bounds (parts.py).
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        cluster = self.settings.cluster
+        return {
+            model: Parts(
+                model,
+                cluster.node,
+                [links[n] for n in p.nodes[1:]],
+                self._session,
+                lease=cluster.reservation_lease,
+            )
+            for model, p in heads.items()
+        }
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self, *, preload: bool = False) -> None:
@@ -120,10 +159,13 @@ class Supervisor:
             if record.memory_bytes:
                 self._scheduler.learned_memory(model.id, record.memory_bytes)
         self._listeners.append(self._learn)  # first: estimates are right for those after it
+        self._fx.spans = self._span_clients()
         self._fx.systemd, states = await self._connect()
         self._fx.bus_ready.set()
         now = self._loop.time()
         self._scheduler.adopt(states, now)
+        for spanning in self._fx.spans:  # what runs keeps its other nodes, renewed from now on
+            self._fx.engage(spanning, self._scheduler.state(spanning))
         await self._hold_again(now)
         if preload:
             self._scheduler.preload(now)
@@ -223,6 +265,8 @@ class Supervisor:
         if self._saver is not None:
             await asyncio.gather(self._saver, return_exceptions=True)  # what was learned is kept
         await self._fx.close()
+        if self._session is not None:
+            await self._session.close()
         for systemd in (self._fx.systemd, self._fresh):
             if systemd is not None:
                 await systemd.close()
@@ -272,8 +316,8 @@ class Supervisor:
             case msg.Cancel(request):
                 if self._fx.waiters.pop(request, None) is not None:
                     s.cancel(request, now)
-            case msg.StartFinished(model, result, unit_result, detail):
-                s.start_finished(model, result, unit_result, now, detail)
+            case msg.StartFinished(model, result, unit_result, detail, error):
+                s.start_finished(model, result, unit_result, now, detail, error)
             case msg.StopFinished(model):
                 s.stop_finished(model, now)
             case msg.JobLost(model, reason):
@@ -296,6 +340,12 @@ class Supervisor:
                 s.unit_state(model, active, now)
             case msg.EngineHung(model, reason):
                 s.engine_hung(model, reason, now)
+            case msg.PartLost(model, error):
+                s.part_lost(model, error, now)
+            case msg.PartWanted(model, node):
+                if s.state(model) is ModelState.READY:
+                    log.info("%s wants its node back: draining %s", node, model, extra={"model": model})
+                s.part_wanted(model, now)
             case msg.Measured(model, footprint, exec_to_ready):
                 if footprint is not None:
                     self._learned.record(model).memory_bytes = footprint
@@ -305,8 +355,8 @@ class Supervisor:
                 self._save_learned()
             case msg.Sized(model, weights):
                 self._sized(model, weights)
-            case msg.Reserve(model, holder, lease, future):
-                granted = s.reserve(model, holder, now + lease, now)
+            case msg.Reserve(model, holder, lease, future, renew):
+                granted = s.reserve(model, holder, now + lease, now, renew=renew)
                 self._save_held()
                 if not future.done():
                     future.set_result(granted)
@@ -337,6 +387,7 @@ class Supervisor:
     # ------------------------------------------------------------------------------ API
     async def acquire(self, model: str, *, wait: bool = True) -> Lease:
         """A lease on `model`, once it is ready (or a SparkError saying why not)."""
+        await self._check_nodes(model)
         request = next(self._ids)
         future: asyncio.Future[Lease] = self._loop.create_future()
         self._post(msg.Acquire(request, model, wait, future))
@@ -350,7 +401,35 @@ class Supervisor:
             raise
 
     async def start_model(self, model: str) -> None:
+        await self._check_nodes(model)
         await self._admin(AdminAction.START, model)
+
+    async def _check_nodes(self, model: str) -> None:
+        """A spanning model that is down: before anything stops for it anywhere, every node it
+        spans, this one too, is asked what it lacks; the first lack fails the request at once,
+        naming the node and the fix (#15). (A snapshot of its state decides only whether to
+        ask: the start itself asks the other nodes again.)"""
+        parts = self._fx.spans.get(model)
+        if parts is None or self._sched.state(model) not in (ModelState.STOPPED, ModelState.FAILED):
+            return
+        spec = self.catalog.models[model].spec
+        here = await asyncio.to_thread(
+            lacks,
+            model,
+            self.settings.runtime.hf_cache,
+            spec.source.hf_repo,
+            spec.source.revision,
+            spec.engine.image,
+            self.catalog.models[model].extra_repos,
+        )
+        if here:
+            node = self.settings.cluster.node
+            raise ModelStartFailedError(
+                f"The model '{model}' cannot start: on {node} (this node), {here[0].message}.",
+                retry_after=30,
+                hint=here[0].message,
+            )
+        await parts.check()
 
     async def stop_model(self, model: str, *, now: bool = False) -> None:
         await self._admin(AdminAction.STOP_NOW if now else AdminAction.STOP, model)
@@ -365,12 +444,18 @@ class Supervisor:
         self._post(msg.Admin(action, model, future))
         await future
 
-    async def reserve(self, model: str, holder: str, lease: float) -> bool:
+    async def reserve(self, model: str, holder: str, lease: float, *, renew: bool = False) -> bool:
         """Node `holder` reserves this node for the worker part of `model` for `lease` seconds
-        (asking again renews): True once the node is held for it, False while it waits its turn."""
+        (asking again renews): True once the node is held for it, False while it waits its turn.
+        `renew`: only renew; one that ended is a ReservationError, not a new reservation."""
         future: asyncio.Future[bool] = self._loop.create_future()
-        self._post(msg.Reserve(model, holder, lease, future))
+        self._post(msg.Reserve(model, holder, lease, future, renew))
         return await future
+
+    def wanted_back(self, model: str) -> bool:
+        """Whether this node's own requests wait for the node another holds for `model` (a
+        snapshot, reported to the holder when it renews)."""
+        return self._sched.wanted_back(model)
 
     async def release_reservation(self, model: str, holder: str) -> None:
         """Node `holder` is done with this node: the worker part stops, the node is free."""

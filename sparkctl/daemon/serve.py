@@ -24,6 +24,7 @@ from aiohttp import web
 from sparkctl.apikeys import KeyFile
 from sparkctl.apikeys.engine import read_engine_key
 from sparkctl.catalog import Catalog, load_catalog
+from sparkctl.core.parts import PeerLink
 from sparkctl.core.states import ModelState
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.daemon import journal
@@ -82,7 +83,8 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
     check_exposure(settings, listeners)
     # Before anything starts: a peer's key file that cannot be read is a configuration error.
     peers = await asyncio.to_thread(read_peers, settings.cluster)
-    supervisor = Supervisor(catalog, settings)
+    links = [PeerLink(p.name, str(p.url), p.key) for p in peers]
+    supervisor = Supervisor(catalog, settings, peers=links)
     await supervisor.start(preload=await asyncio.to_thread(first_start_since_boot, _state_dir()))
     runner = await _start_gateway(settings, catalog, supervisor, listeners, peers)
     stop = _stop_on_signals()

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from sparkctl.apikeys import KeyFile
 from sparkctl.catalog import Catalog
+from sparkctl.catalog.span import owners
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.errors import RequestTooLargeError, SparkError
 from sparkctl.gateway import admin, openai, openapi, proxy, span, ui
@@ -72,6 +73,7 @@ def build_app(
         bodies=BodyBudget(settings.gateway.body_budget),
         engine_auth=f"Bearer {engine_key}" if engine_key else None,
         peers=Peers(settings.cluster.node, peers, settings.cluster) if peers else None,
+        owners=owners([m.spec for m in catalog.enabled], settings.cluster),
     )
     if gateway.peers is not None:
         gateway.metrics.watch_peers(gateway.peers)

@@ -86,6 +86,8 @@ class Gateway:
     holds: KeyHolds = field(default_factory=KeyHolds)  # requests in progress, by key
     sessions: Sessions = field(default_factory=Sessions)  # the dashboard's sign-ins (#17)
     peers: Peers | None = None  # the other nodes of a cluster (#15); None: no [cluster] peers
+    # model → the node that owns it, for each spanning model this node runs only a worker of
+    owners: dict[str, str] = field(default_factory=dict)
 
     def direct_model(self, request: web.BaseRequest) -> str | None:
         if not self.direct_ports or request.transport is None:

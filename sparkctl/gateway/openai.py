@@ -48,15 +48,30 @@ def model_object(gw: Gateway, model: Model) -> dict[str, Any]:
     return obj
 
 
+def _served_here_or_by_owner(gw: Gateway, model: Model) -> dict[str, Any]:
+    """A model as this node lists it; one it runs only a worker part of, as its owner lists it
+    (the owner serves it: its state is the model's). An owner not heard from yet: listed as
+    its, unavailable."""
+    owner = gw.owners.get(model.id)
+    if owner is None or gw.peers is None:
+        return model_object(gw, model)
+    for entry in gw.peers.listing():
+        if entry["id"] == model.id and entry["node"] == owner:
+            return entry
+    return {**model_object(gw, model), "node": owner, "available": False, "state": "unavailable"}
+
+
 async def list_models(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     fixed = gw.direct_model(request)
     models = [gw.catalog.models[fixed]] if fixed else list(gw.catalog)
-    data = [model_object(gw, m) for m in models]
     # The whole cluster's models, but to a peer that asks (with the relay marker) only this
     # node's own: each node lists what it serves itself, so listings never go round.
-    if gw.peers is not None and not fixed and RELAYED not in request.headers:
+    cluster = gw.peers is not None and not fixed and RELAYED not in request.headers
+    if cluster and gw.peers is not None:
         await gw.peers.settled()
+    data = [_served_here_or_by_owner(gw, m) if cluster else model_object(gw, m) for m in models]
+    if cluster and gw.peers is not None:
         local = {m.id for m in models}
         data.extend(entry for entry in gw.peers.listing() if entry["id"] not in local)
     return web.json_response({"object": "list", "data": data})
@@ -67,6 +82,8 @@ async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     try:
         model = gw.catalog.resolve(name)
+        if model.id in gw.owners and RELAYED not in request.headers:
+            return web.json_response(_served_here_or_by_owner(gw, model))
     except UnknownModelError:
         if gw.peers is None or RELAYED in request.headers or (remote := await gw.peers.locate(name)) is None:
             raise

@@ -270,6 +270,14 @@ class Peers:
                 return Remote(state, str(entry["id"]))
         return None
 
+    def at(self, node: str, model: str) -> Remote | None:
+        """`model` on the peer called `node`, whether or not it lists it now (a spanning model's
+        owner serves it; a request for it at a worker node goes there)."""
+        for state in self:
+            if state.peer.name == node:
+                return Remote(state, model)
+        return None
+
     async def locate(self, name: str) -> Remote | None:
         """`find`, after asking the peers afresh if none is known to serve it (at most once per
         ON_DEMAND_EVERY: unknown names must not flood the peers)."""

@@ -68,8 +68,10 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
             parsed = parse_body(body, content_type)
             try:
                 model = resolve(gw.catalog, gw.direct_model(request) or path_model or parsed.name)
+                remote = relay.owner(gw, request, model.id)  # a part here of another node's model
             except UnknownModelError as unknown:  # another node's, perhaps (#15)
                 remote = await relay.locate(gw, request, path_model or parsed.name, unknown)
+            if remote is not None:
                 model_id = remote.model_id
                 del parsed
                 response = await relay.relay(request, gw, remote, body, request_id)

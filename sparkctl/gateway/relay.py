@@ -58,6 +58,16 @@ async def locate(gw: Gateway, request: web.Request, name: str | None, unknown: U
     raise unknown
 
 
+def owner(gw: Gateway, request: web.Request, model: str) -> Remote | None:
+    """The node that owns `model`, where this node runs only a worker part of it: the owner
+    serves it, so the request goes there (None: this node serves `model` itself). A request
+    relayed here already stays, and is refused by the scheduler (409): it never goes round."""
+    node = gw.owners.get(model)
+    if node is None or gw.peers is None or RELAYED in request.headers:
+        return None
+    return gw.peers.at(node, model)
+
+
 async def relay(
     request: web.Request, gw: Gateway, remote: Remote, body: bytes, request_id: str
 ) -> web.StreamResponse:

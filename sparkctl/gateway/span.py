@@ -3,6 +3,7 @@ it asks of each other node it spans.
 
     GET    /api/v1/models/{model}/preflight                         what it lacks here to start
     POST   /api/v1/reservations/{model}?holder=NODE&lease=SECONDS   reserve, or renew
+                                                    (&renew=1: renew only, 409 if it ended)
     DELETE /api/v1/reservations/{model}?holder=NODE                 release
 
 The preflight is asked of every node before anything stops anywhere: a node that lacks the
@@ -83,8 +84,12 @@ async def reserve(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     model = resolve(gw.catalog, request.match_info["model"])
     holder, lease = _holder(gw, request), _lease(request)
-    granted = await gw.supervisor.reserve(model.id, holder, lease)
-    record = ReservationStatus(model=model.id, holder=holder, granted=granted, lease_s=lease)
+    renew = request.query.get("renew") == "1"
+    granted = await gw.supervisor.reserve(model.id, holder, lease, renew=renew)
+    wanted = granted and gw.supervisor.wanted_back(model.id)
+    record = ReservationStatus(
+        model=model.id, holder=holder, granted=granted, lease_s=lease, wanted_back=wanted
+    )
     return web.json_response(record.model_dump(mode="json"), status=200 if granted else 202)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sparkctl.apikeys import KeyStore, edit
 from sparkctl.apikeys.engine import engine_env_text
-from sparkctl.catalog import Catalog, load_catalog
+from sparkctl.catalog import Catalog, load_catalog, span
 from sparkctl.core.systemd import Systemd
 from sparkctl.errors import InstallError
 from sparkctl.paths import POLKIT_RULE, SHIPPED_CATALOG, SHIPPED_UNITS, write_atomic
@@ -174,12 +174,14 @@ async def _enable_and_start(settings: Settings, catalog: Catalog, report: Report
     systemd = await Systemd.connect(settings.systemd.bus)
     try:
         await systemd.reload()
-        sockets = [DAEMON_SOCKET] + [socket_name(m.id) for m in catalog.enabled if m.direct_port]
+        # (a worker part of a spanning model has no port: its owner takes the requests)
+        served = [m for m in catalog.enabled if span.serves_here(m.spec, settings.cluster)]
+        sockets = [DAEMON_SOCKET] + [socket_name(m.id) for m in served if m.direct_port]
         await systemd.enable(sockets)
         for unit in sockets:
             await (await systemd.start(unit)).wait()
         report.add(f"enabled and started {len(sockets)} sockets")
-        for model in catalog.enabled:
+        for model in served:
             if model.spec.serve.preload:
                 result = await (await systemd.start(service_name(model.id))).wait()
                 report.add(f"preload {model.id}: {result}")

@@ -93,7 +93,7 @@ def sparks() -> Iterator[list[Spark]]:
                 },
                 engine={"args": ["--load-time", "0.3", "--heartbeat-timeout", "2"]},
             )
-            files = render(load_catalog(settings, [catalog], spanning=True), settings)
+            files = render(load_catalog(settings, [catalog]), settings)
             sync(files, {"quadlet": box.quadlet_dir, "unit": box.unit_dir})
             box.daemon_reload()
             sparks.append(Spark(name, box, settings))

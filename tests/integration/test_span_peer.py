@@ -66,7 +66,7 @@ async def peer(box: Box, tmp_path: Path) -> AsyncIterator[Supervisor]:
     )
     span_weights = repo_dir(settings.runtime.hf_cache, "org/span")
     shutil.rmtree(span_weights, ignore_errors=True)  # the box's cache outlives a test: start without
-    catalog = load_catalog(settings, [tmp_path], spanning=True)
+    catalog = load_catalog(settings, [tmp_path])
     files = render(catalog, settings)
     dirs = {"quadlet": box.quadlet_dir, "unit": box.unit_dir}
     sync(files, dirs)

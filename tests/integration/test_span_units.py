@@ -56,7 +56,7 @@ def test_every_part_passes_quadlet_and_systemd_analyze(box: Box) -> None:
                 },
             )
             out = box.path / f"span-{node}"
-            files = render(load_catalog(settings, [catalog], spanning=True), settings)
+            files = render(load_catalog(settings, [catalog]), settings)
             sync(files, {"quadlet": out, "unit": out})
             proc = box.run(sys.executable, "-c", CHECK, str(out), settings.model_dump_json(), check=False)
             ok, lines = json.loads(proc.stdout)

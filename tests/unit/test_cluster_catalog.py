@@ -45,14 +45,10 @@ def test_a_disabled_spanning_model_is_not_held_to_this_cluster(tmp_path: Path) -
     assert code == 0, lines
 
 
-def test_an_enabled_spanning_model_is_refused_until_spanning_models_start(tmp_path: Path) -> None:
-    path = write_model(tmp_path / "models", "big", serve=SPAN, engine=VLLM)
+def test_an_enabled_spanning_model_that_fits_the_cluster_is_valid(tmp_path: Path) -> None:
+    write_model(tmp_path / "models", "big", serve=SPAN, engine=VLLM)
     code, lines = _validate(tmp_path, CLUSTER)
-    assert code == 1 and lines[0] == (
-        f"{path}: serve.nodes: models that span nodes are validated but not started by this version "
-        'yet (docs/cluster.md): keep it status = "disabled" until then'
-    )
-    # The renderer's own loading accepts it: the fit to the cluster is all that is checked there.
+    assert code == 0, lines
     settings = Settings.model_validate(
         {
             "cluster": {
@@ -63,7 +59,7 @@ def test_an_enabled_spanning_model_is_refused_until_spanning_models_start(tmp_pa
             }
         }
     )
-    assert load_catalog(settings, [tmp_path / "models"], spanning=True).models["big"].spec.serve.nodes == 2
+    assert load_catalog(settings, [tmp_path / "models"]).models["big"].spec.serve.nodes == 2
 
 
 @pytest.mark.parametrize(
@@ -129,12 +125,12 @@ def test_a_node_the_model_does_not_span_needs_no_link(tmp_path: Path) -> None:
             }
         }
     )
-    load_catalog(settings, [tmp_path / "models"], spanning=True)
+    load_catalog(settings, [tmp_path / "models"])
     settings = settings.model_copy(
         update={"cluster": settings.cluster.model_copy(update={"node": "spark-0"})}
     )
     with pytest.raises(CatalogError, match=r"needs cluster\.interface"):
-        load_catalog(settings, [tmp_path / "models"], spanning=True)  # spark-0 sorts first: a worker
+        load_catalog(settings, [tmp_path / "models"])  # spark-0 sorts first: a worker
 
 
 def test_nodes_and_multinode_are_typed(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def settings_for(node: str, *, nodes: tuple[str, ...] = ("spark-a", "spark-b")) 
 
 def rendered(tmp_path: Path, node: str, **kw: Any) -> dict[str, str]:
     settings = settings_for(node, **kw)
-    return {f.name: f.text for f in render(load_catalog(settings, [tmp_path], spanning=True), settings)}
+    return {f.name: f.text for f in render(load_catalog(settings, [tmp_path]), settings)}
 
 
 def lines(text: str, key: str) -> list[str]:

@@ -419,7 +419,7 @@ def test_the_spanning_example_is_the_two_spark_playbook(catalog: Catalog, tmp_pa
             }
         }
     )
-    files = {f.name: f.text for f in render(load_catalog(settings, [tmp_path], spanning=True), settings)}
+    files = {f.name: f.text for f in render(load_catalog(settings, [tmp_path]), settings)}
     (exec_line,) = [
         ln for ln in files[f"sparkctl-{model.id}.container"].splitlines() if ln.startswith("Exec=")
     ]

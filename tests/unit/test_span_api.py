@@ -64,7 +64,7 @@ async def peer(tmp_path: Path) -> AsyncIterator[Peer]:
     write_model(tmp_path / "models", "big", serve=SPAN, engine={"command": ["vllm", "serve"]})
     write_model(tmp_path / "models", "small")
     write_model(tmp_path / "models", "proc", engine={"runtime": "process", "image": None, "port": 29370})
-    catalog = load_catalog(settings, [tmp_path / "models"], spanning=True)
+    catalog = load_catalog(settings, [tmp_path / "models"])
     store = KeyStore()
     admin, user = store.add("spark-a", admin=True), store.add("app")
     await asyncio.to_thread(store.save, tmp_path / "api-keys")
@@ -95,7 +95,14 @@ async def peer(tmp_path: Path) -> AsyncIterator[Peer]:
 async def test_the_owner_reserves_renews_and_releases_this_node(peer: Peer) -> None:
     assert await peer.reserved_by() is None
     status, body = await peer.reserve("holder=spark-a&lease=30")
-    assert status == 200 and body == {"model": "big", "holder": "spark-a", "granted": True, "lease_s": 30.0}
+    assert status == 200
+    assert body == {
+        "model": "big",
+        "holder": "spark-a",
+        "granted": True,
+        "lease_s": 30.0,
+        "wanted_back": False,
+    }
     assert await peer.reserved_by() == "spark-a"
     status, body = await peer.reserve("holder=spark-a&lease=60")  # renewed
     assert status == 200 and body["granted"] is True
