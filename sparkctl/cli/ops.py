@@ -212,11 +212,19 @@ def uninstall(ctx: Context, user: bool) -> None:
 @click.command()
 @click.option("--port", default=8009, show_default=True, help="Where the demo's gateway listens.")
 @click.option("--once", is_flag=True, help="Serve the first request, then tear down (for scripts).")
-def demo(port: int, once: bool) -> None:
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 4),
+    default=1,
+    show_default=True,
+    help="Sandboxed Sparks in a cluster, with a model that spans them all.",
+)
+def demo(port: int, once: bool, nodes: int) -> None:
     """Serve emulated models through the real stack, in a sandbox (root; no Spark needed)."""
     from sparkctl.tools import demo as demo_module
 
-    raise SystemExit(demo_module.run(port, once=once, say=lambda line: click.echo(line, err=True)))
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    raise SystemExit(demo_module.run(port, once=once, say=say, nodes=nodes))
 
 
 COMMANDS = [serve, ps, start, stop, logs, install, uninstall, demo]

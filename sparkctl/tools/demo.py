@@ -131,11 +131,18 @@ def dashboard(url: str) -> str:
         raise DemoError(f"the dashboard did not answer at {url}/: {e}") from None
 
 
-def run(port: int, *, once: bool, say: Callable[[str], None]) -> int:
+def run(port: int, *, once: bool, say: Callable[[str], None], nodes: int = 1) -> int:
     # SIGINT (Ctrl-C; also when started where it is ignored, as in a script's background job)
     # and SIGTERM end the demo alike: the sandbox is torn down and its record removed.
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if nodes > 1:
+            from sparkctl.tools import demo_cluster
+
+            def wait() -> None:
+                _wait_for_signal(lambda: say("Ctrl-C stops the demo and removes the sandboxes."))
+
+            return demo_cluster.run(port, nodes, once=once, say=say, wait=wait)
         return _run(port, once=once, say=say)
     finally:
         for sig, handler in previous.items():

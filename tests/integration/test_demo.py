@@ -44,6 +44,23 @@ def test_demo_once_serves_a_chat_completion_and_cleans_up(box: Box) -> None:
     assert not LOCATOR.exists()
 
 
+def test_demo_with_two_nodes_serves_a_model_spanning_both_once(box: Box) -> None:
+    """`sparkctl demo --nodes 2 --once` (#15): two sandboxed Sparks, linked, each with its own
+    daemon; the first request is for the model that spans both, and is served."""
+    proc = subprocess.run(
+        [SPARKCTL, "demo", "--nodes", "2", "--once", "--port", "28962"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "models: demo-a (spark-a), demo-span (spark-a), demo-b (spark-b)" in proc.stderr
+    assert "demo-span (spanning 2 nodes) answered after a cold start" in proc.stderr
+    assert not (ROOT / "demo-node0").exists() and not (ROOT / "demo-node1").exists()
+    assert not LOCATOR.exists()
+
+
 def admin(*argv: str) -> subprocess.CompletedProcess[str]:
     """Root's `sparkctl ARGV` as typed at a shell next to the demo: no flags, no SPARKCTL_* set."""
     env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
