@@ -3,11 +3,10 @@ model spans, over that node's admin API (gateway/span.py answers there) — befo
 what the model lacks on it; then a reservation of the node, renewed while held; the worker part's
 start; at the end, the worker's stop and the release.
 
-The owner's effects are to drive this around the head's own unit — check, reserve, start the
-workers, start the head; stop the head, release — which is not wired into the daemon yet: an
-enabled spanning model is still refused at catalog load (docs/cluster.md). Every failure names
-the node, and a node that does not answer is `peer_unavailable`, never a hang (each call is
-bounded by `timeout`).
+The owner's effects (effects.py) drive this around the head's own unit: check, reserve, start
+the workers, then the head; renew while it serves; on any end, release. Every failure names the
+node, and a node that does not answer is `peer_unavailable`, never a hang (each call is bounded
+by `timeout`).
 """
 
 from __future__ import annotations

@@ -398,7 +398,7 @@ def test_a_flag_owned_by_a_typed_field_is_refused(extra_args: list[str], flag: s
 
 
 def test_the_spanning_example_is_the_two_spark_playbook(catalog: Catalog, tmp_path: Path) -> None:
-    """Disabled (spanning models are not started yet), so it renders nothing in quadlets/; once an
+    """Disabled (it needs a configured cluster and an owner), so it renders nothing in quadlets/; once an
     operator names its owner and enables it on two Sparks, its head runs the playbook's command."""
     (model,) = [catalog.models[i] for i in SPANNING]
     assert not model.spec.enabled and model.spec.disabled_reason
