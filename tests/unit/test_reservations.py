@@ -269,3 +269,71 @@ def test_random_traffic_with_reservations_keeps_every_invariant() -> None:
             for view in n.s.views():  # an estimate for every model at every step, reservations or not
                 assert n.s.eta(view.id, n.now).seconds < 10_000, view
         drain_all(n, held, waiting)  # reservations run out; every local request is then served
+
+
+# ------------------------------------------------------------------------------ the owner's side
+def test_a_renewal_never_makes_a_new_reservation_and_says_when_the_node_is_wanted_back() -> None:
+    n = Node(worker(), m("a", 0.5))
+    with pytest.raises(ReservationError, match="holds no reservation for 'big' by spark-a any more"):
+        n.s.reserve(BIG, "spark-a", n.now + LEASE, n.now, renew=True)  # it ran out, or never was
+    assert n.s.reservations() == {}
+    assert n.reserve() is True and n.s.wanted_back(BIG) is False
+    assert n.acquire(1, "a") is QUEUED  # this node's own request waits for the held node …
+    assert n.s.wanted_back(BIG) is True  # … which the owner hears of when it renews
+    assert n.s.reserve(BIG, "spark-a", n.now + LEASE, n.now, renew=True) is True
+    n.release_reservation()
+    n.advance(1)
+    assert n.fake.starts() == ["a"]
+
+
+def test_an_owner_whose_other_node_is_lost_ends_its_requests_with_that_error_and_stops() -> None:
+    from sparkctl.errors import PeerUnavailableError
+
+    w = Node(m("span", 0.85, exclusive=True))
+    assert w.acquire(1, "span") is QUEUED
+    w.ready("span")
+    assert 1 in w.fake.granted
+    lost = PeerUnavailableError("spark-b does not answer, and the model 'span' spans it.")
+    w.s.part_lost("span", lost, w.now)
+    assert w.fake.aborted[1] is lost and w.fake.stops() == ["span"]
+    assert w.state("span") is ModelState.STOPPING
+    w.s.part_lost("span", lost, w.now)  # a second report changes nothing
+    assert w.fake.stops() == ["span"]
+    w.stopped("span")
+    assert w.acquire(2, "span") is QUEUED and w.fake.starts() == ["span", "span"]  # asked afresh
+
+
+def test_an_owner_gives_a_node_back_as_for_a_local_swap() -> None:
+    w = Node(m("span", 0.85, exclusive=True), drain_timeout=20)
+    assert w.acquire(1, "span") is QUEUED
+    w.ready("span")
+    w.s.part_wanted("span", w.now)
+    assert w.state("span") is ModelState.DRAINING and w.fake.stops() == []  # its request finishes
+    assert w.acquire(2, "span") is QUEUED  # a new one waits for the next start
+    w.release(1, "span")
+    assert w.fake.stops() == ["span"]
+    w.stopped("span")
+    assert w.fake.starts() == ["span", "span"]  # started again for the waiting request
+    w.ready("span")
+    assert 2 in w.fake.granted
+
+
+def test_a_drain_for_a_node_wanted_back_is_bounded_by_drain_timeout() -> None:
+    w = Node(m("span", 0.85, exclusive=True), drain_timeout=20)
+    w.acquire(1, "span")
+    w.ready("span")
+    w.s.part_wanted("span", w.now)
+    w.advance(21)
+    assert 1 in w.fake.aborted and w.fake.stops() == ["span"]
+
+
+def test_a_start_that_failed_on_another_node_tells_its_waiters_that_nodes_error() -> None:
+    from sparkctl.core.states import JobResult
+    from sparkctl.errors import ModelStartFailedError
+
+    w = Node(m("span", 0.85, exclusive=True))
+    assert w.acquire(1, "span") is QUEUED
+    error = ModelStartFailedError("The model 'span' cannot start: on spark-b, weights … missing.")
+    w.fake.running.discard("span")
+    w.s.start_finished("span", JobResult.FAILED, "other-node", w.now, "", error)
+    assert w.fake.rejected[1] is error
