@@ -12,7 +12,8 @@ request at once, naming it and the fix, with nothing stopped on either node; a r
 node evicts both tenants and is served (at the worker node, relayed to the owner); a local request
 at the worker node gets its node back (the owner drains its model, as for a local swap);
 concurrent requests for local and spanning models from both nodes; a worker killed mid-stream;
-the owner's daemon restarted (it adopts the head and keeps the worker's node); a peer unreachable
+the owner's daemon restarted (it adopts the head and keeps the worker's node); the worker node's
+daemon restarted (it holds its node again for the owner); a peer unreachable
 (the model stops with a clear error, the node it could not release frees itself when its
 reservation runs out)."""
 
@@ -297,6 +298,25 @@ async def test_the_owners_daemon_restarted_keeps_the_model_and_its_nodes(
     after = a.box.systemctl("show", "-p", "MainPID", "--value", "sparkctl-span.service").stdout.strip()
     assert after == pid  # adopted, not restarted
     assert state(b, "sparkctl-span.service") == "active"
+
+
+async def test_the_worker_nodes_daemon_restarted_keeps_the_node_held(cluster: Cluster, watch: Watch) -> None:
+    a, b = cluster[0], cluster[1]
+    (ready,) = await chat(a, [{"model": "span"}])
+    assert ready["ok"], ready
+    pid = b.box.systemctl("show", "-p", "MainPID", "--value", "sparkctl-span.service").stdout.strip()
+    # a stream through the restart: the worker part serves on, the new daemon holds the node again
+    streaming = asyncio.ensure_future(chat(a, [{"model": "span", "stream": True, "max_tokens": 120}]))
+    await asyncio.sleep(1)
+    await asyncio.to_thread(b.box.systemctl, "restart", "sparkctl.service")
+    (during,) = await streaming
+    assert during["ok"] and len(during["content"].split()) == 120, during
+    await asyncio.sleep(LEASE * 1.5)  # renewals reached the new daemon
+    assert reserved_by(b) == "spark-a"
+    after = b.box.systemctl("show", "-p", "MainPID", "--value", "sparkctl-span.service").stdout.strip()
+    assert after == pid  # the worker adopted, not restarted
+    (again,) = await chat(b, [{"model": "span"}])
+    assert again["ok"], again
 
 
 async def test_a_peer_unreachable_stops_the_model_with_a_clear_error(cluster: Cluster, watch: Watch) -> None:
