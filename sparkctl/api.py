@@ -55,6 +55,8 @@ class PreflightStatus(Record):
     model: str
     ready: bool
     missing: list[str]
+    # the model's catalog entry here (catalog/span.py fingerprint): every node must have the same
+    catalog_sha256: str | None = None
 
 
 class ReservationStatus(Record):

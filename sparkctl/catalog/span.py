@@ -9,6 +9,7 @@ the renderer (units/render.py) and the cross-checks call it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -119,6 +120,12 @@ def part(spec: ModelSpec, cluster: ClusterSettings) -> Part | None:
         head_port=cluster.head_port,
         master_port=cluster.master_port,
     )
+
+
+def fingerprint(spec: ModelSpec) -> str:
+    """What every node a spanning model spans must agree on: its catalog entry, as parsed (a
+    digest; nodes on the same sparkctl parse the same file to the same text)."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
 def serves_here(spec: ModelSpec, cluster: ClusterSettings) -> bool:

@@ -51,6 +51,7 @@ class Parts:
         peers: Sequence[PeerLink],
         session: aiohttp.ClientSession,
         *,
+        fingerprint: str | None = None,
         lease: float = 30.0,
         poll: float = 1.0,
         timeout: float = 5.0,
@@ -59,19 +60,29 @@ class Parts:
         self.owner = owner
         self.peers = list(peers)
         self._session = session
+        self._fingerprint = fingerprint  # the owner's catalog entry for the model (span.fingerprint)
         self.lease = lease
         self._poll = poll
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def check(self) -> None:
         """Before anything stops anywhere: raise, naming the node and the fix, if the model lacks
-        its weights or its image on any node it spans."""
+        its weights or its image on any node it spans, or its catalog entry there differs."""
         answers = await asyncio.gather(
             *(self._call(p, "GET", f"/api/v1/models/{self.model}/preflight") for p in self.peers)
         )
         for peer, (status, body) in zip(self.peers, answers, strict=True):
             if status != 200:
                 raise self._refused(peer, "its preflight", body)
+            theirs = body.get("catalog_sha256")
+            if self._fingerprint is not None and theirs is not None and theirs != self._fingerprint:
+                raise ModelStartFailedError(
+                    f"The model '{self.model}' cannot start: its catalog entry on {peer.name} differs "
+                    f"from this node's; every node it spans needs the same file.",
+                    retry_after=RETRY_AFTER,
+                    hint=f"copy {self.model}'s catalog file to {peer.name} (/etc/sparkctl/models), "
+                    "then `sparkctl install` there",
+                )
             if missing := body.get("missing"):
                 more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
                 raise ModelStartFailedError(

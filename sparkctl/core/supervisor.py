@@ -128,6 +128,7 @@ class Supervisor:
                 [links[n] for n in p.nodes[1:]],
                 self._session,
                 lease=cluster.reservation_lease,
+                fingerprint=span.fingerprint(self.catalog.models[model].spec),
             )
             for model, p in heads.items()
         }

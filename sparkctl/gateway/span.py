@@ -25,6 +25,7 @@ import math
 from aiohttp import web
 
 from sparkctl.api import PreflightStatus, ReservationStatus
+from sparkctl.catalog.span import fingerprint
 from sparkctl.core.preflight import lacks
 from sparkctl.errors import BadRequestError
 from sparkctl.gateway.context import GATEWAY, Gateway
@@ -76,6 +77,7 @@ async def preflight(request: web.Request) -> web.Response:
         model=model.id,
         ready=not missing,
         missing=[lack.message for lack in missing],
+        catalog_sha256=fingerprint(spec),
     )
     return web.json_response(record.model_dump(mode="json"))
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from sparkctl import __version__
 from sparkctl.apikeys import edit
-from sparkctl.catalog import load_catalog
+from sparkctl.catalog import load_catalog, span
 from sparkctl.cli import cli
 from sparkctl.settings import Settings
 from sparkctl.tools import doctor
@@ -505,6 +505,59 @@ def test_a_cluster_s_peers(spark: Spark) -> None:
     assert "calls itself 'spark-c'" in check().detail
 
 
+def test_what_a_spanning_model_needs_on_every_node_it_spans(spark: Spark) -> None:
+    assert spark.check(doctor.check_spanning).detail == "no peers configured: no model spans Sparks here"
+    key = spark.tmp / "peer-b.key"
+    key.write_text("sk-spark-peer\n")
+    spark.settings_data["cluster"] = {
+        "node": "spark-a",
+        "interface": "qsfp0",
+        "address": "192.168.100.1",
+        "peers": [{"name": "spark-b", "url": "http://192.168.100.2:8009", "api_key_file": str(key)}],
+    }
+    assert spark.check(doctor.check_spanning).detail == "no enabled model spans this node and others"
+    write_model(
+        spark.tmp / "models",
+        "big",
+        serve={"nodes": 2, "gpu": "exclusive", "owner": "spark-a"},
+        engine={"image": "vllm/vllm-openai:v0.11.0", "command": ["vllm", "serve"]},
+    )
+    settings = spark.settings()
+    mine = span.fingerprint(load_catalog(settings).models["big"].spec)
+    preflight = "http://192.168.100.2:8009/api/v1/models/big/preflight"
+    answers: dict[str, tuple[int, bytes] | None] = {}
+    asked: list[tuple[str, dict[str, str]]] = []
+
+    def fetch(url: str, headers: Mapping[str, str]) -> tuple[int, bytes] | None:
+        asked.append((url, dict(headers)))
+        return answers.get(url)
+
+    def check() -> Check:
+        host = spark.host()
+        host.fetch = fetch
+        return doctor.check_spanning(host, settings)
+
+    def answer(missing: list[str], fingerprint: str | None = mine) -> None:
+        body = {"node": "spark-b", "model": "big", "ready": not missing, "missing": missing}
+        answers[preflight] = (200, json.dumps({**body, "catalog_sha256": fingerprint}).encode())
+
+    answer([])
+    ok = check()
+    assert ok.status == "pass" and ok.detail.endswith("the same entry: big (spark-a, spark-b)"), ok
+    assert asked[-1] == (preflight, {"Authorization": "Bearer sk-spark-peer"})
+    answer(["weights for org/model@main are not in /c: run sparkctl pull big"])
+    lacking = check()
+    assert lacking.status == "warn" and lacking.detail == (
+        "big on spark-b: weights for org/model@main are not in /c: run sparkctl pull big"
+    )
+    answer([], "0" * 64)
+    assert check().detail == "big on spark-b: its catalog entry differs from this node's"
+    answers[preflight] = (404, b"{}")
+    assert check().detail == "big on spark-b: not in its catalog"
+    answers[preflight] = None
+    assert check().detail == "big on spark-b: does not answer"
+
+
 def test_a_broken_check_is_reported_and_the_others_still_run(
     spark: Spark, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -545,6 +598,7 @@ def test_doctor_command_on_this_host(tmp_path: Path) -> None:
         "model footprints",
         "cluster link",
         "cluster peers",
+        "spanning models",
     ]
     for c in checks:
         assert set(c) == {"check", "status", "detail", "fix"} and c["status"] in ("pass", "warn", "fail")

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from sparkctl.apikeys import KeyFile, KeyStore
 from sparkctl.catalog import load_catalog
+from sparkctl.catalog.span import fingerprint
 from sparkctl.core.scheduler import Scheduler
 from sparkctl.core.supervisor import Supervisor, model_info
 from sparkctl.errors import ReservationError
@@ -187,7 +189,9 @@ async def test_the_preflight_names_what_is_missing_here_and_the_command_that_fix
         f"weights for org/model@main are not in {peer.hf_cache}: run sparkctl pull proc"
     ]
     await asyncio.to_thread(write_placeholder, peer.hf_cache, "org/model")
-    assert await ask("proc") == {"node": "spark-b", "model": "proc", "ready": True, "missing": []}
+    proc = await ask("proc")
+    assert proc == {"node": "spark-b", "model": "proc", "ready": True, "missing": [], "catalog_sha256": ANY}
+    assert proc["catalog_sha256"] == fingerprint(peer.supervisor.catalog.models["proc"].spec)
     assert [m for m in (await ask("big"))["missing"] if "weights" in m] == []
     r = await peer.client.get("/api/v1/models/big/preflight", headers=peer.user)
     assert r.status == 403  # an admin key's question

@@ -8,7 +8,8 @@ works, with a limit worth knowing.
 
 The checks live by subject (runtime: systemd, cgroups, Podman, Quadlet; hardware: GPU, memory,
 swap, disk; service: port, API key, polkit, socket unit, models; learned: what the
-daemon learned of the models' footprints; cluster: the Sparks' direct link and the peers);
+daemon learned of the models' footprints; cluster: the Sparks' direct link and the peers;
+spanning: what the models that span Sparks need on every node);
 `CHECKS` is their order in the report, and `run_checks` reads it from this module at call time,
 so a test may replace it.
 
@@ -49,6 +50,7 @@ from sparkctl.tools.doctor.service import (
     check_port,
     check_socket_unit,
 )
+from sparkctl.tools.doctor.spanning import check_spanning
 
 __all__ = [
     "CDI_FIX",
@@ -78,6 +80,7 @@ __all__ = [
     "check_port",
     "check_quadlet",
     "check_socket_unit",
+    "check_spanning",
     "check_swap",
     "check_systemd",
     "disk_of",
@@ -106,6 +109,7 @@ CHECKS: tuple[CheckFn, ...] = (
     check_footprints,
     check_link,
     check_peers,
+    check_spanning,
 )
 
 
