@@ -138,14 +138,12 @@ def serves_here(spec: ModelSpec, cluster: ClusterSettings) -> bool:
 
 
 def owners(specs: Iterable[ModelSpec], cluster: ClusterSettings) -> dict[str, str]:
-    """Model → its owner, for each enabled model of which this node runs only a worker part:
-    requests for it are the owner's to serve."""
+    """Model → its owner, for each enabled spanning model this node does not serve itself (it
+    runs a worker part of it, or no part at all): requests for it are the owner's to serve."""
     out = {}
     for spec in specs:
-        if spec.enabled and spec.serve.nodes > 1:
-            p = part(spec, cluster)
-            if p is not None and p.role == "worker":
-                out[spec.id] = p.nodes[0]
+        if spec.enabled and spec.serve.nodes > 1 and not serves_here(spec, cluster):
+            out[spec.id] = spanned_nodes(spec, cluster)[0]
     return out
 
 

@@ -51,9 +51,11 @@ __all__ = ["Lease", "StateListener", "Supervisor", "model_info"]
 
 def model_info(model: Model, cluster: ClusterSettings | None = None) -> ModelInfo:
     """What the scheduler knows of `model`; in a cluster, whether this node runs only a worker
-    part of it (a spanning model another node owns)."""
+    part of it, or no part at all (a spanning model another node owns: never started here but at
+    its owner's word)."""
     spec = model.spec
-    part = span.part(spec, cluster) if cluster is not None and spec.serve.nodes > 1 else None
+    spanning = cluster is not None and spec.serve.nodes > 1
+    part = span.part(spec, cluster) if cluster is not None and spanning else None
     return ModelInfo(
         id=spec.id,
         fraction=spec.engine.gpu_memory_utilization,
@@ -64,7 +66,7 @@ def model_info(model: Model, cluster: ClusterSettings | None = None) -> ModelInf
         max_concurrent=spec.serve.max_concurrent,
         start_timeout=spec.serve.start_timeout,
         unit=service_name(spec.id),
-        worker=part is not None and part.role == "worker",
+        worker=spanning and (part is None or part.role == "worker"),
     )
 
 

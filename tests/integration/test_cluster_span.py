@@ -15,7 +15,7 @@ concurrent requests for local and spanning models from both nodes; a worker kill
 the owner's daemon restarted (it adopts the head and keeps the worker's node); the worker node's
 daemon restarted (it holds its node again for the owner); a peer unreachable
 (the model stops with a clear error, the node it could not release frees itself when its
-reservation runs out)."""
+reservation runs out). Then three Sparks behind a switch, one model across all three."""
 
 from __future__ import annotations
 
@@ -342,3 +342,48 @@ async def test_a_peer_unreachable_stops_the_model_with_a_clear_error(cluster: Cl
     await until("spark-b's worker still runs", lambda: state(b, "sparkctl-span.service") != "active")
     (back,) = await chat(b, [{"model": "b-solo"}])
     assert back["ok"], back
+
+
+# ------------------------------------------------------------------------------ three Sparks
+def _three(node: Node) -> None:
+    _models(node)
+    span = (node.catalog / "span.toml").read_text()
+    assert '"nodes" = 2' in span
+    (node.catalog / "span.toml").write_text(span.replace('"nodes" = 2', '"nodes" = 3'))
+
+
+@pytest.fixture(scope="module")
+def three() -> Iterator[Cluster]:
+    reason = sandbox.unavailable_reason()
+    if reason:
+        _unavailable(reason)
+    made = sandbox_cluster.up(
+        ("spark-a", "spark-b", "spark-c"),
+        boxes=f"v{os.getpid()}",
+        port=PORT,
+        models=_three,
+        prefix="10.77.2",
+        extra=f'master_port = 29262\nreservation_lease = "{LEASE}s"',
+    )
+    try:
+        yield made
+    finally:
+        made.down()
+
+
+async def test_three_sparks_behind_a_switch_run_one_model_across_all_three(three: Cluster) -> None:
+    a, b, c = three.nodes
+    async with Watch(three):
+        solos = await asyncio.gather(*(chat(n, [{"model": f"{n.name[-1]}-solo"}]) for n in three.nodes))
+        assert all(r[0]["ok"] for r in solos), solos
+        (served,) = await chat(c, [{"model": "span", "stream": True, "max_tokens": 12}])  # relayed to a
+        assert served["ok"] and len(served["content"].split()) == 12, served
+        for node in three.nodes:
+            assert state(node, "sparkctl-span.service") == "active", node.name
+            assert state(node, f"sparkctl-{node.name[-1]}-solo.service") == "inactive", node.name
+        assert reserved_by(b) == reserved_by(c) == "spark-a"
+        assert "multinode: all 3 nodes joined" in a.box.journal(unit="sparkctl-span.service")
+        (local,) = await chat(c, [{"model": "c-solo"}])  # c wants itself back: the model makes way
+        assert local["ok"], local
+        assert state(a, "sparkctl-span.service") == "inactive"
+        await until("spark-b was not released", lambda: reserved_by(b) is None)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from sparkctl.catalog import load_catalog
+from sparkctl.catalog import load_catalog, span
 from sparkctl.cli import cli
+from sparkctl.core.supervisor import model_info
 from sparkctl.errors import CatalogError
 from sparkctl.settings import Settings
 from tests.helpers import write_model
@@ -125,7 +126,10 @@ def test_a_node_the_model_does_not_span_needs_no_link(tmp_path: Path) -> None:
             }
         }
     )
-    load_catalog(settings, [tmp_path / "models"])
+    catalog = load_catalog(settings, [tmp_path / "models"])
+    # It runs no part there, so it never starts there: its requests go to its owner.
+    assert span.owners([catalog.models["big"].spec], settings.cluster) == {"big": "spark-b"}
+    assert model_info(catalog.models["big"], settings.cluster).worker
     settings = settings.model_copy(
         update={"cluster": settings.cluster.model_copy(update={"node": "spark-0"})}
     )
