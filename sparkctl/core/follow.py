@@ -99,7 +99,7 @@ class Follower:
             case ActiveState.FAILED:
                 self._t.set_state(slot, ModelState.FAILED, now)
             case _:
-                pass
+                slot.since = now  # stopped as far as this daemon knows: since it looked
 
     def resync(self, slot: Slot, active: ActiveState, now: float) -> None:
         """systemd's view after a reconnection. Jobs in flight were lost with the connection (their

@@ -129,8 +129,7 @@ class Parts:
         answering or no longer holds itself for the model: PeerUnavailableError naming it, on
         which the model is to be stopped."""
         every = min(self.lease / 3, self._poll * 2)
-        while True:
-            await asyncio.sleep(every)
+        while True:  # at once first: a daemon that adopted the model renews before the lease ends
             for peer in self.peers:
                 held, wanted = await self._renew(peer, only=True)
                 if not held:
@@ -140,6 +139,7 @@ class Parts:
                     )
                 if wanted and on_wanted is not None:
                     on_wanted(peer.name)
+            await asyncio.sleep(every)
 
     async def release(self) -> list[str]:
         """Stop the worker parts and release every node, as far as each answers; the names of

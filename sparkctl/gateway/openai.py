@@ -70,7 +70,10 @@ async def list_models(request: web.Request) -> web.Response:
     cluster = gw.peers is not None and not fixed and RELAYED not in request.headers
     if cluster and gw.peers is not None:
         await gw.peers.settled()
-    data = [_served_here_or_by_owner(gw, m) if cluster else model_object(gw, m) for m in models]
+    if cluster:
+        data = [_served_here_or_by_owner(gw, m) for m in models]
+    else:  # a peer asks: only what this node serves itself (never a part of another's model)
+        data = [model_object(gw, m) for m in models if m.id not in gw.owners]
     if cluster and gw.peers is not None:
         local = {m.id for m in models}
         data.extend(entry for entry in gw.peers.listing() if entry["id"] not in local)

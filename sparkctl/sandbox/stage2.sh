@@ -30,7 +30,12 @@ fi
 if [ -e "$R/proc/sysrq-trigger" ]; then
   mount --bind "$R/proc/sysrq-trigger" "$R/proc/sysrq-trigger"; mount -o remount,bind,ro "$R/proc/sysrq-trigger"
 fi
-mount --bind /sys "$R/sys"; mount -o remount,bind,ro,nosuid,nodev,noexec "$R/sys"
+if [ "${SPARKCTL_BOX_NET:-host}" = private ]; then
+  # a sysfs of our own netns: /sys/class/net shows the box's interfaces (its end of the link)
+  mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
+else
+  mount --bind /sys "$R/sys"; mount -o remount,bind,ro,nosuid,nodev,noexec "$R/sys"
+fi
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$R/sys/fs/cgroup"   # our own subtree (cgroupns)
 
 # a private /dev: no disks, no real console

@@ -61,6 +61,37 @@ def test_demo_with_two_nodes_serves_a_model_spanning_both_once(box: Box) -> None
     assert not LOCATOR.exists()
 
 
+def test_a_cluster_demo_is_reached_by_root_s_commands(box: Box) -> None:
+    proc = subprocess.Popen(
+        [SPARKCTL, "demo", "--nodes", "2", "--port", "28962"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "Ctrl-C stops the demo" in line:
+                break
+        ps = admin("ps", "-a")
+        assert ps.returncode == 0, ps.stderr
+        rows = {tuple(line.split()[:3]) for line in ps.stdout.splitlines()[1:]}
+        # spark-a's view: its own models, spark-b's, and the spanning one once (its owner's)
+        assert {r[:2] for r in rows} == {
+            ("demo-a", "spark-a"),
+            ("demo-span", "spark-a"),
+            ("demo-b", "spark-b"),
+        }
+        assert ("demo-span", "spark-a", "ready") in rows
+        doctor = admin("doctor", "--json")
+        checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+        assert checks["cluster link"]["status"] != "fail", checks["cluster link"]  # its own end of the link
+        assert checks["cluster peers"]["status"] == "pass", checks["cluster peers"]
+        assert checks["spanning models"]["status"] == "pass", checks["spanning models"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    assert not (ROOT / "demo-node0").exists() and not LOCATOR.exists()
+
+
 def admin(*argv: str) -> subprocess.CompletedProcess[str]:
     """Root's `sparkctl ARGV` as typed at a shell next to the demo: no flags, no SPARKCTL_* set."""
     env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
