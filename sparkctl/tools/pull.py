@@ -425,6 +425,10 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick", type=float, default=TICK)
     args = parser.parse_args(argv)
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # a bar redrawn with \r is no log line
+    # Whatever else huggingface_hub keeps (its xet chunk cache, say) goes into the cache too: the
+    # daemon's home is not writable (ProtectSystem=strict), the cache is.
+    os.environ["HF_HOME"] = str(args.hf_cache)
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
