@@ -103,6 +103,7 @@ class Front:
 
 def run(ctx: Context) -> dict[str, Any]:
     stack, prof = ctx.stack, ctx.profile
+    stack.complete(FAST)  # the scenarios before it may have swapped it out (exclusive models)
     engine_pids = stack.pin_engine(FAST)
     front = Front(stack, ctx.work, ctx.plan.servers)
     try:

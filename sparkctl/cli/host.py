@@ -91,7 +91,12 @@ def _images_per_node(ctx: Context, rows: list[ImageRow], *, as_json: bool) -> No
 
     here = ctx.settings.cluster.node
     table: list[dict[str, object]] = [{"node": here, **r.to_json()} for r in rows]
-    for peer in peer_clients(ctx.settings, [p.name for p in ctx.settings.cluster.peers]):
+    try:
+        peers = peer_clients(ctx.settings, [p.name for p in ctx.settings.cluster.peers])
+    except SparkError as e:
+        _say(f"note: the other nodes' images are not listed: {e.message} ({e.hint})")
+        peers = []
+    for peer in peers:
         try:
             remote = peer.images()
         except SparkError as e:

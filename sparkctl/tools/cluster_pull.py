@@ -50,7 +50,7 @@ def nodes_of(model: Model, settings: Settings) -> tuple[str, ...]:
     try:
         return spanned_nodes(model.spec, settings.cluster)
     except SpanError as e:
-        raise PullError(f"{model.id} spans {model.spec.serve.nodes} nodes, but {e}") from None
+        raise PullError(f"cannot pull {model.id} on the nodes it spans: {e}") from None
 
 
 def peer_clients(settings: Settings, names: Sequence[str]) -> list[PeerClient]:
@@ -60,7 +60,7 @@ def peer_clients(settings: Settings, names: Sequence[str]) -> list[PeerClient]:
     except ConfigError as e:
         raise PullError(
             "cannot read the peers' keys: " + "; ".join(str(i) for i in e.issues),
-            hint="run as root (sudo sparkctl pull …): the peers' key files are root's and the daemon's",
+            hint="run as root (sudo): the peers' key files are root's and the daemon's",
         ) from None
     return [PeerClient(n, str(peers[n].url), peers[n].key) for n in names]
 

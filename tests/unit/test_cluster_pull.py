@@ -292,6 +292,21 @@ async def test_an_image_a_node_lacks_is_named_with_the_command_to_run_there(
     assert any(line.startswith("error: on spark-a, ") for line in errors), errors
 
 
+def test_a_spanning_model_without_its_nodes_says_what_the_cluster_lacks(tmp_path: Path) -> None:
+    _catalog(tmp_path / "models")
+    config = tmp_path / "sparkctl.toml"
+    config.write_text(
+        f'[catalog]\ndirs = ["{tmp_path / "models"}"]\n[runtime]\nhf_cache = "{tmp_path / "hf"}"\n'
+        '[cluster]\nnode = "spark-a"\n'
+    )
+    result = CliRunner().invoke(cli, ["--config", str(config), "pull", "--no-image", "big"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: cannot pull big on the nodes it spans: spans 2 nodes, but the cluster has 1 (spark-a)"
+    ), result.stderr
+    assert not (tmp_path / "hf" / "hub").exists()  # nothing fetched anywhere
+
+
 async def test_a_peer_that_refuses_the_key_is_named(peer: PeerNode, tmp_path: Path) -> None:
     config = await asyncio.to_thread(_owner_config, tmp_path, peer.url, peer.user)  # not an admin key
     result = await _sparkctl("--config", str(config), "pull", "--no-image", "big")
@@ -323,6 +338,13 @@ async def test_images_in_a_cluster_list_every_nodes(
 
     table = await _sparkctl("--config", str(config), "images", "list")
     assert table.exit_code == 0 and table.stdout.splitlines()[0].split()[:3] == ["NODE", "IMAGE", "SOURCE"]
+
+    # A peer's key this user cannot read: this node's images, and a word on stderr.
+    key = tmp_path / "spark-a" / "spark-b.key"
+    await asyncio.to_thread(key.rename, key.with_name("elsewhere"))
+    result = await _sparkctl("--config", str(config), "images", "list", "--json")
+    assert result.exit_code == 0 and {r["node"] for r in json.loads(result.stdout)} == {"spark-a"}
+    assert "note: the other nodes' images are not listed: cannot read the peers' keys" in result.stderr
 
     down = await asyncio.to_thread(_owner_config, tmp_path, f"http://127.0.0.1:{free_port()}", peer.admin)
     result = await _sparkctl("--config", str(down), "images", "list", "--json")
