@@ -123,17 +123,13 @@ def _argv(gw: Gateway, model: Model) -> list[str]:
     source = model.spec.source
     argv = [
         *CHILD,
-        "--model",
-        model.id,
-        "--hf-cache",
-        str(gw.settings.runtime.hf_cache),
-        "--repo",
-        source.hf_repo,
-        "--revision",
-        source.revision,
+        # NAME=VALUE: a value is never read as an option, whatever it begins with.
+        f"--model={model.id}",
+        f"--hf-cache={gw.settings.runtime.hf_cache}",
+        f"--repo={source.hf_repo}",
+        f"--revision={source.revision}",
     ]
-    for repo in model.extra_repos:
-        argv += ["--extra", repo]
+    argv += [f"--extra={repo}" for repo in model.extra_repos]
     return argv
 
 
@@ -247,9 +243,12 @@ async def pull(request: web.Request) -> web.StreamResponse:
     job = request.app[PULLS].start(gw, model)
     response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-store"})
     await response.prepare(request)
-    async for event in job.follow():
-        await response.write(event.model_dump_json(exclude_none=True).encode() + b"\n")
-    await response.write_eof()
+    try:
+        async for event in job.follow():
+            await response.write(event.model_dump_json(exclude_none=True).encode() + b"\n")
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the caller went away; the pull goes on (a new request follows it)
     return response
 
 

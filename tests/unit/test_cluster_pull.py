@@ -26,6 +26,7 @@ from sparkctl.core.supervisor import Supervisor
 from sparkctl.core.weights import weights_present
 from sparkctl.gateway.app import build_app
 from sparkctl.settings import Settings
+from sparkctl.tools.pull import human_bytes
 from sparkctl.units.own import own_units
 from tests.helpers import free_port, write_model
 from tests.unit import test_pull
@@ -172,6 +173,22 @@ async def test_a_second_pull_of_the_same_model_follows_the_first(peer: PeerNode,
     two = [json.loads(line) for line in (await second.text()).splitlines()]
     assert one == two and one[-1]["event"] == "done"
     assert len(hub.gets("config.json")) == 1  # one download between them
+
+
+async def test_a_caller_that_goes_away_leaves_the_pull_running(peer: PeerNode, hub: FakeHub) -> None:
+    hub.hold.add("config.json")
+    headers = {"Authorization": f"Bearer {peer.admin}"}
+    first = await peer.client.post("/api/v1/models/big/pull", headers=headers)
+    assert json.loads(await first.content.readline())["event"] == "line"
+    assert await asyncio.to_thread(hub.held.wait, 30)
+    first.close()  # the caller's connection is gone mid-pull
+    again = await peer.client.post("/api/v1/models/big/pull", headers=headers)
+    hub.release()
+    events = [json.loads(line) for line in (await again.text()).splitlines()]
+    # The same pull, from its first line: the plan said what was to download, none of it yet there.
+    total = human_bytes(sum(len(d) for d in MODEL_FILES.values()))
+    assert f"{total}; {total} to download" in events[0]["text"], events[0]
+    assert events[-1]["event"] == "done" and len(hub.gets("config.json")) == 1
 
 
 async def test_a_peer_reports_its_images(
