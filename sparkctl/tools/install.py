@@ -93,6 +93,9 @@ async def install(
     else:
         _system_files(catalog, report)
         _share_cache(settings.runtime.hf_cache)
+        if TOKEN_FILE.exists():
+            # Gated models, pulled by the daemon for the other nodes of a cluster (#15).
+            _give_group(TOKEN_FILE)
     _write_units(settings, catalog, exe, config, user=user, report=report)
     _ensure_admin_key(settings, user=user, report=report)
     _peer_keys(settings, user=user, report=report)
@@ -128,8 +131,7 @@ def _write_units(
     settings: Settings, catalog: Catalog, exe: Path, config: Path, *, user: bool, report: Report
 ) -> None:
     _ensure_engine_key(settings, user=user, report=report)
-    token = TOKEN_FILE if not user and TOKEN_FILE.exists() else None
-    files = own_units(settings, exe, config, user=user, hf_token=token) + render(catalog, settings)
+    files = own_units(settings, exe, config, user=user) + render(catalog, settings)
     changes = sync(files, {"quadlet": settings.systemd.quadlet_dir, "unit": settings.systemd.unit_dir})
     report.add(
         f"units: {len(changes.added)} added, {len(changes.changed)} changed, "
@@ -246,7 +248,7 @@ def _share_cache(cache: Path) -> None:
 
 
 def _give_group(path: Path) -> None:
-    """The key file is root's, readable by the daemon's group."""
+    """A secret file (a key file, the Hugging Face token) is root's, readable by the daemon's group."""
     try:
         gid = grp.getgrnam("sparkctl").gr_gid
     except KeyError:

@@ -45,8 +45,14 @@ class Token:
     source: str  # where it came from, for messages (never the token itself)
 
 
-def find_token(env: Mapping[str, str] | None = None, default_file: Path = TOKEN_FILE) -> Token | None:
-    """The Hugging Face token for gated models, from the first place that has one."""
+AS_ROOT = "run as root (sudo sparkctl pull …)"
+
+
+def find_token(
+    env: Mapping[str, str] | None = None, default_file: Path = TOKEN_FILE, *, fix: str = AS_ROOT
+) -> Token | None:
+    """The Hugging Face token for gated models, from the first place that has one. `fix`: what
+    to do about one that cannot be read (the daemon's pulls say something else than root's)."""
     env = os.environ if env is None else env
     candidates: list[tuple[Path, str, bool]] = []
     if env.get("HF_TOKEN_FILE"):
@@ -63,9 +69,7 @@ def find_token(env: Mapping[str, str] | None = None, default_file: Path = TOKEN_
                 raise PullError(f"$HF_TOKEN_FILE names {path}, which does not exist") from None
             continue
         except PermissionError:
-            raise PullError(
-                f"cannot read the Hugging Face token in {path}: run as root (sudo sparkctl pull …)"
-            ) from None
+            raise PullError(f"cannot read the Hugging Face token in {path}: {fix}") from None
         except OSError as e:
             raise PullError(f"cannot read the Hugging Face token in {path}: {e.strerror}") from None
         if value:
@@ -376,6 +380,7 @@ def pull_model(
 # A child, not a thread: a download of 100 GB must neither hold the gateway's interpreter nor
 # keep the daemon from stopping (SIGTERM ends it; what it finished stays in the cache).
 TICK = 10.0  # seconds between "so far" lines while files download
+DAEMON_TOKEN_FIX = "run `sudo sparkctl install` on this node again: it gives the file to the daemon's group"
 
 
 def _blob_bytes(hf_cache: Path, repo: str) -> int:
@@ -434,7 +439,7 @@ def child_main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        token = find_token()
+        token = find_token(fix=DAEMON_TOKEN_FIX)
         if token:
             say(f"using the Hugging Face token from {token.source}")
         for repo, revision in [(args.repo, args.revision), *((r, "main") for r in args.extra)]:

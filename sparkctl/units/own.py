@@ -20,17 +20,8 @@ from sparkctl.units.render import UnitFile, templates
 STOP_MARGIN = 30.0
 
 
-def own_units(
-    settings: Settings,
-    executable: Path,
-    config: Path,
-    *,
-    user: bool = False,
-    hf_token: Path | None = None,
-) -> list[UnitFile]:
-    """sparkctl.service and sparkctl.socket for this host (or this user). `hf_token`: the
-    Hugging Face token file the daemon gets as a credential (only where it exists: a credential
-    whose file is missing fails the start)."""
+def own_units(settings: Settings, executable: Path, config: Path, *, user: bool = False) -> list[UnitFile]:
+    """sparkctl.service and sparkctl.socket for this host (or this user)."""
     listen = [_listen_stream(a) for a in settings.gateway.listen]
     socket_text = (
         templates()
@@ -53,7 +44,6 @@ def own_units(
             user=user,
             stop_timeout=systemd_seconds(settings.gateway.shutdown_grace + STOP_MARGIN),
             cache_paths=None if user else "-" + quoting.plain(str(settings.runtime.hf_cache)),
-            hf_token=None if user or hf_token is None else quoting.plain(str(hf_token)),
             **_state_dir(settings, user=user),
         )
     )

@@ -1,6 +1,7 @@
 """`sparkctl pull` of a model that spans two sandboxed Sparks (#15): real systemds in their own
 network namespaces joined by a veth pair (10.79.0.0/24, this test's own), each with its installed,
-socket-activated daemon running as its `sparkctl` user, and a fake Hugging Face Hub (a process in
+socket-activated daemon running as its `sparkctl` user (spark-b with a Hugging Face token), and
+a fake Hugging Face Hub (a process in
 spark-a's namespace, on its link address) that both reach. `sparkctl pull` on spark-a fills both
 caches: spark-b's through its daemon, which spark-b's own preflight then finds complete. A
 spark-b that does not answer is named, and the same pull run again finishes the job.
@@ -181,6 +182,10 @@ def pair() -> Iterator[Pair]:
             dropin.parent.mkdir(parents=True, exist_ok=True)
             dropin.write_text(f"[Service]\nEnvironment=HF_ENDPOINT={hub_url}\n")
         a, b = nodes
+        # spark-b has a Hugging Face token (root's, 0600): install gives it to the daemon's group.
+        b.box.run(
+            "sh", "-c", "mkdir -p /etc/sparkctl && umask 077 && echo hf_bench_token > /etc/sparkctl/hf-token"
+        )
         a.config.write_text(_config(a, b))
         b.config.write_text(_config(b, a))
         for node in nodes:
@@ -244,6 +249,8 @@ def test_pull_fills_every_node_a_model_spans_and_a_node_down_is_named(pair: Pair
     assert "0 B to download" in plan  # nothing left for spark-a
     assert f"spark-b: {REPO}@main is commit {COMMIT[:12]}" in again.stderr
     assert "spark-b: span-pull ready" in again.stderr
+    # spark-b's daemon read its token (install gave the file to the daemon's group).
+    assert "spark-b: using the Hugging Face token from /etc/sparkctl/hf-token" in again.stderr
     assert weights_present(b.hf_cache, REPO)
     after = _preflight(pair)
     assert after == {"node": "spark-b", "model": MODEL, "ready": True, "missing": []}

@@ -370,12 +370,9 @@ async def test_images_in_a_cluster_list_every_nodes(
 
 
 # ---------------------------------------------------------------------------------------- units
-def test_the_daemon_may_write_the_cache_and_reads_the_token_as_a_credential(tmp_path: Path) -> None:
+def test_the_daemon_may_write_the_cache(tmp_path: Path) -> None:
     settings = Settings.model_validate({"runtime": {"hf_cache": str(tmp_path / "hf")}})
     service = own_units(settings, Path("/usr/bin/sparkctl"), Path("/etc/sparkctl/sparkctl.toml"))[0].text
-    assert f"ReadWritePaths=-{tmp_path / 'hf'}\n" in service and "LoadCredential" not in service
-    token = Path("/etc/sparkctl/hf-token")
-    service = own_units(settings, Path("/usr/bin/sparkctl"), Path("/x.toml"), hf_token=token)[0].text
-    assert "LoadCredential=hf-token:/etc/sparkctl/hf-token\n" in service
-    user = own_units(settings, Path("/usr/bin/sparkctl"), Path("/x.toml"), user=True, hf_token=token)[0].text
-    assert "ReadWritePaths" not in user and "LoadCredential" not in user
+    assert f"ReadWritePaths=-{tmp_path / 'hf'}\n" in service
+    user = own_units(settings, Path("/usr/bin/sparkctl"), Path("/x.toml"), user=True)[0].text
+    assert "ReadWritePaths" not in user  # a user's daemon writes its own cache anyway
