@@ -85,42 +85,10 @@ def images_list(ctx: Context, as_json: bool, index_path: Path | None) -> None:
 
 
 def _images_per_node(ctx: Context, rows: list[ImageRow], *, as_json: bool) -> None:
-    """In a cluster (#15): this node's rows, then each peer's as its daemon reports them
-    (`GET /api/v1/images`); a peer that does not answer is said on stderr."""
-    from sparkctl.tools.cluster_pull import peer_clients
+    """In a cluster (#15): a NODE column, every node's images."""
+    from sparkctl.tools.cluster import images_everywhere
 
-    here = ctx.settings.cluster.node
-    table: list[dict[str, object]] = [{"node": here, **r.to_json()} for r in rows]
-    try:
-        peers = peer_clients(ctx.settings, [p.name for p in ctx.settings.cluster.peers])
-    except SparkError as e:
-        _say(f"note: the other nodes' images are not listed: {e.message} ({e.hint})")
-        peers = []
-    for peer in peers:
-        try:
-            remote = peer.images()
-        except SparkError as e:
-            _say(f"note: {e.message}: its images are not listed")
-            continue
-        for image in remote:
-            note = image.note
-            if image.state == "missing":
-                todo = (
-                    f"sparkctl images build {image.image}"
-                    if image.image.startswith("localhost/")
-                    else (f"sparkctl pull {image.models[0]}")
-                )
-                note = f"on {peer.name}: {todo}"
-            table.append(
-                {
-                    "node": peer.name,
-                    "image": image.image,
-                    "source": "",
-                    "state": image.state,
-                    "models": image.models,
-                    "note": note,
-                }
-            )
+    table = images_everywhere(ctx.settings, rows, say=_say)
     if as_json:
         emit_json(table)
         return
@@ -128,12 +96,12 @@ def _images_per_node(ctx: Context, rows: list[ImageRow], *, as_json: bool) -> No
         ["NODE", "IMAGE", "SOURCE", "STATE", "MODELS", "NOTE"],
         [
             [
-                str(r["node"]),
-                str(r["image"]),
-                str(r["source"]) or "-",
-                str(r["state"]),
-                str(len(r["models"])) if isinstance(r["models"], list) else "0",
-                str(r["note"]),
+                r["node"],
+                r["image"],
+                r["source"] or "-",
+                r["state"],
+                str(len(r["models"])),
+                r["note"],
             ]
             for r in table
         ],
@@ -213,7 +181,7 @@ def pull(ctx: Context, model_ids: tuple[str, ...], no_image: bool, no_weights: b
     (serve.nodes > 1) is pulled on every node it spans at once: each other node's daemon fetches
     its weights itself (with the admin key [cluster] peers holds for it) and says which image it
     still lacks."""
-    from sparkctl.tools.cluster_pull import pull_everywhere
+    from sparkctl.tools.cluster import pull_everywhere
     from sparkctl.tools.pull import pull_model
 
     catalog = ctx.catalog()

@@ -1,4 +1,5 @@
-"""`sparkctl pull ID` for a model that spans nodes (#15): its weights on every node it spans.
+"""Operator commands across a cluster's nodes (#15): `sparkctl pull ID` for a model that spans
+nodes (its weights on every node it spans), and `sparkctl images list` of every node.
 
 This node pulls as `pull` always does (as root, into its own cache); every other node the model
 spans is asked, at the same time, to pull into its own cache from the Hugging Face Hub through
@@ -20,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sparkctl.catalog.span import SpanError, spanned_nodes
 from sparkctl.client import PeerClient
@@ -30,6 +31,7 @@ from sparkctl.gateway.peers import read_peers
 if TYPE_CHECKING:
     from sparkctl.catalog import Model
     from sparkctl.settings import Settings
+    from sparkctl.tools.images.rows import ImageRow
 
 Say = Callable[[str], None]
 
@@ -130,3 +132,37 @@ def pull_everywhere(
         if result.ended and not result.problems:
             say(f"{result.node}: {model.id} ready")
     return problems
+
+
+def images_everywhere(settings: Settings, rows: Sequence[ImageRow], *, say: Say) -> list[dict[str, Any]]:
+    """This node's image rows, then each peer's as its daemon reports them (`GET /api/v1/images`),
+    each with its `node`; a peer that does not answer (or whose key cannot be read) is said."""
+    table: list[dict[str, Any]] = [{"node": settings.cluster.node, **r.to_json()} for r in rows]
+    try:
+        peers = peer_clients(settings, [p.name for p in settings.cluster.peers])
+    except SparkError as e:
+        say(f"note: the other nodes' images are not listed: {e.message} ({e.hint})")
+        return table
+    for peer in peers:
+        try:
+            remote = peer.images()
+        except SparkError as e:
+            say(f"note: {e.message}: its images are not listed")
+            continue
+        for image in remote:
+            note = image.note
+            if image.state == "missing":
+                local = image.image.startswith("localhost/")  # built on a node, never pulled
+                todo = f"sparkctl images build {image.image}" if local else f"sparkctl pull {image.models[0]}"
+                note = f"on {peer.name}: {todo}"
+            table.append(
+                {
+                    "node": peer.name,
+                    "image": image.image,
+                    "source": "",
+                    "state": image.state,
+                    "models": image.models,
+                    "note": note,
+                }
+            )
+    return table
