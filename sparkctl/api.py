@@ -74,7 +74,7 @@ class PullEvent(Record):
     text: str | None = None
     node: str | None = None
     model: str | None = None
-    missing: list[PullLack] = []
+    missing: list[PullLack] | None = None  # `done` only
     message: str | None = None
     hint: str | None = None
 

@@ -14,7 +14,8 @@ daemon ends its pulls (SIGTERM); what they finished stays in the cache and a new
 
 Images are not pulled here: the daemon has no access to Podman's root API (a gateway that can
 run containers is the reference stack's read-write Docker socket), so a missing image is
-reported, with the command to run on this node.
+reported, with the command to run on this node; one it cannot check (`podman image exists` as
+the daemon's user has no store to ask) is said in a line, not reported missing.
 
 Each line of the stream is a `PullEvent`: `line` events (progress, as the pull says it), then
 one `done` (the weights are here; `missing` is what the model still lacks here, as its preflight
@@ -155,23 +156,15 @@ async def _run(gw: Gateway, model: Model, job: PullJob) -> None:
             )
         else:
             await _child(gw, model, job)
-        missing = await asyncio.to_thread(
-            lacks,
-            model.id,
-            cache,
-            spec.source.hf_repo,
-            spec.source.revision,
-            spec.engine.image if spec.engine.runtime == "container" else None,
-            model.extra_repos,
-        )
-        job.finish(
-            PullEvent(
-                event="done",
-                node=node,
-                model=model.id,
-                missing=[PullLack(what=lack.what, message=lack.message) for lack in missing],
+        missing = [
+            PullLack(what=lack.what, message=lack.message)
+            for lack in await asyncio.to_thread(
+                lacks, model.id, cache, spec.source.hf_repo, spec.source.revision, None, model.extra_repos
             )
-        )
+        ]
+        if spec.engine.runtime == "container" and spec.engine.image:
+            missing += await _image_lack(model, spec.engine.image, job)
+        job.finish(PullEvent(event="done", node=node, model=model.id, missing=missing))
     except SparkError as e:
         job.finish(_failed(gw, model.id, e))
     except asyncio.CancelledError:
@@ -180,6 +173,24 @@ async def _run(gw: Gateway, model: Model, job: PullJob) -> None:
     except Exception as e:  # a child that cannot even start, say: the caller hears why
         log.exception("pull of %s", model.id)
         job.finish(_failed(gw, model.id, PullError(f"the pull on {node} failed: {e}")))
+
+
+async def _image_lack(model: Model, image: str, job: PullJob) -> list[PullLack]:
+    """The image, if this node surely lacks it. Whether it is there is Podman's root store's to
+    say, which the daemon may not be able to ask (its user has no Podman of its own): then the
+    caller is told it could not be checked, not that it is missing."""
+    state, note = await asyncio.to_thread(_image_state, image)
+    if state == "missing":
+        todo = (
+            f"sparkctl images build {image}"
+            if image.startswith("localhost/")
+            else f"sparkctl pull {model.id}"
+        )
+        return [PullLack(what="image", message=f"image {image} is not on this host: run {todo}")]
+    if state == "unknown":
+        check = f"sudo podman image exists {image}"
+        job.say(f"cannot tell whether image {image} is here ({note}): check with `{check}`")
+    return []
 
 
 async def _child(gw: Gateway, model: Model, job: PullJob) -> None:

@@ -79,7 +79,7 @@ def follow(peer: PeerClient, model: Model, *, image: bool, say: Say) -> NodePull
                 case "done":
                     out.problems = [
                         f"on {peer.name}, {lack.message}"
-                        for lack in event.missing
+                        for lack in event.missing or []
                         if image or lack.what != "image"
                     ]
                 case "failed":

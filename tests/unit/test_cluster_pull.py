@@ -324,6 +324,27 @@ def test_a_spanning_model_without_its_nodes_says_what_the_cluster_lacks(tmp_path
     assert not (tmp_path / "hf" / "hub").exists()  # nothing fetched anywhere
 
 
+async def test_an_image_the_daemon_cannot_check_is_said_not_counted_missing(
+    peer: PeerNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a Spark: the daemon's user has no Podman store of its own to ask.
+    bindir = tmp_path / "bin"
+    await asyncio.to_thread(bindir.mkdir)
+    script = bindir / "podman"
+    await asyncio.to_thread(
+        script.write_text, "#!/bin/sh\necho 'Error: no storage for user sparkctl' >&2\nexit 125\n"
+    )
+    await asyncio.to_thread(script.chmod, 0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    _, events = await peer.pull("big-image")
+    assert events[-1]["event"] == "done" and events[-1]["missing"] == []
+    assert events[-2] == {
+        "event": "line",
+        "text": "cannot tell whether image nvcr.io/nvidia/vllm:absent is here (Error: no storage for user "
+        "sparkctl): check with `sudo podman image exists nvcr.io/nvidia/vllm:absent`",
+    }
+
+
 async def test_a_peer_that_refuses_the_key_is_named(peer: PeerNode, tmp_path: Path) -> None:
     config = await asyncio.to_thread(_owner_config, tmp_path, peer.url, peer.user)  # not an admin key
     result = await _sparkctl("--config", str(config), "pull", "--no-image", "big")
