@@ -266,6 +266,12 @@ def test_pull_fills_every_node_a_model_spans_and_a_node_down_is_named(pair: Pair
     assert check.returncode == 0, check.stderr
 
 
+def test_doctor_finds_the_cache_the_daemons_to_pull_into(pair: Pair) -> None:
+    for node in (pair.a, pair.b):
+        checks = {c["check"]: c for c in json.loads(node.sparkctl("doctor", "--json", check=False).stdout)}
+        assert checks["cluster pulls"]["status"] == "pass", checks["cluster pulls"]
+
+
 def test_images_list_every_nodes_images(pair: Pair) -> None:
     listed = pair.a.sparkctl("images", "list")
     assert listed.stdout.splitlines()[0].split()[:3] == ["NODE", "IMAGE", "SOURCE"], listed.stdout
