@@ -24,7 +24,7 @@ from typing import Any
 from . import machine, plots, report, verdicts
 from .loadgen import pin_self
 from .profile import FULL, QUICK, Profile
-from .scenarios import FAST, SLOW, Context, coldstart, detect, eta, gateway, held, streaming
+from .scenarios import FAST, SLOW, Context, coldstart, detect, eta, gateway, held, relay, streaming
 from .stack import ModelDef, Stack
 from .targets import start_naive, start_nginx, start_vllm_router, vllm_router
 
@@ -37,6 +37,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "swap": coldstart.run_swap,
     "eta": eta.run,
     "detect": detect.run,
+    "relay": relay.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 FD_WANTED = 16384  # 1000 held streams: a client socket here, and two sockets in the daemon each

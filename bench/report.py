@@ -76,6 +76,8 @@ def render(results: dict[str, Any]) -> str:
         lines += _eta(sc["eta"])
     if "detect" in sc:
         lines += _detect(sc["detect"])
+    if "relay" in sc:
+        lines += _relay(sc["relay"])
     lines += _machine(results)
     return "\n".join(lines) + "\n"
 
@@ -206,6 +208,61 @@ def _gateway_own_core(g: dict[str, Any]) -> list[str]:
         *_table(_GATEWAY_HEAD, _gateway_rows(g)),
         "",
         *_plot("gateway_layouts.png", "Throughput ratio to direct: shared core and own core"),
+    ]
+
+
+def _relay(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for row in r["summary"]:
+        direct, local = row["target"] == "direct", row["target"] == "sparkctl"
+        rows.append(
+            [
+                f"`{row['target']}`",
+                str(row["clients"]),
+                _f(row["p50_ms"]),
+                _f(row["p90_ms"]),
+                "—" if direct else _f(row["added_p50_ms"], sign=True),
+                "—" if direct else _f(row["added_p90_ms"], sign=True),
+                "—" if direct or local else _f(row["over_local_p50_ms"], sign=True),
+                "—" if direct or local else _f(row["over_local_p90_ms"], sign=True),
+                _f(row["rps"], 0),
+                _f(row["added_rps_ratio"], 2),
+                "—" if direct or local else _f(row["over_local_rps_ratio"], 2),
+                _f(row["fronts_cpu_us"], 0),
+                str(row["errors"]),
+            ]
+        )
+    return [
+        "## Relay to a peer node",
+        "",
+        "What a request for a model another node of a cluster serves costs (#15): a second daemon "
+        "(its node `bench-front`, an empty catalog, the benchmark's daemon its one peer) relays it to "
+        "the model's node. `direct` is the engine, `sparkctl` the model's own node, `relay` the other "
+        f"node. {r['rounds']} interleaved rounds × {r['wrk_seconds']:g} s per target and client count, "
+        f"the gateway scenario's request; {r['layout']}. Medians over rounds; *added* is paired per "
+        "round against `direct`, *relay adds* against `sparkctl` (the hop itself). Front CPU: both "
+        f"daemons for `relay`. Leases left after the run: {r['leases_left']}. On two Sparks the hop "
+        "crosses the link, not loopback, and each daemon has cores of its own.",
+        "",
+        *_table(
+            [
+                "target",
+                "clients",
+                "p50 ms",
+                "p90 ms",
+                "added p50 ms",
+                "added p90 ms",
+                "relay adds p50 ms",
+                "relay adds p90 ms",
+                "req/s",
+                "× direct",
+                "× local",
+                "front CPU µs/req",
+                "errors",
+            ],
+            rows,
+        ),
+        "",
     ]
 
 

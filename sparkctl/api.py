@@ -59,6 +59,39 @@ class PreflightStatus(Record):
     catalog_sha256: str | None = None
 
 
+class PullLack(Record):
+    """One thing a model still lacks on a node after a pull there: `what` is `weights` or
+    `image`, and the message names the command that fixes it."""
+
+    what: str
+    message: str
+
+
+class PullEvent(Record):
+    """One line of `POST /api/v1/models/{model}/pull` (#15), a node pulling a spanning model's
+    weights on another node's request: `line` (progress, `text`), then one `done` (`missing`:
+    what the model still lacks on that node, its image say) or `failed` (`message`, `hint`)."""
+
+    event: Literal["line", "done", "failed"]
+    text: str | None = None
+    node: str | None = None
+    model: str | None = None
+    missing: list[PullLack] | None = None  # `done` only
+    message: str | None = None
+    hint: str | None = None
+
+
+class ImageStatus(Record):
+    """One image a node's enabled catalog needs, as that node sees it (`GET /api/v1/images`):
+    `state` is `present`, `missing`, or `unknown` (Podman could not be asked: `note` says why)."""
+
+    node: str
+    image: str
+    state: str
+    models: list[str]
+    note: str = ""
+
+
 class ReservationStatus(Record):
     """Another node's reservation of this one for the worker part of a spanning model (#15), as
     this node answers it: held (`granted`) or waiting its turn; `lease_s` from now unless renewed."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sparkctl.api import DaemonStatus, ErrorEnvelope, ModelStatus, StateEvent
+from sparkctl.api import DaemonStatus, ErrorEnvelope, ImageStatus, ModelStatus, PullEvent, StateEvent
 from sparkctl.errors import ApiError, DaemonUnavailableError, ErrorCode
 from sparkctl.paths import ADMIN_SOCKET, user_admin_socket
 from sparkctl.settings import Settings, split_host_port
@@ -135,6 +135,84 @@ class Client:
     def stop(self, model: str, *, now: bool = False) -> ModelStatus:
         path = f"/api/v1/models/{_segment(model)}/stop{'?now=1' if now else ''}"
         return ModelStatus.model_validate(self.request("POST", path))
+
+
+class PeerClient:
+    """Another node of the cluster (#15), as an operator command on this node reaches it: its
+    gateway's URL and an admin key of its own ([cluster] peers). Every failure is a
+    DaemonUnavailableError or an ApiError that names the node."""
+
+    def __init__(
+        self, name: str, url: str, key: str, *, connect_timeout: float = 5.0, read_timeout: float = 120.0
+    ) -> None:
+        self.name = name
+        parts = urllib.parse.urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.key = key
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+
+    def _open(self, method: str, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(self.read_timeout)
+            conn.request(method, path, headers={"Authorization": f"Bearer {self.key}"})
+            response = conn.getresponse()
+        except OSError as e:
+            conn.close()
+            raise DaemonUnavailableError(
+                f"{self.name} does not answer at http://{self.host}:{self.port}: {e.strerror or e}"
+            ) from None
+        if response.status >= 400:
+            body = response.read()
+            conn.close()
+            try:
+                detail = ErrorEnvelope.model_validate_json(body).error
+                code, message = detail.code, detail.message
+            except ValidationError:
+                code, message = ErrorCode.API_ERROR.value, f"HTTP {response.status}"
+            raise ApiError(response.status, code, f"{self.name}: {message}")
+        return conn, response
+
+    def pull(self, model: str) -> Iterator[PullEvent]:
+        """`POST /api/v1/models/{model}/pull` on the node: its progress, then its outcome. A
+        connection lost midway ends in DaemonUnavailableError (the node's pull goes on)."""
+        conn, response = self._open("POST", f"/api/v1/models/{_segment(model)}/pull")
+        try:
+            while True:
+                try:
+                    line = response.fp.readline()
+                except OSError as e:
+                    raise DaemonUnavailableError(
+                        f"lost {self.name} during the pull: {e.strerror or e}"
+                    ) from None
+                if not line:
+                    raise DaemonUnavailableError(f"{self.name} ended the pull's stream before its outcome")
+                try:
+                    event = PullEvent.model_validate_json(line)
+                except ValidationError:
+                    continue  # a line this client does not read
+                yield event
+                if event.event != "line":
+                    return
+        finally:
+            conn.close()
+
+    def images(self) -> list[ImageStatus]:
+        conn, response = self._open("GET", "/api/v1/images")
+        try:
+            body = response.read()
+        except OSError as e:
+            raise DaemonUnavailableError(f"lost {self.name}: {e.strerror or e}") from None
+        finally:
+            conn.close()
+        try:
+            return [ImageStatus.model_validate(row) for row in json.loads(body)]
+        except (ValueError, ValidationError, TypeError):
+            raise DaemonUnavailableError(f"{self.name} answered /api/v1/images with something else") from None
 
 
 def _segment(model: str) -> str:

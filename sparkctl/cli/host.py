@@ -7,6 +7,7 @@ Heavy modules (podman-py, huggingface_hub, the catalog) are imported inside the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,9 @@ from sparkctl.cli.output import emit_json, print_table
 from sparkctl.errors import PodmanUnavailableError, SparkError
 
 if TYPE_CHECKING:
+    from sparkctl.catalog import Model
     from sparkctl.cli.app import Context
+    from sparkctl.tools.images.rows import ImageRow
 
 
 def _say(line: str) -> None:
@@ -68,12 +71,40 @@ def images_list(ctx: Context, as_json: bool, index_path: Path | None) -> None:
         rows = imaging.image_rows(catalog, index, None)
     except SparkError:
         raise
+    if ctx.settings.cluster.enabled:
+        _images_per_node(ctx, rows, as_json=as_json)
+        return
     if as_json:
         emit_json([r.to_json() for r in rows])
         return
     print_table(
         ["IMAGE", "SOURCE", "STATE", "MODELS", "NOTE"],
         [[r.image, r.source, r.state, str(len(r.models)), r.note] for r in rows],
+        wrap={"NOTE"},
+    )
+
+
+def _images_per_node(ctx: Context, rows: list[ImageRow], *, as_json: bool) -> None:
+    """In a cluster (#15): a NODE column, every node's images."""
+    from sparkctl.tools.cluster import images_everywhere
+
+    table = images_everywhere(ctx.settings, rows, say=_say)
+    if as_json:
+        emit_json(table)
+        return
+    print_table(
+        ["NODE", "IMAGE", "SOURCE", "STATE", "MODELS", "NOTE"],
+        [
+            [
+                r["node"],
+                r["image"],
+                r["source"] or "-",
+                r["state"],
+                str(len(r["models"])),
+                r["note"],
+            ]
+            for r in table
+        ],
         wrap={"NOTE"},
     )
 
@@ -146,7 +177,11 @@ def images_build(
 def pull(ctx: Context, model_ids: tuple[str, ...], no_image: bool, no_weights: bool) -> None:
     """Fetch models' weights into the shared HF cache (resumable, at the catalog's revision) and
     make sure their images are here. Gated models need a token: $HF_TOKEN_FILE, the systemd
-    credential hf-token, /etc/sparkctl/hf-token or $HF_TOKEN."""
+    credential hf-token, /etc/sparkctl/hf-token or $HF_TOKEN. A model that spans nodes
+    (serve.nodes > 1) is pulled on every node it spans at once: each other node's daemon fetches
+    its weights itself (with the admin key [cluster] peers holds for it) and says which image it
+    still lacks."""
+    from sparkctl.tools.cluster import pull_everywhere
     from sparkctl.tools.pull import pull_model
 
     catalog = ctx.catalog()
@@ -154,17 +189,31 @@ def pull(ctx: Context, model_ids: tuple[str, ...], no_image: bool, no_weights: b
     for model in models:
         if not model.spec.enabled:
             _say(f"note: {model.id} is disabled ({model.spec.disabled_reason}); fetching it anyway")
-        try:
+
+        def here(say: Callable[[str], None], model: Model = model) -> None:
             pull_model(
                 model,
                 ctx.settings.runtime.hf_cache,
-                say=_say,
+                say=say,
                 weights=not no_weights,
                 image=not no_image,
                 system=ctx.settings.systemd.bus == "system",
             )
+
+        try:
+            if model.spec.serve.nodes > 1 and not no_weights:
+                problems = pull_everywhere(model, ctx.settings, local=here, say=_say, image=not no_image)
+                if problems:
+                    for line in problems[:-1]:
+                        click.echo(f"error: {line}", err=True)
+                    fail(problems[-1])
+            else:
+                here(_say)
         except KeyboardInterrupt:
-            fail(f"{model.id}: interrupted; finished files stay in the cache: run the same pull to continue")
+            fail(
+                f"{model.id}: interrupted; finished files stay in the cache (and other nodes' pulls go on "
+                "there): run the same pull to continue"
+            )
         click.echo(f"{model.id}: ready")
 
 

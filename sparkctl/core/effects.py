@@ -73,6 +73,7 @@ class SupervisorEffects:
         self._engaged: set[str] = set()
         self._keepers: dict[str, asyncio.Task[None]] = {}
         self._releasing: dict[str, asyncio.Task[None]] = {}
+        self._readying: dict[str, asyncio.Future[None]] = {}  # a start's other nodes, in progress
 
     async def close(self) -> None:
         for handle in self._timers.values():
@@ -114,6 +115,8 @@ class SupervisorEffects:
         self._held_starts.clear()
 
     def stop_unit(self, model: str) -> None:
+        if (readying := self._readying.get(model)) is not None:
+            readying.cancel()  # a stop while the other nodes are readied: the head never starts
         self._spawn(self._run_stop(model), f"stop {model}")
 
     async def _run_start(self, model: str) -> None:
@@ -134,11 +137,22 @@ class SupervisorEffects:
             self._post(msg.Sized(model, await asyncio.to_thread(snapshot_size, weights.snapshot)))
         if (parts := self.spans.get(model)) is not None:
             try:
-                await self._ready_parts(model, parts)
+                readying = asyncio.ensure_future(self._ready_parts(model, parts))
+                self._readying[model] = readying
+                await readying
             except SparkError as e:
                 log.error("%s: %s", model, e.message, extra={"model": model, "unit": unit})
                 self._post(msg.StartFinished(model, JobResult.FAILED, "other-node", e.message, error=e))
                 return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the daemon stops: this task itself is cancelled
+                log.info("%s: stopped while its other nodes were readied", model, extra={"model": model})
+                self._post(msg.StartFinished(model, JobResult.CANCELED, "canceled"))
+                return
+            finally:
+                self._readying.pop(model, None)
         log.info("starting %s", unit, extra={"model": model, "unit": unit})
         detail = ""
         available = await self._available()

@@ -9,6 +9,7 @@ Blocking (file system, a `podman` child): call it off the event loop.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -52,7 +53,11 @@ def lacks(
                     state.reason,
                 )
             )
-    if image and (lack := _image_lack(model_id, image)) is not None:
+    # The units' containers are root's (system Quadlet units), in root's image store, which the
+    # daemon's own user cannot read: asked by the daemon (a peer's preflight, an owner's check),
+    # an image is left to the part's own ExecStartPre= check, which runs as root. Weights are
+    # in the shared cache, readable by both.
+    if image and os.geteuid() == 0 and (lack := _image_lack(model_id, image)) is not None:
         out.append(lack)
     return out
 

@@ -102,6 +102,7 @@ class Supervisor:
         self._fresh: Systemd | None = None  # a new connection on its way to the owner
         self._degraded: str | None = None
         self._session: aiohttp.ClientSession | None = None  # to the nodes its spanning models span
+        self._checking: dict[str, asyncio.Future[None]] = {}  # each spanning model's nodes, asked
 
     def _spanning_heads(self) -> dict[str, span.Part]:
         """The enabled models this node runs the head of, spanning other nodes."""
@@ -410,11 +411,24 @@ class Supervisor:
     async def _check_nodes(self, model: str) -> None:
         """A spanning model that is down: before anything stops for it anywhere, every node it
         spans, this one too, is asked what it lacks; the first lack fails the request at once,
-        naming the node and the fix (#15). (A snapshot of its state decides only whether to
-        ask: the start itself asks the other nodes again.)"""
+        naming the node and the fix (#15). Requests that come meanwhile share one check. (A
+        snapshot of its state decides only whether to ask: the start asks the nodes again.)"""
         parts = self._fx.spans.get(model)
         if parts is None or self._sched.state(model) not in (ModelState.STOPPED, ModelState.FAILED):
             return
+        checking = self._checking.get(model)
+        if checking is None:
+            checking = asyncio.ensure_future(self._check_now(model, parts))
+            self._checking[model] = checking
+            checking.add_done_callback(lambda done: self._checked(model, done))
+        await asyncio.shield(checking)  # a caller that leaves does not end the others' check
+
+    def _checked(self, model: str, done: asyncio.Future[None]) -> None:
+        self._checking.pop(model, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have left before it ended
+
+    async def _check_now(self, model: str, parts: Parts) -> None:
         spec = self.catalog.models[model].spec
         here = await asyncio.to_thread(
             lacks,

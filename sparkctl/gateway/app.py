@@ -19,7 +19,7 @@ from sparkctl.catalog import Catalog
 from sparkctl.catalog.span import owners
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.errors import RequestTooLargeError, SparkError
-from sparkctl.gateway import admin, openai, openapi, proxy, span, ui
+from sparkctl.gateway import admin, openai, openapi, proxy, pulls, span, ui
 from sparkctl.gateway.auth import auth_middleware
 from sparkctl.gateway.bodies import BodyBudget
 from sparkctl.gateway.context import GATEWAY, AccessLog, ConsoleAccessLog, Gateway
@@ -92,6 +92,7 @@ def build_app(
     openai.register(app)
     admin.register(app)
     span.register(app)
+    pulls.register(app)
     proxy.register(app)
     openapi.register(app)
     ui.register(app)

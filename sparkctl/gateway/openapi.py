@@ -18,7 +18,16 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from sparkctl import __version__
-from sparkctl.api import DaemonStatus, EtaEvent, ModelStatus, PreflightStatus, ReservationStatus, StateEvent
+from sparkctl.api import (
+    DaemonStatus,
+    EtaEvent,
+    ImageStatus,
+    ModelStatus,
+    PreflightStatus,
+    PullEvent,
+    ReservationStatus,
+    StateEvent,
+)
 from sparkctl.catalog.spec import Capability, Status
 from sparkctl.errors import ErrorCode
 from sparkctl.gateway import openai
@@ -165,6 +174,8 @@ def _schemas() -> dict[str, Any]:
             (EtaEvent, "serialization"),
             (ReservationStatus, "serialization"),
             (PreflightStatus, "serialization"),
+            (PullEvent, "serialization"),
+            (ImageStatus, "serialization"),
         ],
         ref_template=SCHEMAS + "{model}",
     )
@@ -616,6 +627,48 @@ def _admin_paths() -> dict[str, dict[str, Any]]:
                         "content": _json_content("PreflightStatus"),
                     },
                     **by_name,
+                },
+            }
+        },
+        "/api/v1/models/{model}/pull": {
+            "post": {
+                "operationId": "pullModel",
+                "tags": ["admin"],
+                "summary": "Fetch a model's weights into this node's cache, with its progress",
+                "description": (
+                    "Asked by `sparkctl pull` on another node of the cluster for a model that spans "
+                    "nodes (#15); disabled models too. The repository and revision are this node's "
+                    "catalog's. The body is NDJSON, one `PullEvent` a line: `line` events, then "
+                    "one `done` (with what the model still lacks here, e.g. its image) or `failed`. "
+                    "One pull per model: a second request follows the running one, and a client "
+                    "that leaves does not stop it."
+                ),
+                "parameters": model_param,
+                "responses": {
+                    "200": {
+                        "description": "The pull's progress and outcome; the schema is each line's.",
+                        "content": {"application/x-ndjson": {"schema": {"$ref": SCHEMAS + "PullEvent"}}},
+                    },
+                    **by_name,
+                },
+            }
+        },
+        "/api/v1/images": {
+            "get": {
+                "operationId": "images",
+                "tags": ["admin"],
+                "summary": "The images this node's enabled models need, and whether they are here",
+                "description": "What `sparkctl images list` shows of this node in a cluster (#15).",
+                "responses": {
+                    "200": {
+                        "description": "One entry per image.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": {"$ref": SCHEMAS + "ImageStatus"}}
+                            }
+                        },
+                    },
+                    **_keyed_errors(),
                 },
             }
         },

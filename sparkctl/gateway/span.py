@@ -8,7 +8,9 @@ it asks of each other node it spans.
 
 The preflight is asked of every node before anything stops anywhere: a node that lacks the
 weights or the image fails the start at once, naming the node and the command that fixes it
-(core/preflight.py, the same check a unit runs before its engine). A reservation is honoured by
+(core/preflight.py, the same check a unit runs before its engine). It answers for a disabled
+model too: a spanning model is pulled on every node (`sparkctl pull`) and checked before it is
+enabled. A reservation is honoured by
 this node's own scheduler like a local request for an exclusive model (core/scheduler.py).
 
 A POST answers at once — 200 when the node is held for the holder, 202 while the reservation
@@ -25,11 +27,12 @@ import math
 from aiohttp import web
 
 from sparkctl.api import PreflightStatus, ReservationStatus
+from sparkctl.catalog import Model
 from sparkctl.catalog.span import fingerprint
 from sparkctl.core.preflight import lacks
-from sparkctl.errors import BadRequestError
+from sparkctl.errors import BadRequestError, InvalidModelNameError
 from sparkctl.gateway.context import GATEWAY, Gateway
-from sparkctl.gateway.routing import resolve
+from sparkctl.gateway.routing import MODEL_NAME, resolve
 
 # A lease long enough for an owner that renews every third of it to ride out a slow round trip,
 # short enough that a node an owner forgot comes back within minutes.
@@ -59,9 +62,17 @@ def _lease(request: web.Request) -> float:
     return lease
 
 
+def catalog_model(gw: Gateway, name: str) -> Model:
+    """The catalog model a path names, disabled ones too: a spanning model is pulled and checked
+    on every node before it is enabled (`sparkctl pull` fetches a disabled model locally too)."""
+    if not MODEL_NAME.fullmatch(name):
+        raise InvalidModelNameError(f"{name[:80]!r} is not a valid model name.")
+    return gw.catalog.resolve(name)  # UnknownModelError → 404
+
+
 async def preflight(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    model = resolve(gw.catalog, request.match_info["model"])
+    model = catalog_model(gw, request.match_info["model"])
     spec = model.spec
     missing = await asyncio.to_thread(
         lacks,

@@ -25,6 +25,7 @@ from sparkctl.core.systemd import Systemd
 from sparkctl.errors import InstallError
 from sparkctl.paths import POLKIT_RULE, SHIPPED_CATALOG, SHIPPED_UNITS, write_atomic
 from sparkctl.settings import DEFAULT_CONFIG, Settings, load_settings, split_host_port, user_config_path
+from sparkctl.tools.pull import TOKEN_FILE
 from sparkctl.units.names import ALL_UNITS_GLOBS, DAEMON_SOCKET, DAEMON_UNITS, service_name, socket_name
 from sparkctl.units.own import own_units, polkit_rule
 from sparkctl.units.render import render
@@ -91,6 +92,10 @@ async def install(
             d.mkdir(parents=True, exist_ok=True)
     else:
         _system_files(catalog, report)
+        _share_cache(settings.runtime.hf_cache)
+        if TOKEN_FILE.exists():
+            # Gated models, pulled by the daemon for the other nodes of a cluster (#15).
+            _give_group(TOKEN_FILE)
     _write_units(settings, catalog, exe, config, user=user, report=report)
     _ensure_admin_key(settings, user=user, report=report)
     _peer_keys(settings, user=user, report=report)
@@ -217,8 +222,35 @@ def _free_name(store: KeyStore, base: str) -> str:
     return name
 
 
+def _share_cache(cache: Path) -> None:
+    """The Hugging Face cache, root's and the daemon's group's (setgid, group-writable): the
+    daemon pulls into it for the other nodes of a cluster (#15), `sudo sparkctl pull` as
+    before, and either finishes what the other began. What is already there follows."""
+    try:
+        gid = grp.getgrnam("sparkctl").gr_gid
+    except KeyError:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    hub = cache / "hub"
+    hub.mkdir(exist_ok=True)
+    os.chown(cache, 0, gid)
+    os.chmod(cache, 0o2775)
+    for root, dirs, files in os.walk(hub):
+        for name in dirs:
+            path = os.path.join(root, name)
+            os.chown(path, -1, gid, follow_symlinks=False)
+            os.chmod(path, (os.stat(path).st_mode & 0o7777) | 0o2070)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chown(path, -1, gid)
+                os.chmod(path, (os.stat(path).st_mode & 0o7777) | 0o060)
+    os.chown(hub, -1, gid)
+    os.chmod(hub, (hub.stat().st_mode & 0o7777) | 0o2070)
+
+
 def _give_group(path: Path) -> None:
-    """The key file is root's, readable by the daemon's group."""
+    """A secret file (a key file, the Hugging Face token) is root's, readable by the daemon's group."""
     try:
         gid = grp.getgrnam("sparkctl").gr_gid
     except KeyError:

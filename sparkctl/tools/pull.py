@@ -17,9 +17,11 @@ Model units never pull at start (`Pull=never`): a missing piece fails the start 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +45,14 @@ class Token:
     source: str  # where it came from, for messages (never the token itself)
 
 
-def find_token(env: Mapping[str, str] | None = None, default_file: Path = TOKEN_FILE) -> Token | None:
-    """The Hugging Face token for gated models, from the first place that has one."""
+AS_ROOT = "run as root (sudo sparkctl pull …)"
+
+
+def find_token(
+    env: Mapping[str, str] | None = None, default_file: Path = TOKEN_FILE, *, fix: str = AS_ROOT
+) -> Token | None:
+    """The Hugging Face token for gated models, from the first place that has one. `fix`: what
+    to do about one that cannot be read (the daemon's pulls say something else than root's)."""
     env = os.environ if env is None else env
     candidates: list[tuple[Path, str, bool]] = []
     if env.get("HF_TOKEN_FILE"):
@@ -61,9 +69,7 @@ def find_token(env: Mapping[str, str] | None = None, default_file: Path = TOKEN_
                 raise PullError(f"$HF_TOKEN_FILE names {path}, which does not exist") from None
             continue
         except PermissionError:
-            raise PullError(
-                f"cannot read the Hugging Face token in {path}: run as root (sudo sparkctl pull …)"
-            ) from None
+            raise PullError(f"cannot read the Hugging Face token in {path}: {fix}") from None
         except OSError as e:
             raise PullError(f"cannot read the Hugging Face token in {path}: {e.strerror}") from None
         if value:
@@ -132,12 +138,18 @@ def pull_weights(
     hub = hub_dir(hf_cache)
     _writable(hub)
     fetch = _Fetch(repo, revision, hub, endpoint, token)
+    # What a pull writes stays readable to every engine and writable to the cache's group, so a
+    # pull root began the daemon can finish, and the other way round (#15: the daemon pulls for
+    # other nodes of a cluster; the cache is root's and the daemon's group's, setgid).
+    umask = os.umask(0o002)
     try:
         commit, missing, path = _download(fetch, say)
     except PullError:
         raise
     except Exception as e:
         raise _failure(e, fetch, model_id) from None
+    finally:
+        os.umask(umask)
     state = check_weights(hf_cache, repo, revision)
     if not state.present:
         raise PullError(f"{fetch.where} is still incomplete after the download: {state.reason}")
@@ -357,3 +369,94 @@ def pull_model(
     if image and spec.engine.runtime == "container" and spec.engine.image:
         outcome = ensure_image(spec.engine.image, say=say, system=system)
         say(f"{model.id}: image {spec.engine.image} {outcome}")
+
+
+# ------------------------------------------------------------------------------ a daemon's pull
+# A node's daemon pulls a spanning model's weights on another node's request (#15,
+# gateway/pulls.py) in a child process: `python -m sparkctl.tools.pull --model ID --hf-cache DIR
+# --repo REPO --revision REV [--extra REPO]…`, every value the daemon's own catalog and settings
+# (never the request's). Progress goes to stderr a line at a time; the outcome is one JSON line
+# on stdout, `{"ok": true}` or `{"ok": false, "message", "hint"}`; the exit status says the same.
+# A child, not a thread: a download of 100 GB must neither hold the gateway's interpreter nor
+# keep the daemon from stopping (SIGTERM ends it; what it finished stays in the cache).
+TICK = 10.0  # seconds between "so far" lines while files download
+DAEMON_TOKEN_FIX = "run `sudo sparkctl install` on this node again: it gives the file to the daemon's group"
+
+
+def _blob_bytes(hf_cache: Path, repo: str) -> int:
+    from sparkctl.core.weights import repo_dir
+
+    blobs = repo_dir(hf_cache, repo) / "blobs"
+    total = 0
+    try:
+        for entry in os.scandir(blobs):
+            with contextlib.suppress(OSError):
+                total += entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0
+    return total
+
+
+def _ticking(hf_cache: Path, repo: str, say: Say, every: float) -> Callable[[], None]:
+    """Say how much of `repo` is in the cache every `every` seconds until the returned stop()."""
+    stop = threading.Event()
+    start = _blob_bytes(hf_cache, repo)
+
+    def tick() -> None:
+        while not stop.wait(every):
+            say(f"{repo}: {human_bytes(_blob_bytes(hf_cache, repo) - start)} fetched so far")
+
+    thread = threading.Thread(target=tick, name="sparkctl-pull-tick", daemon=True)
+    thread.start()
+
+    def stopped() -> None:
+        stop.set()
+        thread.join()
+
+    return stopped
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m sparkctl.tools.pull")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--hf-cache", type=Path, required=True)
+    parser.add_argument("--repo", required=True)
+    parser.add_argument("--revision", required=True)
+    parser.add_argument("--extra", action="append", default=[])
+    parser.add_argument("--tick", type=float, default=TICK)
+    args = parser.parse_args(argv)
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # a bar redrawn with \r is no log line
+    # Whatever else huggingface_hub keeps (its xet chunk cache, say) goes into the cache too: the
+    # daemon's home is not writable (ProtectSystem=strict), the cache is.
+    os.environ["HF_HOME"] = str(args.hf_cache)
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        token = find_token(fix=DAEMON_TOKEN_FIX)
+        if token:
+            say(f"using the Hugging Face token from {token.source}")
+        for repo, revision in [(args.repo, args.revision), *((r, "main") for r in args.extra)]:
+            stop = _ticking(args.hf_cache, repo, say, args.tick)
+            try:
+                result = pull_weights(
+                    repo, revision, args.hf_cache, model_id=args.model, token=token, say=say
+                )
+            finally:
+                stop()
+            say(f"{args.model}: weights of {repo}@{revision} ready in {result.snapshot}")
+    except PullError as e:
+        print(json.dumps({"ok": False, "message": e.message, "hint": e.hint}), flush=True)
+        return 1
+    print(json.dumps({"ok": True}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())

@@ -43,6 +43,7 @@ def own_units(settings: Settings, executable: Path, config: Path, *, user: bool 
             protect_home="read-only" if home else "yes",
             user=user,
             stop_timeout=systemd_seconds(settings.gateway.shutdown_grace + STOP_MARGIN),
+            cache_paths=None if user else "-" + quoting.plain(str(settings.runtime.hf_cache)),
             **_state_dir(settings, user=user),
         )
     )

@@ -20,7 +20,17 @@ from sparkctl.sandbox import box as sandbox
 from sparkctl.sandbox.box import Box
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"gateway", "gateway_own_core", "streaming", "held", "cold_start", "swap", "eta", "detect"}
+SCENARIOS = {
+    "gateway",
+    "gateway_own_core",
+    "streaming",
+    "held",
+    "cold_start",
+    "swap",
+    "eta",
+    "detect",
+    "relay",
+}
 # vllm-router where scripts/setup could install its wheel (the benchmark runs without it)
 TARGETS = {"direct", "sparkctl", "nginx", "naive-aiohttp"} | ({"vllm-router"} if vllm_router() else set())
 PLOTS = {
@@ -105,6 +115,15 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
     assert detect["summary"]["engine_death_error_events"] == 2
     assert detect["leases_left"] == 0
 
+    # The relay to a peer node (#15): a second daemon relays every request for the model.
+    relay = results["scenarios"]["relay"]
+    assert {(r["target"], r["clients"]) for r in relay["summary"]} == {
+        (t, c) for t in ("direct", "sparkctl", "relay") for c in (1, 16)
+    }
+    assert all(r["requests"] > 0 for r in relay["raw"])
+    assert all(r["errors"] == 0 for r in relay["summary"]), relay["summary"]
+    assert relay["leases_left"] == 0
+
     verdicts = results["verdicts"]
     assert len(verdicts) == 11
     assert all(v["met"] in (True, False) and v["measured"] is not None for v in verdicts), verdicts
@@ -121,6 +140,7 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
         "## Swap",
         "## Gateway overhead with the front on a core of its own",
         "## Detection: a dead engine, a client gone",
+        "## Relay to a peer node",
         "## Machine",
     ):
         assert heading in report, heading

@@ -558,6 +558,34 @@ def test_what_a_spanning_model_needs_on_every_node_it_spans(spark: Spark) -> Non
     assert check().detail == "big on spark-b: does not answer"
 
 
+def test_a_cluster_node_s_cache_is_the_daemon_s_to_pull_into(
+    spark: Spark, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert spark.check(doctor.check_cluster_pulls).detail == "no peers configured: only this node pulls here"
+    spark.settings_data["cluster"] = {
+        "node": "spark-a",
+        "peers": [{"name": "spark-b", "url": "http://192.168.100.2:8009", "api_key_file": "/k"}],
+    }
+    cache = spark.root / "var/lib/sparkctl/huggingface"
+    groups = {cache.stat().st_gid: "root"}
+    monkeypatch.setattr("sparkctl.tools.doctor.peers._group_name", lambda gid: groups.get(gid, str(gid)))
+    cache.chmod(0o755)
+    before = spark.check(doctor.check_cluster_pulls)
+    assert before.status == "warn" and "is root's, mode 0755: the daemon (group sparkctl)" in before.detail
+    assert before.fix is not None and before.fix.startswith("sudo sparkctl install")
+    groups[cache.stat().st_gid] = "sparkctl"  # what install does: the daemon's group, setgid, g+w
+    cache.chmod(0o2775)
+    after = spark.check(doctor.check_cluster_pulls)
+    assert after.status == "pass", after
+    token = spark.root / "etc/sparkctl/hf-token"
+    token.write_text("hf_x")
+    token.chmod(0o600)
+    unreadable = spark.check(doctor.check_cluster_pulls)
+    assert unreadable.status == "warn" and "cannot read /etc/sparkctl/hf-token" in unreadable.detail
+    token.chmod(0o640)
+    assert spark.check(doctor.check_cluster_pulls).status == "pass"
+
+
 def test_a_broken_check_is_reported_and_the_others_still_run(
     spark: Spark, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -598,6 +626,7 @@ def test_doctor_command_on_this_host(tmp_path: Path) -> None:
         "model footprints",
         "cluster link",
         "cluster peers",
+        "cluster pulls",
         "spanning models",
     ]
     for c in checks:

@@ -48,7 +48,13 @@ class FakeHub:
     log: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
     cut_once: set[str] = field(default_factory=set)  # files whose first GET breaks off halfway
     broken: set[str] = field(default_factory=set)  # files whose GET answers 500
+    hold: set[str] = field(default_factory=set)  # files whose GET waits until release()
+    gate: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)  # a held file was asked for
     url: str = ""
+
+    def release(self) -> None:
+        self.gate.set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -156,6 +162,9 @@ class FakeHub:
             return web.Response(headers={**headers, "Content-Length": str(len(data))})
         if path in self.broken:
             return web.Response(status=500, text="internal error")
+        if path in self.hold:
+            self.held.set()
+            await asyncio.to_thread(self.gate.wait, 30)
         start = 0
         if request.headers.get("Range", "").startswith("bytes="):
             start = int(request.headers["Range"][6:].split("-")[0])

@@ -34,7 +34,7 @@ from sparkctl.tools.doctor.hardware import (
 )
 from sparkctl.tools.doctor.host import Disk, Host, Result, disk_of, port_is_free, run_command
 from sparkctl.tools.doctor.learned import check_footprints
-from sparkctl.tools.doctor.peers import check_peers
+from sparkctl.tools.doctor.peers import check_cluster_pulls, check_peers
 from sparkctl.tools.doctor.runtime import (
     check_cgroup2,
     check_notify_healthy,
@@ -66,6 +66,7 @@ __all__ = [
     "check_api_key",
     "check_cdi",
     "check_cgroup2",
+    "check_cluster_pulls",
     "check_disk",
     "check_driver",
     "check_footprints",
@@ -109,6 +110,7 @@ CHECKS: tuple[CheckFn, ...] = (
     check_footprints,
     check_link,
     check_peers,
+    check_cluster_pulls,
     check_spanning,
 )
 

@@ -8,12 +8,17 @@ daemon does; nothing is asked of a peer when no cluster is configured.
 
 from __future__ import annotations
 
+import grp
 import json
+import stat
 
 from sparkctl import __version__
 from sparkctl.settings import PeerSettings, Settings
 from sparkctl.tools.doctor.check import Check
 from sparkctl.tools.doctor.host import Host
+from sparkctl.tools.pull import TOKEN_FILE
+
+DAEMON_GROUP = "sparkctl"
 
 
 def check_peers(host: Host, settings: Settings) -> Check:
@@ -62,3 +67,47 @@ def _peer(host: Host, peer: PeerSettings, node: str) -> str | None:
     if version != __version__:
         return f"{peer.name} runs sparkctl {version}, this node {__version__} (upgrade both alike)"
     return None
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def check_cluster_pulls(host: Host, settings: Settings) -> Check:
+    """In a cluster, the other nodes' `sparkctl pull` of a spanning model has this node's daemon
+    fetch into runtime.hf_cache: the cache must be its group's to write, and the Hugging Face
+    token (if there is one) its group's to read (`sparkctl install` makes both so)."""
+    name = "cluster pulls"
+    if not settings.cluster.peers:
+        return Check(name, "pass", "no peers configured: only this node pulls here")
+    if settings.systemd.bus == "user":
+        return Check(name, "pass", "a user's daemon writes its own cache")
+    cache = settings.runtime.hf_cache
+    problems = []
+    try:
+        st = host.path(cache).stat()
+    except OSError:
+        problems.append(f"{cache} does not exist")
+    else:
+        group, mode = _group_name(st.st_gid), stat.S_IMODE(st.st_mode)
+        if group != DAEMON_GROUP or mode & 0o070 != 0o070 or not mode & stat.S_ISGID:
+            problems.append(
+                f"{cache} is {group}'s, mode {mode:04o}: the daemon (group {DAEMON_GROUP}) cannot write it"
+            )
+    try:
+        token = host.path(TOKEN_FILE).stat()
+    except OSError:
+        token = None
+    if token is not None and (_group_name(token.st_gid) != DAEMON_GROUP or not token.st_mode & stat.S_IRGRP):
+        problems.append(f"the daemon cannot read {TOKEN_FILE}: gated models cannot be pulled here")
+    if problems:
+        return Check(
+            name,
+            "warn",
+            "other nodes' `sparkctl pull` of a model that spans this one fails here: " + "; ".join(problems),
+            "sudo sparkctl install (it gives the cache and the token to the daemon's group)",
+        )
+    return Check(name, "pass", f"the daemon may fetch into {cache} for the other nodes")
