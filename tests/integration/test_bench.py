@@ -156,6 +156,7 @@ def test_quick_benchmark_writes_results_report_and_plots(box: Box, tmp_path: Pat
         assert height > 200 and width > 300, name
         assert f"]({name})" in report, name
 
-    # Torn down: its box is gone, and so are its servers.
-    assert set(sandbox.boxes()) == boxes_before
+    # Torn down: its box is gone, and so are its servers. (Its own box only: other runs on this
+    # machine boot and remove boxes of their own meanwhile.)
+    assert [b.name for b in set(sandbox.boxes()) - boxes_before if b.name.startswith("bench")] == []
     assert _leftovers() == []
