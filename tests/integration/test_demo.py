@@ -65,11 +65,16 @@ def test_a_cluster_demo_is_reached_by_root_s_commands(box: Box) -> None:
     proc = subprocess.Popen(
         [SPARKCTL, "demo", "--nodes", "2", "--port", "28962"], stderr=subprocess.PIPE, text=True
     )
+    key = None
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
+            if line.strip().startswith("sk-spark-"):
+                key = line.strip()
             if "Ctrl-C stops the demo" in line:
                 break
+        assert key is not None
+        _cluster_page("http://127.0.0.1:28962", key)
         ps = admin("ps", "-a")
         assert ps.returncode == 0, ps.stderr
         rows = {tuple(line.split()[:3]) for line in ps.stdout.splitlines()[1:]}
@@ -221,3 +226,29 @@ def test_a_signal_ends_the_demo_like_ctrl_c(
             proc.stderr.close()
     assert not (ROOT / "demo").exists()
     assert not LOCATOR.exists()
+
+
+def _cluster_page(url: str, key: str) -> None:
+    """spark-a's dashboard in a real headless chromium: every node's models, each node, no error."""
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{url}/ui/")
+            page.locator("#login-key").fill(key)
+            page.keyboard.press("Enter")
+            rows = page.locator("#models tbody tr[data-model]")
+            expect(rows).to_have_count(3, timeout=20_000)
+            expect(page.locator('tr[data-model="demo-b"]')).to_contain_text("on spark-b")
+            expect(page.locator('tr[data-model="demo-span"] .state')).to_have_text("ready")
+            expect(page.locator('tr[data-model="demo-a"] button.start')).to_be_visible()  # this node's
+            expect(page.locator("#nodes .node")).to_have_count(2)
+            expect(page.locator('#nodes [data-node="spark-b"]')).to_contain_text("answers")
+            assert not errors, errors
+        finally:
+            browser.close()

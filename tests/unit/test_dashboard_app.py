@@ -261,3 +261,57 @@ def test_the_script_never_turns_text_into_markup() -> None:
     script = resources.files("sparkctl.gateway.ui").joinpath("assets", "app.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
         assert sink not in script, sink
+
+
+async def test_in_a_cluster_the_page_shows_every_nodes_models_and_each_node(tmp_path: Path) -> None:
+    """#15/#17: the other nodes' models, as they list them, beside this node's; a spanning model
+    this node runs a worker of is shown once, as its owner lists it; each node, answering or not."""
+    from yarl import URL
+
+    from sparkctl.gateway.context import GATEWAY
+    from sparkctl.gateway.peers import Peer
+    from sparkctl.gateway.ui.live import Live, snapshot
+
+    cluster = {
+        "node": "spark-b",
+        "interface": "qsfp0",
+        "address": "10.77.0.2",
+        "peers": [{"name": "spark-a", "url": "http://10.77.0.1:8009", "api_key_file": "/k"}],
+    }
+    settings = Settings.model_validate({"cluster": cluster})
+    write_model(tmp_path / "models", "b-own")
+    span = {"nodes": 2, "gpu": "exclusive", "owner": "spark-a", "multinode": "native"}
+    write_model(tmp_path / "models", "span", serve=span)
+    catalog = load_catalog(settings, [tmp_path / "models"])
+    peer = Peer("spark-a", URL("http://10.77.0.1:8009"), "sk-spark-peer-key")
+    app = build_app(settings, catalog, _supervisor(catalog, settings), keys=KeyStore(), peers=[peer])  # type: ignore[arg-type]
+    gw = app[GATEWAY]
+    assert gw.peers is not None
+    state = next(iter(gw.peers))
+    state.models = [
+        {"id": "a-own", "state": "ready", "description": HOSTILE, "memory_bytes": 5, "load_time_s": 2.5},
+        {"id": "span", "state": "starting", "description": "spans both"},
+    ]
+    state.listed = state.up = True
+    snap = await snapshot(gw, Live())
+    shown = {m["id"]: (m["node"], m["state"], m.get("remote", False)) for m in snap["models"]}
+    assert shown == {
+        "b-own": ("spark-b", "stopped", False),
+        "a-own": ("spark-a", "ready", True),
+        "span": ("spark-a", "starting", True),  # the owner's view, not the worker part's here
+    }
+    assert [(n["name"], n.get("remote", False)) for n in snap["nodes"]] == [
+        ("spark-b", False),
+        ("spark-a", True),
+    ]
+    assert snap["nodes"][1]["available"] is True
+    state.up = False
+    state.error = "connection refused"
+    snap = await snapshot(gw, Live())
+    assert snap["nodes"][1] == {
+        "name": "spark-a",
+        "remote": True,
+        "available": False,
+        "error": "connection refused",
+    }
+    assert {m["id"]: m["state"] for m in snap["models"]}["a-own"] == "unavailable"

@@ -93,6 +93,8 @@ async def snapshot(gw: Gateway, live: Live) -> dict[str, Any]:
     up = (ModelState.STARTING, ModelState.READY, ModelState.DRAINING, ModelState.STOPPING)
     budgeted = 0.0
     for view in gw.supervisor.views():
+        if view.id in gw.owners:
+            continue  # another node's model (this node may run a part of it): listed as the owner's
         spec = gw.catalog.models[view.id].spec
         requests_per_s, tokens_per_s = live.rates.per_second(view.id)
         if view.state in up:  # its share as the scheduler counts it: declared, or learned if more
@@ -116,25 +118,58 @@ async def snapshot(gw: Gateway, live: Live) -> dict[str, Any]:
         if not m.spec.enabled
     ]
     memory = live.memory
+    nodes: list[dict[str, Any]] = [
+        {
+            "name": gw.settings.cluster.node,
+            "memory_total": memory.total,
+            "memory_used": memory.total - memory.available if memory.total else None,
+            "budget_in_use": round(budgeted, 3),
+        }
+    ]
+    requests_per_s = round(sum(m["requests_per_s"] for m in models), 2)  # this node's own
+    tokens_per_s = round(sum(m["tokens_per_s"] for m in models), 1)
+    if gw.peers is not None:
+        models += _peers_models(gw)
+        nodes += [
+            {"name": state.peer.name, "remote": True, "available": state.up, "error": state.error}
+            for state in gw.peers
+        ]
     return {
         "time": round(time.time(), 3),
         "version": __version__,
         "queue_depth": gw.supervisor.queue_length,
         "memory_budget": gw.settings.scheduler.memory_budget,
         "degraded": gw.supervisor.degraded,
-        "nodes": [
-            {
-                "name": gw.settings.cluster.node,
-                "memory_total": memory.total,
-                "memory_used": memory.total - memory.available if memory.total else None,
-                "budget_in_use": round(budgeted, 3),
-            }
-        ],
-        "requests_per_s": round(sum(m["requests_per_s"] for m in models), 2),
-        "tokens_per_s": round(sum(m["tokens_per_s"] for m in models), 1),
+        "nodes": nodes,
+        "requests_per_s": requests_per_s,
+        "tokens_per_s": tokens_per_s,
         "models": models,
         "disabled": disabled,
     }
+
+
+def _peers_models(gw: Gateway) -> list[dict[str, Any]]:
+    """The other nodes' models, as they list them (#15): shown, and served through this node
+    (the playground relays), but started, stopped and followed on their own nodes."""
+    out = []
+    local = {view.id for view in gw.supervisor.views()} - set(gw.owners)
+    assert gw.peers is not None
+    for entry in gw.peers.listing():
+        if entry["id"] in local:
+            continue
+        out.append(
+            {
+                "id": str(entry["id"]),
+                "remote": True,
+                "node": entry.get("node"),
+                "state": str(entry.get("state", "unavailable")),
+                "description": str(entry.get("description", "")),
+                "memory_bytes": entry.get("memory_bytes"),
+                "last_load_seconds": entry.get("load_time_s"),
+                "available": entry.get("available", False),
+            }
+        )
+    return out
 
 
 async def stream(request: web.Request) -> web.StreamResponse:

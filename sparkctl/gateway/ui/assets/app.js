@@ -145,13 +145,18 @@
     $("disabled").textContent = snap.disabled.length
       ? "Disabled: " + snap.disabled.map((d) => `${d.id} (${d.disabled_reason})`).join("; ")
       : "";
-    fillPicker($("log-model"), snap.models);
+    fillPicker($("log-model"), snap.models.filter((m) => !m.remote)); // journald is this node's
     fillPicker($("play-model"), snap.models);
   }
 
   function renderNodes(nodes) {
     const box = $("nodes");
     box.replaceChildren(...nodes.map((n) => {
+      if (n.remote) { // another node of the cluster: what this node knows of it
+        return el("div", { class: "node", "data-node": n.name },
+          el("strong", { text: n.name }),
+          el("div", { text: n.available ? "answers (its own page shows its memory)" : `does not answer: ${n.error || ""}` }));
+      }
       const used = n.memory_used;
       const bar = el("progress", { max: String(n.memory_total || 1), value: String(used || 0) });
       bar.setAttribute("aria-label", `memory in use on ${n.name}`);
@@ -200,6 +205,7 @@
   }
 
   function modelRow(m) {
+    if (m.remote) return remoteRow(m);
     const cell = (label, content, cls) => {
       const td = el("td", { "data-label": label, class: cls || "" });
       if (content instanceof Node) td.append(content); else td.textContent = content;
@@ -249,6 +255,19 @@
       cell("Queued", String(m.waiting), "queued"),
       cell("Rate", `${m.requests_per_s.toFixed(2)} req/s · ${m.tokens_per_s.toFixed(1)} tok/s`),
       idle, load, actions);
+  }
+
+  // Another node's model (#15): what that node lists; started, stopped and logged there.
+  function remoteRow(m) {
+    const cell = (label, text) => el("td", { "data-label": label, text });
+    return el("tr", { class: "model remote", "data-model": m.id },
+      el("td", {}, el("div", {}, el("strong", { text: m.id })), el("div", { class: "desc", text: m.description })),
+      el("td", { "data-label": "State" }, el("span", { class: "state", "data-state": m.state, text: m.state })),
+      cell("Node", m.node),
+      cell("Memory", bytes(m.memory_bytes)),
+      cell("In flight", "–"), cell("Queued", "–"), cell("Rate", "–"), cell("Idle stop", "–"),
+      cell("Load", m.last_load_seconds != null ? `typical ${m.last_load_seconds.toFixed(1)}s` : "–"),
+      el("td", { class: "actions desc", text: `on ${m.node}` }));
   }
 
   function button(label, onClick, cls, disabled) {
