@@ -53,6 +53,8 @@ _SSE_HEAD: Headers = [
     (b"X-Accel-Buffering", b"no"),
 ]
 _JSON = (b"Content-Type", b"application/json")
+# the headers serving reads, picked in the one pass over them that `eligible` makes
+_PICKED = frozenset((b"content-type", b"x-request-id", b"prefer", b"authorization", b"x-api-key"))
 
 
 class _Answer:
@@ -92,12 +94,15 @@ class ExpressLane:
             return False
         if request.url.partition(b"?")[0] not in ROUTES:
             return False
+        picked = request.picked
         for name, value in request.headers:
             lower = name.lower()
-            if lower in _NOT_HERE or (lower == b"origin" and self._cors):
+            if lower in _PICKED:
+                picked.setdefault(lower, value)
+            elif lower in _NOT_HERE or (lower == b"origin" and self._cors):
                 return False
-            if lower == b"content-type" and value[:10].lower() == b"multipart/":
-                return False
+        if picked.get(b"content-type", b"")[:10].lower() == b"multipart/":
+            return False
         entry = keys.authenticate(_presented(request))
         if entry is None:
             return False
@@ -126,7 +131,7 @@ class ExpressLane:
                 body = parts[0] if len(parts) == 1 else b"".join(parts)
                 request.body = []
                 with gw.bodies.hold(len(body)):
-                    content_type = (request.header(b"content-type") or b"").decode("latin-1")
+                    content_type = request.picked.get(b"content-type", b"").decode("latin-1")
                     parsed = parse_body(body, content_type)
                     direct = gw.direct_ports.get(wire.sockport or 0) if gw.direct_ports else None
                     model = resolve(gw.catalog, direct or parsed.name)
@@ -314,18 +319,21 @@ def _downstream(raw: Headers, request_id: str) -> Headers:
 def _presented(request: WireRequest) -> str | None:
     found = {}
     for name, header in ((b"authorization", "Authorization"), (b"x-api-key", "x-api-key")):
-        if (value := request.header(name)) is not None:
+        if (value := request.picked.get(name)) is not None:
             found[header] = value.decode("latin-1")
     return presented_key(found)
 
 
 def _request_id(request: WireRequest) -> str:
-    given = (request.header(b"x-request-id") or b"").decode("latin-1")
+    given = request.picked.get(b"x-request-id", b"").decode("latin-1")
     if 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").replace("_", "").isalnum():
         return given
     return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08x}"
 
 
 def _prefers_no_wait(request: WireRequest) -> bool:
-    prefer = (request.header(b"prefer") or b"").decode("latin-1")
+    raw = request.picked.get(b"prefer")
+    if raw is None:
+        return False
+    prefer = raw.decode("latin-1")
     return any(p.strip().replace(" ", "") == "wait=0" for p in prefer.split(","))

@@ -64,6 +64,7 @@ class WireRequest:
         "keep_alive",
         "length",
         "method",
+        "picked",
         "url",
     )
 
@@ -78,6 +79,7 @@ class WireRequest:
         self.keep_alive = True
         self.express = False  # served here (else aiohttp's)
         self.caller: tuple[KeyStore, KeyEntry] | None = None  # the key it presented, as checked
+        self.picked: dict[bytes, bytes] = {}  # headers its server reads (lower-case name → first value)
 
     def header(self, name: bytes) -> bytes | None:
         """A header's value (`name` in lower case); the first, if repeated."""
