@@ -61,11 +61,12 @@ class _Answer:
     """How far the client's response has gone: `started` once its head is out (an event stream's,
     while the model loads), after which errors can only be events."""
 
-    __slots__ = ("request_id", "started")
+    __slots__ = ("request_id", "sent", "started")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.started = False
+        self.sent = False  # all of it, from the engine's callback (`_early`)
 
 
 class ExpressLane:
@@ -126,11 +127,14 @@ class ExpressLane:
                 if found is None:
                     raise UnauthorizedError("Missing or invalid API key: send `Authorization: Bearer <key>`.")
                 entry = found
-            with gw.holds.hold(entry, admin=False) as held:
+            held = gw.holds.enter(entry, admin=False)
+            try:
                 parts = request.body
                 body = parts[0] if len(parts) == 1 else b"".join(parts)
                 request.body = []
-                with gw.bodies.hold(len(body)):
+                size = len(body)
+                gw.bodies.take(size)
+                try:
                     content_type = request.picked.get(b"content-type", b"").decode("latin-1")
                     parsed = parse_body(body, content_type)
                     direct = gw.direct_ports.get(wire.sockport or 0) if gw.direct_ports else None
@@ -141,6 +145,10 @@ class ExpressLane:
                     stream = bool(parsed.json and parsed.json.get("stream") is True)
                     del parsed
                     status = await self._leased(request, wire, held, model, url, body, stream, answer)
+                finally:
+                    gw.bodies.held -= size
+            finally:
+                gw.holds.leave(entry, held)
         except SparkError as e:
             status = self._fail(wire, answer, e)
         except ConnectionError:
@@ -227,8 +235,12 @@ class ExpressLane:
             wire.peer,
             gw.engine_auth,
         )
+
+        def early(conn: EngineConnection) -> None:
+            self._early(wire, model, conn, answer)
+
         try:
-            conn = await gw.engines.exchange(model.host_port, head, body)
+            conn = await gw.engines.exchange(model.host_port, head, body, early)
         except EngineError as e:
             error = lease.error or UpstreamError(f"The engine of '{model.id}' could not be reached: {e}")
             return self._fail(wire, answer, error)
@@ -241,9 +253,26 @@ class ExpressLane:
         finally:
             conn.finish()  # a fully read answer leaves its connection to the pool; any other is closed
 
+    def _early(self, wire: Wire, model: Model, conn: EngineConnection, answer: _Answer) -> None:
+        """A small, whole, successful answer goes to the client from the engine's protocol
+        callback, the loop turn it arrives in: the request's task wakes after, for the books."""
+        if conn.status >= 400 or answer.started or wire.gone:
+            return
+        if (conn.header(b"content-type") or b"").startswith(SSE):
+            return
+        length = conn.header(b"content-length")
+        if length is None or not length.isdigit() or int(length) > BUFFER_LIMIT:
+            return
+        data = conn.take()
+        wire.respond(conn.status, _downstream(conn.headers, answer.request_id), data)
+        answer.started = answer.sent = True
+        self.gw.metrics.usage(model.id, data)
+
     async def _respond(
         self, wire: Wire, model: Model, conn: EngineConnection, lease: Lease, answer: _Answer
     ) -> int:
+        if answer.sent:
+            return conn.status
         if conn.status >= 400:
             status, err_body, error = engine_error(conn.status, await conn.read())
             if answer.started:
