@@ -250,3 +250,17 @@ async def test_a_malformed_request_after_good_ones_is_answered_in_turn(env: Env)
     assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
+
+
+async def test_a_burst_of_pipelined_requests_is_not_taken_for_one_long_head(env: Env) -> None:
+    """More requests in one write than a head may be long (gateway/wire.py: MAX_HEAD): each is
+    answered, in order."""
+    n = 300
+    burst = b"".join(request(env, echo_body(n=i), extra=f"X-Request-Id: burst-{i}\r\n") for i in range(n))
+    assert len(burst) > 64 * 1024
+    reader, writer = await connect(env)
+    writer.write(burst)
+    for i in range(n):
+        status, headers, _ = await response(reader)
+        assert status == 200 and headers["x-request-id"] == f"burst-{i}"
+    writer.close()
