@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sparkctl.gateway")
 MAX_HEAD = 64 * 1024  # bytes of one request's line and headers (aiohttp: 16 KiB per line or field)
+MAX_FIELD = 16384  # bytes of the URL or of one header, as serve.py sets aiohttp's max_line/field_size
 MAX_HEADERS = 128  # aiohttp's own limit
 MAX_QUEUED = 16  # pipelined requests waiting their turn before reading pauses
 Headers = list[tuple[bytes, bytes]]
@@ -277,12 +278,16 @@ class Wire(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         assert self._req is not None
         self._req.url += url
+        if len(self._req.url) > MAX_FIELD:
+            raise httptools.HttpParserError(f"the URL is longer than {MAX_FIELD} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._req is not None
         headers = self._req.headers
         if len(headers) >= MAX_HEADERS:
             raise httptools.HttpParserError("too many headers")
+        if len(name) > MAX_FIELD or len(value) > MAX_FIELD:
+            raise httptools.HttpParserError(f"a header is longer than {MAX_FIELD} bytes")
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:

@@ -264,3 +264,19 @@ async def test_a_burst_of_pipelined_requests_is_not_taken_for_one_long_head(env:
         status, headers, _ = await response(reader)
         assert status == 200 and headers["x-request-id"] == f"burst-{i}"
     writer.close()
+
+
+async def test_a_header_over_16_kib_is_refused_on_the_wire_as_by_aiohttp(env: Env) -> None:
+    long = "x" * 17000
+    for first in (True, False):  # a connection's first request goes to aiohttp; a later one is the wire's
+        reader, writer = await connect(env)
+        if not first:
+            writer.write(request(env, echo_body()))
+            status, _, _ = await response(reader)
+            assert status == 200
+        writer.write(request(env, echo_body(), extra=f"X-Long: {long}\r\n"))
+        status, _, body = await response(reader)
+        assert status == 400 and "error" in json.loads(body)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    assert env.sup.view("echo").leases == 0
