@@ -146,6 +146,11 @@ def start_vllm_router(work: Path, upstream_port: int, plan: CpuPlan) -> Front:
             "1000000",
             "--queue-size",
             "4096",
+            # its metrics listener defaults to port 29000: another run on the machine may hold it
+            "--prometheus-host",
+            "127.0.0.1",
+            "--prometheus-port",
+            str(free_port()),
         ],
         log=work / "vllm-router.log",
         cpus=plan.servers,

@@ -32,16 +32,22 @@ from sparkctl.daemon.sd_notify import notify, watchdog_interval
 from sparkctl.daemon.sockets import Listener, bound_sockets, check_exposure, systemd_sockets
 from sparkctl.errors import SparkError, UpstreamError
 from sparkctl.gateway.app import build_app
-from sparkctl.gateway.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite
+from sparkctl.gateway.connections import (
+    FIRST_REQUEST_GRACE,
+    KEEPALIVE_TIMEOUT,
+    ConnectionGuard,
+    GuardedSite,
+)
 from sparkctl.gateway.context import GATEWAY
+from sparkctl.gateway.express import ExpressLane
 from sparkctl.gateway.peers import Peer, read_peers
+from sparkctl.gateway.wire import wire_factory
 from sparkctl.settings import Settings, load_settings
 
 log = logging.getLogger("sparkctl.daemon")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 LAST_WORD = 2.0  # seconds the requests ended at the grace's end get to say so
 STOPPING = "sparkctl is stopping (a restart or an upgrade) and this request outlived its grace: retry."
-FIRST_REQUEST_GRACE = 2.0  # seconds a connection accepted just before a stop gets to send its request
 
 
 def first_start_since_boot(state_dir: Path | None) -> bool:
@@ -86,14 +92,14 @@ async def serve(settings: Settings, catalog: Catalog) -> None:
     links = [PeerLink(p.name, str(p.url), p.key) for p in peers]
     supervisor = Supervisor(catalog, settings, peers=links)
     await supervisor.start(preload=await asyncio.to_thread(first_start_since_boot, _state_dir()))
-    runner = await _start_gateway(settings, catalog, supervisor, listeners, peers)
+    runner, guard = await _start_gateway(settings, catalog, supervisor, listeners, peers)
     stop = _stop_on_signals()
     _announce_ready(supervisor, catalog, listeners, activated)
     watchdog = asyncio.create_task(_watchdog(supervisor)) if watchdog_interval() else None
     try:
         await stop.wait()
     finally:
-        await _shut_down(runner, supervisor, watchdog)
+        await _shut_down(runner, guard, supervisor, watchdog)
 
 
 def _state_dir() -> Path | None:
@@ -104,7 +110,7 @@ def _state_dir() -> Path | None:
 
 async def _start_gateway(
     settings: Settings, catalog: Catalog, supervisor: Supervisor, listeners: list[Listener], peers: list[Peer]
-) -> web.AppRunner:
+) -> tuple[web.AppRunner, ConnectionGuard]:
     """The gateway, serving on every listening socket."""
     keys = None
     if settings.gateway.auth == "required":
@@ -135,10 +141,12 @@ async def _start_gateway(
         max_connections=settings.gateway.max_connections, header_timeout=settings.gateway.header_timeout
     )
     app[GATEWAY].metrics.watch_connections(guard)
+    # the inference requests are served off the wire, the rest by aiohttp (gateway/wire.py, #18)
+    wire = wire_factory(ExpressLane(app[GATEWAY]))
     for listener in listeners:
-        await GuardedSite(runner, listener.sock, guard).start()
+        await GuardedSite(runner, listener.sock, guard, wire=wire).start()
         log.info("listening on %s (%s)", listener.describe(), listener.name)
-    return runner
+    return runner, guard
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -165,7 +173,7 @@ def _announce_ready(
 
 
 async def _shut_down(
-    runner: web.AppRunner, supervisor: Supervisor, watchdog: asyncio.Task[None] | None
+    runner: web.AppRunner, guard: ConnectionGuard, supervisor: Supervisor, watchdog: asyncio.Task[None] | None
 ) -> None:
     """STOPPING to systemd; in-flight responses finish (within gateway.shutdown_grace; a stream
     still running then ends with an error event), then the bus closes."""
@@ -174,14 +182,18 @@ async def _shut_down(
     log.info("stopping: no new connections; in-flight requests get up to %.0fs", grace)
     if watchdog is not None:
         watchdog.cancel()
-    await _stop_accepting(runner)
+    await _stop_accepting(runner, guard)
     await _finish_in_flight(supervisor, grace)
+    # aiohttp's cleanup waits for its handlers; the requests served off the wire end here
+    deadline = asyncio.get_running_loop().time() + LAST_WORD
+    while guard.busy and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
     await runner.cleanup()
     await supervisor.close()
     log.info("stopped")
 
 
-async def _stop_accepting(runner: web.AppRunner) -> None:
+async def _stop_accepting(runner: web.AppRunner, guard: ConnectionGuard) -> None:
     """No new connections: systemd keeps the listening sockets, so they wait for the next daemon.
     A connection accepted just before may not have sent its request yet, and aiohttp's shutdown
     closes such a connection at once — under load a restart lost requests that way. Each gets up
@@ -192,8 +204,12 @@ async def _stop_accepting(runner: web.AppRunner) -> None:
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FIRST_REQUEST_GRACE
-    connections = runner.server.connections
-    while loop.time() < deadline and any(_no_request_yet(c) for c in connections):  # noqa: ASYNC110
+    connections = runner.server.connections  # aiohttp's; the guard knows those of gateway/wire.py
+
+    def unasked() -> bool:
+        return guard.unasked or any(_no_request_yet(c) for c in connections)
+
+    while loop.time() < deadline and unasked():  # noqa: ASYNC110
         await asyncio.sleep(0.01)  # (aiohttp has no event for a request's arrival; at most 2 s, once)
 
 

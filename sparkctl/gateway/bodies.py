@@ -85,6 +85,14 @@ class BodyBudget:
 
     @contextmanager
     def hold(self, size: int) -> Iterator[None]:
+        self.take(size)
+        try:
+            yield
+        finally:
+            self.held -= size
+
+    def take(self, size: int) -> None:
+        """`hold` without its context manager: the caller gives the bytes back (`held -= size`)."""
         if self.held and self.held + size > self.limit:
             raise QueueFullError(
                 f"The gateway holds {self.held} bytes of request bodies (gateway.body_budget = "
@@ -92,7 +100,3 @@ class BodyBudget:
                 retry_after=1,
             )
         self.held += size
-        try:
-            yield
-        finally:
-            self.held -= size

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -25,9 +26,30 @@ from aiohttp.web_request import BaseRequest
 from sparkctl.errors import BadRequestError, RequestTimeoutError, RequestTooLargeError
 from sparkctl.gateway.errors import error_body
 
+
+class Served(Protocol):
+    """A connection this side parses (gateway/wire.py's Wire), as the guard sees it."""
+
+    @property
+    def idle(self) -> bool: ...
+
+    @property
+    def served(self) -> bool: ...
+
+    @property
+    def serving(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+# Makes a connection's protocol that serves what it can and hands the rest to aiohttp's
+# (`handoff(counted)` makes one): gateway/wire.py's `Wire`.
+WireFactory = Callable[[Callable[[bool], asyncio.Protocol], "ConnectionGuard", bool], asyncio.Protocol]
+
 log = logging.getLogger("sparkctl.gateway")
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle kept-alive connection stays open (nginx's default)
 SWEEP = 1.0  # seconds between looks at the connections still owing their headers
+FIRST_REQUEST_GRACE = 2.0  # seconds a connection accepted just before a stop gets to send its request
 _TIMEOUT_BODY = error_body(RequestTimeoutError("The request headers did not arrive in time."))
 _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
@@ -102,27 +124,49 @@ class ConnectionGuard:
         self.refused = 0
         self.timed_out = 0
         self.rejected = 0  # requests the HTTP parser refused
-        self._waiting: dict[RequestHandler, float] = {}  # connection → when it was accepted
+        # connection (aiohttp's _Handler or a wire.Wire: both have `transport` and
+        # `_request_count`) → when it was accepted
+        self._waiting: dict[Any, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._sites = 0
+        self._wires: set[Served] = set()  # connections served off the wire (gateway/wire.py)
+        self.stopping = False  # no site is left: connections end after their current answer
 
-    def protocol(self, server: web.Server, *, capped: bool) -> Callable[[], asyncio.BaseProtocol]:
-        """The protocol factory for one listening socket (`capped`: counted against the cap)."""
+    def protocol(
+        self, server: web.Server, *, capped: bool, wire: WireFactory | None = None
+    ) -> Callable[[], asyncio.BaseProtocol]:
+        """The protocol factory for one listening socket (`capped`: counted against the cap).
+        With `wire`, connections are parsed off the wire and the inference requests served
+        there; the rest is handed on to aiohttp's protocol (gateway/wire.py)."""
         loop = asyncio.get_running_loop()
 
+        def handoff(counted: bool) -> asyncio.Protocol:
+            return _Handler(server, self, counted=counted)
+
         def accept() -> asyncio.BaseProtocol:
-            # asyncio loses no connection it made a protocol for: every counted _Handler made
+            # asyncio loses no connection it made a protocol for: every counted protocol made
             # here is connected, then lost, exactly once
             if capped and self.open >= self.max_connections:
                 self._refuse()
                 return _Refused()
-            handler = _Handler(server, self, counted=capped)
+            protocol: asyncio.Protocol
+            if wire is not None:
+                protocol = wire(handoff, self, capped)
+            else:
+                protocol = _Handler(server, self, counted=capped)
             if capped:
                 self.open += 1
-            self._waiting[handler] = loop.time()
-            return handler
+            self._waiting[protocol] = loop.time()
+            return protocol
 
         return accept
+
+    def track(self, wire: Served) -> None:
+        self._wires.add(wire)
+
+    def untrack(self, wire: Served) -> None:
+        self._wires.discard(wire)
+        self._waiting.pop(wire, None)
 
     def attach(self) -> None:
         self._sites += 1
@@ -131,10 +175,35 @@ class ConnectionGuard:
 
     def detach(self) -> None:
         self._sites -= 1
-        if self._sites <= 0 and self._sweeper is not None:
+        if self._sites > 0:
+            return
+        if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
             self._waiting.clear()
+        # As aiohttp's shutdown does with its own: connections between requests close now; one
+        # that has not sent its first request yet gets a moment to (serve.py's _stop_accepting).
+        self.stopping = True
+        for wire in list(self._wires):
+            if wire.idle and wire.served:
+                wire.close()
+        if self._wires:
+            asyncio.get_running_loop().call_later(FIRST_REQUEST_GRACE, self._close_idle)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a connection served here is in the middle of a request."""
+        return any(wire.serving for wire in self._wires)
+
+    @property
+    def unasked(self) -> bool:
+        """Whether a connection served here has not sent its first request yet."""
+        return any(not wire.served for wire in self._wires)
+
+    def _close_idle(self) -> None:
+        for wire in list(self._wires):
+            if wire.idle:
+                wire.close()
 
     def _arm(self) -> None:
         interval = min(SWEEP, self.header_timeout / 4)
@@ -178,18 +247,27 @@ def _said(count: int) -> bool:
 class GuardedSite(web.SockSite):
     """A socket from systemd (or bound by hand), served through a ConnectionGuard."""
 
-    __slots__ = ("_guard",)
+    __slots__ = ("_guard", "_wire")
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, guard: ConnectionGuard) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        guard: ConnectionGuard,
+        *,
+        wire: WireFactory | None = None,
+    ) -> None:
         super().__init__(runner, sock, backlog=1024)
         self._guard = guard
+        self._wire = wire
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site (SockSite.start would serve unguarded)
         server = self._runner.server
         assert server is not None, "the runner is set up before its sites start"
         capped = self._sock.family != socket.AF_UNIX  # the local admin socket: never refused
-        factory = self._guard.protocol(server, capped=capped)
+        # the local admin socket's callers are known by SO_PEERCRED, in aiohttp's path
+        factory = self._guard.protocol(server, capped=capped, wire=self._wire if capped else None)
         self._server = await asyncio.get_running_loop().create_server(
             factory, sock=self._sock, backlog=self._backlog
         )

@@ -47,6 +47,7 @@ class EngineConnection(asyncio.Protocol):
         "_received",
         "_sink",
         "_waiter",
+        "early",
         "headers",
         "idle_since",
         "keep_alive",
@@ -76,6 +77,9 @@ class EngineConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._sink: Callable[[bytes], bool] | None = None
+        # called once the whole answer is in, from the protocol's callback: a caller may pass a
+        # small answer on to its client there and then, a loop turn before its task wakes (#18)
+        self.early: Callable[[EngineConnection], None] | None = None
 
     # ------------------------------------------------------------------ asyncio's side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,6 +151,9 @@ class EngineConnection(asyncio.Protocol):
         self.keep_alive = self._parser.should_keep_alive()
         self._done = True
         self._wake()
+        if (early := self.early) is not None:
+            self.early = None
+            early(self)
 
     # ------------------------------------------------------------------ the exchange
     def _wake(self) -> None:
@@ -185,6 +192,13 @@ class EngineConnection(asyncio.Protocol):
                 raise self._error
             self._resume()
             await self._wait()
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+    def take(self) -> bytes:
+        """The whole answer's body, once it has all come (`complete`), without waiting."""
+        assert self._done
         data = b"".join(self._chunks)
         self._chunks.clear()
         return data
@@ -310,11 +324,19 @@ class EnginePool:
             raise EngineError(f"cannot connect to 127.0.0.1:{port}: {e or type(e).__name__}") from None
         return conn
 
-    async def exchange(self, port: int, head: bytes, body: bytes) -> EngineConnection:
+    async def exchange(
+        self,
+        port: int,
+        head: bytes,
+        body: bytes,
+        early: Callable[[EngineConnection], None] | None = None,
+    ) -> EngineConnection:
         """Send one request; return its connection once the answer's head has come. The caller
-        reads the body from it and then calls `finish()` (or `abort()`), in a `finally`."""
+        reads the body from it and then calls `finish()` (or `abort()`), in a `finally`.
+        `early(conn)`, if given, is called as soon as the whole answer is in (`EngineConnection.early`)."""
         conn = self._take(port)
         if conn is not None:
+            conn.early = early
             conn.send(head, body)
             try:
                 await conn.response()
@@ -327,6 +349,7 @@ class EnginePool:
                 raise
             # the engine closed a kept-alive connection under the request: once more, fresh
         conn = await self._open(port)
+        conn.early = early
         conn.send(head, body)
         try:
             await conn.response()

@@ -53,14 +53,26 @@ class KeyHolds:
 
     @contextlib.contextmanager
     def hold(self, entry: KeyEntry, *, admin: bool) -> Iterator[Hold]:
-        held = Hold(entry.name, admin=admin)
-        holds = self._by_key.setdefault(entry.sha256, set())
-        holds.add(held)
+        held = self.enter(entry, admin=admin)
         try:
             yield held
         finally:
+            self.leave(entry, held)
+
+    # `hold` in two calls, for a caller that does without a context manager's generator (#18)
+    def enter(self, entry: KeyEntry, *, admin: bool) -> Hold:
+        held = Hold(entry.name, admin=admin)
+        holds = self._by_key.get(entry.sha256)
+        if holds is None:
+            holds = self._by_key[entry.sha256] = set()
+        holds.add(held)
+        return held
+
+    def leave(self, entry: KeyEntry, held: Hold) -> None:
+        holds = self._by_key.get(entry.sha256)
+        if holds is not None:
             holds.discard(held)
-            if not holds and self._by_key.get(entry.sha256) is holds:
+            if not holds:
                 del self._by_key[entry.sha256]
 
     def __len__(self) -> int:

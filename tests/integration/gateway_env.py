@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from sparkctl.apikeys.engine import read_engine_key
 from sparkctl.catalog import load_catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.app import build_app
+from sparkctl.gateway.connections import ConnectionGuard, GuardedSite
+from sparkctl.gateway.context import GATEWAY
+from sparkctl.gateway.express import ExpressLane
+from sparkctl.gateway.wire import wire_factory
 from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
 from tests.helpers import listening_socket, write_model
@@ -28,12 +33,15 @@ from tests.integration.conftest import emulated
 ECHO = str(Path(__file__).with_name("echo_engine.py"))
 
 
-async def serve(runner: web.AppRunner) -> int:
-    """Serve `runner` on a socket bound before the server starts: a port picked first and bound
-    later can be taken in between (CI saw it). Returns the port."""
-    sock = listening_socket()
+async def serve(runner: web.AppRunner, sock: socket.socket | None = None) -> int:
+    """Serve `runner` as the daemon does (gateway/wire.py in front of aiohttp, a ConnectionGuard)
+    on a socket bound before the server starts: a port picked first and bound later can be taken
+    in between (CI saw it). Returns the port."""
+    sock = sock or listening_socket()
+    gw = runner.app[GATEWAY]
+    guard = ConnectionGuard(max_connections=4096, header_timeout=gw.settings.gateway.header_timeout)
     try:
-        await web.SockSite(runner, sock).start()
+        await GuardedSite(runner, sock, guard, wire=wire_factory(ExpressLane(gw))).start()
     except BaseException:
         sock.close()
         raise
@@ -142,11 +150,7 @@ async def env(box: Box, deploy: Any, tmp_path: Path) -> AsyncIterator[Env]:
         )
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
-        try:
-            await web.SockSite(runner, direct_sock).start()
-        except BaseException:
-            direct_sock.close()
-            raise
+        await serve(runner, direct_sock)
         port = await serve(runner)
         yield Env(f"http://127.0.0.1:{port}", admin, user, sup, box, f"http://127.0.0.1:{direct}", ports, app)
     finally:

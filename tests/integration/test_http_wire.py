@@ -194,3 +194,89 @@ async def test_the_engine_side_connection_is_reused_and_survives_an_engine_resta
         model="chat", messages=[{"role": "user", "content": "back"}]
     )
     assert answer.choices[0].message.content
+
+
+async def test_a_connection_goes_on_in_aiohttp_after_requests_served_off_the_wire(env: Env) -> None:
+    """Requests served off the wire (gateway/wire.py), then one only aiohttp serves (a GET, a
+    chunked body), pipelined behind them: every answer comes, in order, on the one connection."""
+    body = echo_body(n=2)
+    framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    reader, writer = await connect(env)
+    writer.write(
+        request(env, echo_body(n=0), extra="X-Request-Id: first\r\n")
+        + f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {env.user}\r\n\r\n".encode()
+        + request(env, b"", extra="Transfer-Encoding: chunked\r\nX-Request-Id: third\r\n", length=False)
+        + framed
+        + request(env, echo_body(n=3), extra="X-Request-Id: fourth\r\n")
+    )
+    status, headers, answer = await response(reader)
+    assert status == 200 and headers["x-request-id"] == "first"
+    status, _, answer = await response(reader)
+    assert status == 200 and any(m["id"] == "echo" for m in json.loads(answer)["data"])
+    for rid, n in (("third", 2), ("fourth", 3)):
+        status, headers, answer = await response(reader)
+        seen = json.loads(answer)
+        assert status == 200 and headers["x-request-id"] == rid
+        assert json.loads(seen["body_prefix"])["n"] == n and seen["length"] == len(echo_body(n=n))
+    writer.close()
+
+
+async def test_connection_close_and_a_late_body_end_the_connection(env: Env) -> None:
+    reader, writer = await connect(env)
+    writer.write(request(env, echo_body(), extra="Connection: close\r\n"))
+    status, headers, _ = await response(reader)
+    assert status == 200 and headers["connection"].lower() == "close"
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    # a body that does not come within gateway.body_timeout (1 s here): 408, and the end
+    reader, writer = await connect(env)
+    writer.write(request(env, echo_body())[:-10])
+    status, headers, body = await response(reader)
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    assert env.sup.view("echo").leases == 0
+
+
+async def test_a_malformed_request_after_good_ones_is_answered_in_turn(env: Env) -> None:
+    reader, writer = await connect(env)
+    writer.write(
+        request(env, echo_body(), extra="X-Request-Id: good\r\n")
+        + b"POST /v1/chat HTTP/1.1\r\nBad Header\r\n\r\n"
+    )
+    status, headers, _ = await response(reader)
+    assert status == 200 and headers["x-request-id"] == "good"
+    status, headers, body = await response(reader)
+    assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+
+
+async def test_a_burst_of_pipelined_requests_is_not_taken_for_one_long_head(env: Env) -> None:
+    """More requests in one write than a head may be long (gateway/wire.py: MAX_HEAD): each is
+    answered, in order."""
+    n = 300
+    burst = b"".join(request(env, echo_body(n=i), extra=f"X-Request-Id: burst-{i}\r\n") for i in range(n))
+    assert len(burst) > 64 * 1024
+    reader, writer = await connect(env)
+    writer.write(burst)
+    for i in range(n):
+        status, headers, _ = await response(reader)
+        assert status == 200 and headers["x-request-id"] == f"burst-{i}"
+    writer.close()
+
+
+async def test_a_header_over_16_kib_is_refused_on_the_wire_as_by_aiohttp(env: Env) -> None:
+    long = "x" * 17000
+    for first in (True, False):  # a connection's first request goes to aiohttp; a later one is the wire's
+        reader, writer = await connect(env)
+        if not first:
+            writer.write(request(env, echo_body()))
+            status, _, _ = await response(reader)
+            assert status == 200
+        writer.write(request(env, echo_body(), extra=f"X-Long: {long}\r\n"))
+        status, _, body = await response(reader)
+        assert status == 400 and "error" in json.loads(body)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    assert env.sup.view("echo").leases == 0

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from sparkctl.gateway.connections import ConnectionGuard, GuardedSite
+from sparkctl.gateway.wire import Wire, WireRequest, wire_factory
 
 CAP = 10
 
@@ -151,3 +152,40 @@ async def test_a_request_the_parser_refuses_gets_the_envelope_and_one_log_line(
     assert not [r for r in caplog.records if r.exc_info], "no traceback for a client's malformed request"
     assert [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
     assert listening.guard.rejected == 1
+
+
+class _NoExpress:
+    """Serves nothing off the wire: every request goes on to aiohttp."""
+
+    body_timeout = 1.0
+
+    def eligible(self, request: WireRequest, wire: Wire) -> bool:
+        return False
+
+    async def serve(self, request: WireRequest, wire: Wire) -> None:
+        raise AssertionError("nothing is eligible")
+
+
+async def test_wire_connections_send_at_once_and_hand_aiohttp_the_rest_still_counted(
+    listening: Listening,
+) -> None:
+    site = GuardedSite(listening.runner, listening.sock, listening.guard, wire=wire_factory(_NoExpress()))
+    await site.start()
+    conns = await _connect(listening.port, 3)
+    await _settle(listening, 3)
+    wires = list(listening.guard._wires)
+    assert len(wires) == 3
+    for wire in wires:
+        # a socket bound with proto 0 (as systemd's): asyncio leaves Nagle on, the wire does not
+        assert isinstance(wire, Wire) and wire.transport is not None
+        sock = wire.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    for reader, writer in conns:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(5) == b"hello"
+    assert not listening.guard._wires  # aiohttp's now, and counted by it
+    assert listening.guard.open == 3
+    _close(conns)
+    await _settle(listening, 0)
