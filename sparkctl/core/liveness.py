@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from sparkctl.catalog import Catalog
+from sparkctl.catalog import Catalog, span
 from sparkctl.core import messages as msg
 from sparkctl.core.states import ModelState, ModelView
 from sparkctl.settings import Settings
@@ -38,11 +38,14 @@ class Liveness:
         self._views = views
         self._post = post
         self._misses: dict[str, int] = {}  # model → unanswered asks in a row
+        # A worker part of another node's model never listens: its owner's head answering is the
+        # model's health, and a head that loses it exits (#15).
+        self._not_here = set(span.owners([m.spec for m in catalog.enabled], settings.cluster))
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            watched = [v.id for v in self._views() if v.state in _WATCHED]
+            watched = [v.id for v in self._views() if v.state in _WATCHED and v.id not in self._not_here]
             answers = await asyncio.gather(*(self._answers(model) for model in watched))
             self._misses = {m: n for m, n in self._misses.items() if m in watched}
             for model, answered in zip(watched, answers, strict=True):

@@ -79,9 +79,10 @@ class Cluster:
             node.box.down()
 
 
-def config_text(node: Node, peers: Sequence[Node], port: int, extra: str = "") -> str:
+def config_text(node: Node, peers: Sequence[Node], port: int, extra: str = "", tables: str = "") -> str:
     """A node's sparkctl.toml: its gateway on its loopback and on the link, its peers by their
-    link addresses (docs/cluster.md, "Two Sparks, step by step")."""
+    link addresses (docs/cluster.md, "Two Sparks, step by step"). `extra`: more [cluster] keys;
+    `tables`: more tables, after it."""
     lines = [
         "[gateway]",
         f'listen = ["127.0.0.1:{port}", "{node.address}:{port}"]',
@@ -109,6 +110,8 @@ def config_text(node: Node, peers: Sequence[Node], port: int, extra: str = "") -
             f'url = "http://{peer.address}:{port}"',
             f'api_key_file = "{node.base / "peers" / peer.name}"',
         ]
+    if tables:
+        lines.append(tables)
     return "\n".join(lines) + "\n"
 
 
@@ -120,6 +123,7 @@ def up(
     models: Callable[[Node], None],
     prefix: str = "10.77.0",
     extra: str = "",
+    tables: str = "",
     before_install: Callable[[Box], None] | None = None,
 ) -> Cluster:
     """Boot one box per name (`boxes` + its index names them), link them, write each node's
@@ -143,7 +147,8 @@ def up(
             models(node)
             if before_install is not None:
                 before_install(node.box)
-            node.config.write_text(config_text(node, [p for p in nodes if p is not node], port, extra))
+            others = [p for p in nodes if p is not node]
+            node.config.write_text(config_text(node, others, port, extra, tables))
             proc = node.run("install", check=False, timeout=300)
             if proc.returncode != 0:
                 raise SandboxError(f"sparkctl install failed on {node.name}:\n{proc.stderr}")
