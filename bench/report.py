@@ -228,7 +228,7 @@ def _relay(r: dict[str, Any]) -> list[str]:
                 _f(row["rps"], 0),
                 _f(row["added_rps_ratio"], 2),
                 "—" if direct or local else _f(row["over_local_rps_ratio"], 2),
-                _f(row["fronts_cpu_us"], 0),
+                _f(row["proxy_cpu_us"], 0),
                 str(row["errors"]),
             ]
         )

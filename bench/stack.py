@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import re
-import socket
 import sys
 import time
 import urllib.error
@@ -25,6 +23,7 @@ from sparkctl.apikeys import KeyStore
 from sparkctl.catalog import load_catalog
 from sparkctl.sandbox import image
 from sparkctl.sandbox.box import Box
+from sparkctl.sandbox.host import spare_port
 from sparkctl.sandbox.weights import write_placeholder
 from sparkctl.settings import Settings, load_settings
 from sparkctl.units.names import service_name
@@ -43,21 +42,6 @@ TIMESTAMPS = (
     "ActiveExitTimestampMonotonic",  # a stop began
     "InactiveEnterTimestampMonotonic",  # the stop ended
 )
-
-
-def free_port() -> int:
-    """A port nothing listens on, below the kernel's ephemeral range (32768-60999 by default):
-    one picked by binding to 0 may be taken by an outgoing connection before the daemon or an
-    engine listens on it."""
-    for _ in range(200):
-        port = random.randrange(20000, 28000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 28000")
 
 
 @dataclass
@@ -153,13 +137,13 @@ class Stack:
         if any(m.runtime == "container" for m in self.models.values()):
             image.import_into(self.box)
         for m in self.models.values():
-            m.port = free_port()
+            m.port = spare_port()
             # Emulated engines load no weights, but a start checks that they were pulled.
             write_placeholder(self.work / "hf", m.entry()["source"]["hf_repo"])
         store = KeyStore()
         self.key = store.add("bench", admin=True)
         store.save(self.work / "api-keys")
-        self.port = free_port()
+        self.port = spare_port()
         config = self.work / "sparkctl.toml"
         config.write_text(
             to_toml(

@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import json
-import random
 import socket
 from pathlib import Path
 from typing import Any
 
-# Below the kernel's ephemeral range (32768-60999 by default) and the suites' fixed ranges
-# (28000-29999): a port picked by binding to 0 is one an outgoing connection may take before the
-# test listens on it, and CI saw exactly that race.
-_SPARE_PORTS = range(20000, 28000)
+from sparkctl.sandbox.host import spare_port, spare_socket
 
 
 def free_port() -> int:
     """A port nothing listens on, outside the range the kernel hands to outgoing connections."""
-    for _ in range(200):
-        port = random.choice(_SPARE_PORTS)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 28000")
+    return spare_port()
 
 
 def listening_socket() -> socket.socket:
     """A socket already bound and listening on a spare port: hand it to the server, no race at all."""
-    for _ in range(200):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", random.choice(_SPARE_PORTS)))
-        except OSError:
-            s.close()
-            continue
-        s.listen(128)
-        return s
-    raise RuntimeError("no free port between 20000 and 28000")
+    s = spare_socket()
+    s.listen(128)
+    return s
 
 
 BASE_ENTRY: dict[str, Any] = {

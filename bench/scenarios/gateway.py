@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from ..loadgen import run_wrk, wrk_script
 from ..procs import cpu_seconds, pin
 from ..stats import median, rotate
-from . import FAST, MESSAGES, Context, targets
+from . import FAST, MESSAGES, Context, Target, targets
 
 METRICS = (
     "p50_ms",
@@ -66,35 +67,8 @@ def measure(ctx: Context, engine_pids: list[int], rounds: int) -> dict[str, Any]
         for clients in prof.clients:
             for name in rotate(names, rnd):
                 t = by_name[name]
-                proxy0, engine0 = cpu_seconds(t.proxy_pids), cpu_seconds(engine_pids)
-                res = run_wrk(url.format(port=t.port), script, clients, prof.wrk_seconds, ctx.plan.loadgen)
-                proxy1, engine1 = cpu_seconds(t.proxy_pids), cpu_seconds(engine_pids)
-                n = max(res.requests, 1)
                 raw.append(
-                    {
-                        "round": rnd,
-                        "target": name,
-                        "clients": clients,
-                        "requests": res.requests,
-                        "seconds": res.seconds,
-                        "rps": res.rps,
-                        "p50_ms": res.p50_ms,
-                        "p75_ms": res.p75_ms,
-                        "p90_ms": res.p90_ms,
-                        "p99_ms": res.p99_ms,
-                        "max_ms": res.max_ms,
-                        "mean_ms": res.mean_ms,
-                        "errors": res.errors,
-                        "proxy_cpu_s": proxy1 - proxy0,
-                        "engine_cpu_s": engine1 - engine0,
-                        "proxy_cpu_us": (proxy1 - proxy0) / n * 1e6,
-                        "engine_cpu_us": (engine1 - engine0) / n * 1e6,
-                        "loadgen_cpu_s": res.loadgen_cpu_s,
-                        "loadgen_busy": res.loadgen_cpu_s / res.seconds if res.seconds else math.nan,
-                        "server_busy": ((proxy1 - proxy0) + (engine1 - engine0)) / res.seconds
-                        if res.seconds
-                        else math.nan,
-                    }
+                    measured(t, url, script, clients, prof.wrk_seconds, ctx.plan.loadgen, engine_pids, rnd)
                 )
     return {
         # wrk hangs up with requests in flight when its time is up: every one must end its lease.
@@ -106,6 +80,46 @@ def measure(ctx: Context, engine_pids: list[int], rounds: int) -> dict[str, Any]
         "targets": names,
         "raw": raw,
         "summary": summarize(raw, names, prof.clients),
+    }
+
+
+def measured(
+    t: Target,
+    url: str,
+    script: Path,
+    clients: int,
+    seconds: int,
+    loadgen: frozenset[int] | None,
+    engine_pids: list[int],
+    rnd: int,
+) -> dict[str, Any]:
+    """One wrk run against `t` with the CPU its front and the engine spent meanwhile (the
+    gateway and relay scenarios' unit of measure)."""
+    proxy0, engine0 = cpu_seconds(t.proxy_pids), cpu_seconds(engine_pids)
+    res = run_wrk(url.format(port=t.port), script, clients, seconds, loadgen)
+    proxy1, engine1 = cpu_seconds(t.proxy_pids), cpu_seconds(engine_pids)
+    n = max(res.requests, 1)
+    return {
+        "round": rnd,
+        "target": t.name,
+        "clients": clients,
+        "requests": res.requests,
+        "seconds": res.seconds,
+        "rps": res.rps,
+        "p50_ms": res.p50_ms,
+        "p75_ms": res.p75_ms,
+        "p90_ms": res.p90_ms,
+        "p99_ms": res.p99_ms,
+        "max_ms": res.max_ms,
+        "mean_ms": res.mean_ms,
+        "errors": res.errors,
+        "proxy_cpu_s": proxy1 - proxy0,
+        "engine_cpu_s": engine1 - engine0,
+        "proxy_cpu_us": (proxy1 - proxy0) / n * 1e6,
+        "engine_cpu_us": (engine1 - engine0) / n * 1e6,
+        "loadgen_cpu_s": res.loadgen_cpu_s,
+        "loadgen_busy": res.loadgen_cpu_s / res.seconds if res.seconds else math.nan,
+        "server_busy": ((proxy1 - proxy0) + (engine1 - engine0)) / res.seconds if res.seconds else math.nan,
     }
 
 

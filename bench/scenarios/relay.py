@@ -22,13 +22,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sparkctl.sandbox.host import spare_port
 from sparkctl.settings import default_node
 
 from ..loadgen import run_wrk, wrk_script
-from ..procs import Child, cpu_seconds, wait_for
-from ..stack import SPARKCTL, Stack, free_port, to_toml
+from ..procs import Child, wait_for
+from ..stack import SPARKCTL, Stack, to_toml
 from ..stats import median, rotate
 from . import FAST, MESSAGES, Context, Target
+from .gateway import measured
 
 NODE = "bench-front"  # the relaying node's name
 CLIENTS = (1, 16)
@@ -46,7 +48,7 @@ class Front:
         peer_key = base / "peer.key"
         peer_key.write_text(stack.key + "\n")
         peer_key.chmod(0o600)
-        self.port = free_port()
+        self.port = spare_port()
         self.peer = default_node()  # the benchmark's daemon leaves cluster.node at its default
         config = base / "sparkctl.toml"
         config.write_text(
@@ -139,25 +141,8 @@ def _measure(ctx: Context, tgts: list[Target], engine_pids: list[int]) -> dict[s
         for clients in CLIENTS:
             for name in rotate(list(TARGETS), rnd):
                 t = by_name[name]
-                fronts0, engine0 = cpu_seconds(t.proxy_pids), cpu_seconds(engine_pids)
-                res = run_wrk(url.format(port=t.port), script, clients, prof.wrk_seconds, ctx.plan.loadgen)
-                fronts1, engine1 = cpu_seconds(t.proxy_pids), cpu_seconds(engine_pids)
-                n = max(res.requests, 1)
                 raw.append(
-                    {
-                        "round": rnd,
-                        "target": name,
-                        "clients": clients,
-                        "requests": res.requests,
-                        "seconds": res.seconds,
-                        "rps": res.rps,
-                        "p50_ms": res.p50_ms,
-                        "p90_ms": res.p90_ms,
-                        "p99_ms": res.p99_ms,
-                        "errors": res.errors,
-                        "fronts_cpu_us": (fronts1 - fronts0) / n * 1e6,
-                        "engine_cpu_us": (engine1 - engine0) / n * 1e6,
-                    }
+                    measured(t, url, script, clients, prof.wrk_seconds, ctx.plan.loadgen, engine_pids, rnd)
                 )
     return {
         "load_generator": "wrk 1 thread, keep-alive connections = clients, POST body from a Lua script",
@@ -190,7 +175,7 @@ def summarize(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not runs:
                 continue
             row: dict[str, Any] = {"target": name, "clients": c, "rounds": len(runs)}
-            for m in ("p50_ms", "p90_ms", "p99_ms", "rps", "fronts_cpu_us", "engine_cpu_us"):
+            for m in ("p50_ms", "p90_ms", "p99_ms", "rps", "proxy_cpu_us", "engine_cpu_us"):
                 row[m] = median([r[m] for r in runs])
             row["errors"] = sum(sum(r["errors"].values()) for r in runs)
             for base, prefix in (("direct", "added"), ("sparkctl", "over_local")):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
+import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -71,3 +73,30 @@ def default_shares(extra: Iterable[Path]) -> list[Path]:
         if p != Path("/") and not any(p.is_relative_to(o) for o in out):
             out.append(p)
     return out
+
+
+# Below the kernel's ephemeral range (32768-60999 by default) and the test suites' fixed ranges
+# (28000-29999): a port picked by binding to 0 is one an outgoing connection may take before a
+# server listens on it, and CI saw exactly that race.
+SPARE_PORTS = range(20000, 28000)
+
+
+def spare_socket() -> socket.socket:
+    """A socket bound (not yet listening) on a free loopback port in SPARE_PORTS: for the tests'
+    and the benchmarks' servers and engines."""
+    for _ in range(200):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", random.choice(SPARE_PORTS)))
+        except OSError:
+            s.close()
+            continue
+        return s
+    raise SandboxError(f"no free port from {SPARE_PORTS.start} to {SPARE_PORTS.stop - 1}")
+
+
+def spare_port() -> int:
+    """A free loopback port in SPARE_PORTS, for a server another process will bind."""
+    with spare_socket() as s:
+        return int(s.getsockname()[1])

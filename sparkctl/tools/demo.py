@@ -14,7 +14,6 @@ commands (`sparkctl ps`, `models list`, `logs`, `keys`, `doctor`, …) reach it 
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -28,59 +27,7 @@ from sparkctl.sandbox import image
 from sparkctl.sandbox.box import Box
 from sparkctl.sandbox.weights import write_placeholder
 from sparkctl.tools import demo_locator
-
-DEMO_MODELS = {
-    "demo-chat": {
-        "description": "An emulated chat model, run as a plain service",
-        "capabilities": ["chat", "tools", "embeddings"],
-        "process": True,
-        "fraction": 0.45,
-        "load": 2.0,
-        "exclusive": False,
-    },
-    "demo-coder": {
-        "description": "An emulated coding model in a Quadlet container",
-        "capabilities": ["chat", "tools", "code"],
-        "process": False,
-        "fraction": 0.45,
-        "load": 3.0,
-        "exclusive": False,
-    },
-    "demo-large": {
-        "description": "An emulated large model that needs the GPU to itself",
-        "capabilities": ["chat", "reasoning"],
-        "process": False,
-        "fraction": 0.85,
-        "load": 4.0,
-        "exclusive": True,
-    },
-}
-
-
-def _catalog_entry(model_id: str, spec: dict[str, object], port: int, sparkctl: str) -> str:
-    lines = [
-        f'id = "{model_id}"',
-        f'description = "{spec["description"]}"',
-        'status = "experimental"',
-        f"capabilities = {json.dumps(spec['capabilities'])}",
-        "[source]",
-        f'hf_repo = "sparkctl-demo/{model_id}"',
-        "[engine]",
-        f"port = {port}",
-        f"host_port = {port}",
-        "max_model_len = 8192",
-        f"gpu_memory_utilization = {spec['fraction']}",
-        f'args = ["--load-time", "{spec["load"]}", "--tokens-per-second", "40"]',
-        "ulimits = {}",  # the sandbox cannot raise memlock: see sparkctl/sandbox/README
-    ]
-    if spec["process"]:
-        lines += ['runtime = "process"', f'command = ["{sparkctl}", "emulate"]']
-    else:
-        lines += [f'image = "{image.IMAGE}"']
-    lines += ["[serve]", 'idle_timeout = "5m"', 'start_timeout = "2m"']
-    if spec["exclusive"]:
-        lines.append('gpu = "exclusive"')
-    return "\n".join(lines) + "\n"
+from sparkctl.tools.demo_catalog import DEMO_MODELS, catalog_entry
 
 
 def prepare(box: Box, port: int, sparkctl: str) -> Path:
@@ -89,7 +36,7 @@ def prepare(box: Box, port: int, sparkctl: str) -> Path:
     catalog = base / "models"
     catalog.mkdir(parents=True, exist_ok=True)
     for n, (model_id, spec) in enumerate(DEMO_MODELS.items()):
-        (catalog / f"{model_id}.toml").write_text(_catalog_entry(model_id, spec, port + 100 + n, sparkctl))
+        (catalog / f"{model_id}.toml").write_text(catalog_entry(model_id, spec, port + 100 + n, sparkctl))
     for d in ("hf", "compile"):
         (base / d).mkdir(exist_ok=True)
     for model_id in DEMO_MODELS:  # emulated engines need no weights, but their starts check

@@ -29,45 +29,33 @@ from sparkctl.sandbox import cluster as sandbox_cluster
 from sparkctl.sandbox.cluster import Cluster, Node
 from sparkctl.sandbox.weights import write_placeholder
 from sparkctl.tools import demo_locator
+from sparkctl.tools.demo_catalog import catalog_entry
 
 NAMES = ("spark-a", "spark-b", "spark-c", "spark-d")
 SPAN = "demo-span"
 PROXYD = ("/usr/lib/systemd/systemd-socket-proxyd", "/lib/systemd/systemd-socket-proxyd")
 
 
-def _entry(model_id: str, description: str, port: int, sparkctl: str, serve: list[str]) -> str:
-    lines = [
-        f'id = "{model_id}"',
-        f'description = "{description}"',
-        'status = "experimental"',
-        'capabilities = ["chat"]',
-        "[source]",
-        f'hf_repo = "sparkctl-demo/{model_id}"',
-        "[engine]",
-        f"port = {port}",
-        f"host_port = {port}",
-        "max_model_len = 8192",
-        "gpu_memory_utilization = 0.85",
-        'args = ["--load-time", "2", "--tokens-per-second", "40"]',
-        "ulimits = {}",
-        'runtime = "process"',
-        f'command = ["{sparkctl}", "emulate"]',
-        "[serve]",
-        'idle_timeout = "5m"',
-        'start_timeout = "2m"',
-        'gpu = "exclusive"',
-        *serve,
-    ]
-    return "\n".join(lines) + "\n"
+def _entry(model_id: str, description: str, port: int, sparkctl: str, serve: tuple[str, ...] = ()) -> str:
+    """An exclusive emulated model run as a plain service (no image to import into every node)."""
+    spec: dict[str, object] = {
+        "description": description,
+        "capabilities": ["chat"],
+        "process": True,
+        "fraction": 0.85,
+        "load": 2.0,
+        "exclusive": True,
+    }
+    return catalog_entry(model_id, spec, port, sparkctl, serve)
 
 
 def _models(count: int, port: int) -> Callable[[Node], None]:
     def write(node: Node) -> None:
         own = f"demo-{node.name.removeprefix('spark-')}"
         (node.catalog / f"{own}.toml").write_text(
-            _entry(own, f"An emulated model of {node.name}'s own", port + 100, node.sparkctl, [])
+            _entry(own, f"An emulated model of {node.name}'s own", port + 100, node.sparkctl)
         )
-        serve = [f"nodes = {count}", 'multinode = "native"', 'owner = "spark-a"']
+        serve = (f"nodes = {count}", 'multinode = "native"', 'owner = "spark-a"')
         (node.catalog / f"{SPAN}.toml").write_text(
             _entry(SPAN, f"An emulated model spanning {count} Sparks", port + 101, node.sparkctl, serve)
         )

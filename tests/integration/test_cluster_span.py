@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -162,8 +163,6 @@ async def chat(node: Node, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def get(node: Node, path: str) -> tuple[int, Any]:
-    import subprocess
-
     argv = node.netns(sys.executable, CLIENT, "get", f"http://127.0.0.1:{PORT}", node.key, path)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
     answer = json.loads(proc.stdout)
