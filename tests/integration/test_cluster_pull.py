@@ -158,13 +158,13 @@ def pair() -> Iterator[Pair]:
         for node in nodes:
             for d in ("models", "compile", "peers"):
                 (node.base / d).mkdir(parents=True, exist_ok=True)
-            # The model spans both nodes; a spanning model stays disabled until the owner's side
-            # starts it (docs/cluster.md), and is pulled before it is enabled.
+            # The model spans both nodes, and is pulled on both before it is enabled (as the
+            # shipped 70B example is, docs/cluster.md): a pull needs no enabled model.
             write_model(
                 node.base / "models",
                 MODEL,
                 status="disabled",
-                disabled_reason="spanning models do not start yet",
+                disabled_reason="enabled once pulled on every node",
                 source={"hf_repo": REPO},
                 serve={"nodes": 2, "gpu": "exclusive", "owner": "spark-a"},
                 engine={"runtime": "process", "image": None, "command": [SPARKCTL, "emulate"], "port": 29410},

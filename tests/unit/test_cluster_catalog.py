@@ -19,7 +19,7 @@ from tests.helpers import write_model
 PEER = '[[cluster.peers]]\nname = "spark-b"\nurl = "http://10.77.0.2:29201"\napi_key_file = "/k"\n'
 LINK = 'interface = "enp1s0f1np1"\naddress = "10.77.0.1"\n'
 CLUSTER = f'[cluster]\nnode = "spark-a"\n{LINK}{PEER}'
-DISABLED = {"status": "disabled", "disabled_reason": "waits for spanning models"}
+DISABLED = {"status": "disabled", "disabled_reason": "not for this cluster"}
 SPAN = {"nodes": 2, "gpu": "exclusive", "owner": "spark-a"}
 # The Ray form in a container starts Ray in place of the image's entrypoint: a command is said.
 VLLM = {"command": ["vllm", "serve"]}

@@ -35,7 +35,7 @@ from tests.unit.test_pull import COMMIT, MODEL_FILES, FakeHub, FakeRepo
 hub = test_pull.hub  # the fake Hub, in this process; HF_ENDPOINT points at it
 
 SPAN = {"nodes": 2, "gpu": "exclusive", "owner": "spark-a"}
-DISABLED = {"status": "disabled", "disabled_reason": "spanning models do not start yet"}
+DISABLED = {"status": "disabled", "disabled_reason": "enabled once pulled on every node"}
 
 
 def _catalog(directory: Path) -> None:
