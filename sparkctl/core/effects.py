@@ -41,6 +41,7 @@ class SupervisorEffects:
         settings: Settings,
         *,
         post: Callable[[msg.Message], None],
+        settle: Callable[[msg.Message], None] | None = None,
         on_state: Callable[[str, ModelState], None],
         meminfo: Path,
     ) -> None:
@@ -48,6 +49,8 @@ class SupervisorEffects:
         self._catalog = catalog
         self._settings = settings
         self._post = post
+        # an ended lease's Release: applied at once where nothing waits before it (Supervisor._settle)
+        self._settle = settle or post
         self._on_state = on_state
         self._meminfo = meminfo
         self.systemd: Systemd | None = None  # connected by the supervisor's start()
@@ -285,7 +288,7 @@ class SupervisorEffects:
         waiter.future.set_result(lease)
 
     def _release(self, lease: Lease) -> None:
-        self._post(msg.Release(lease.request, lease.model))
+        self._settle(msg.Release(lease.request, lease.model))
 
     def reject(self, request: int, error: SparkError) -> None:
         waiter = self.waiters.pop(request, None)

@@ -148,12 +148,23 @@ class Scheduler:
         self._schedule(now)
         return QUEUED
 
+    def grantable(self, model: str) -> bool:
+        """Whether `acquire` would grant a lease on `model` now (pure: nothing changes)."""
+        slot = self._slots.get(model)
+        return slot is not None and not slot.info.worker and slot.can_serve and not self._queue.wants(model)
+
     def release(self, request: int, model: str, now: float) -> None:
         """The lease's response ended (completely, with an error, or by client disconnect)."""
         slot = self._slot(model)
         if request in slot.leases:
             self._t.unlease(slot, request, now)
-            self._schedule(now)
+            if self._queue or self._swap.target is not None or slot.state is ModelState.DRAINING:
+                self._schedule(now)
+            else:
+                # Nothing waits and nothing swaps: of all `_schedule` settles, only this slot's
+                # idle timer can have changed, as every event leaves the rest settled (the random
+                # walks check it). One slot, not every model's, on each request's end (#18).
+                self._arm_idle_slot(slot, now)
 
     def cancel(self, request: int, now: float) -> None:
         """A waiter gave up (its client went away, or it timed out) before being granted."""
@@ -598,14 +609,17 @@ class Scheduler:
 
     def _arm_idle(self, now: float) -> None:
         for slot in self._slots.values():
-            wanted = idle_stop_wanted(slot, self._queue.wants(slot.id))
-            if wanted and slot.idle_at is None:
-                if slot.info.idle_timeout <= 0:
-                    self._t.stop(slot, now)
-                else:
-                    self._t.arm_idle(slot, now)
-            elif not wanted:
-                self._t.disarm_idle(slot)
+            self._arm_idle_slot(slot, now)
+
+    def _arm_idle_slot(self, slot: Slot, now: float) -> None:
+        wanted = idle_stop_wanted(slot, self._queue.wants(slot.id))
+        if wanted and slot.idle_at is None:
+            if slot.info.idle_timeout <= 0:
+                self._t.stop(slot, now)
+            else:
+                self._t.arm_idle(slot, now)
+        elif not wanted:
+            self._t.disarm_idle(slot)
 
     def _restore_pinned(self, now: float) -> None:
         """A pinned model that was evicted comes back when it fits again and nobody waits."""

@@ -86,8 +86,14 @@ class Supervisor:
         self._listeners: list[StateListener] = []
         self._units = {service_name(m.id): m.id for m in self.catalog.enabled}
         self._fx = SupervisorEffects(
-            self.catalog, self.settings, post=self._post, on_state=self._notify, meminfo=self.meminfo
+            self.catalog,
+            self.settings,
+            post=self._post,
+            settle=self._settle,
+            on_state=self._notify,
+            meminfo=self.meminfo,
         )
+        self._applying = False  # inside `_apply`: what comes meanwhile waits in the inbox
         self._scheduler: Scheduler | None = None
         self._owner: asyncio.Task[None] | None = None
         self._bus_keeper: asyncio.Task[None] | None = None
@@ -286,6 +292,7 @@ class Supervisor:
             self._apply(await self._inbox.get())
 
     def _apply(self, message: msg.Message) -> None:
+        self._applying = True
         try:
             self._handle(message)
         except SparkError as e:
@@ -296,9 +303,21 @@ class Supervisor:
                 log.warning("%s", e)
         except Exception:
             log.exception("supervisor: failed to handle %r", message)
+        finally:
+            self._applying = False
 
     def _post(self, message: msg.Message) -> None:
         self._inbox.put_nowait(message)
+
+    def _settle(self, message: msg.Message) -> None:
+        """Apply `message` now if nothing waits in the inbox before it, else queue it. Applying it
+        now is exactly what the owner task would do next, one loop turn later (#18: a request's
+        grant and release, each one wake-up of the owner fewer). Every change still goes through
+        `_apply`, one at a time (never from inside another: `_applying`), in inbox order."""
+        if not self._applying and self._inbox.empty() and self._owner is not None and not self._owner.done():
+            self._apply(message)
+        else:
+            self._post(message)
 
     def _handle(self, message: msg.Message) -> None:
         now = self._loop.time()
@@ -396,15 +415,7 @@ class Supervisor:
         await self._check_nodes(model)
         request = next(self._ids)
         future: asyncio.Future[Lease] = self._loop.create_future()
-        message = msg.Acquire(request, model, wait, future)
-        if self._inbox.empty() and self._owner is not None and not self._owner.done():
-            # Nothing waits to be applied before it, so applying it now is exactly what the owner
-            # task would do next, one loop turn later (#18: a ready model's lease, granted here,
-            # is one wake-up fewer per request). Every change still goes through `_apply`, one
-            # at a time, in the order the inbox would have given.
-            self._apply(message)
-        else:
-            self._post(message)
+        self._settle(msg.Acquire(request, model, wait, future))
         try:
             return await future
         except asyncio.CancelledError:
@@ -413,6 +424,22 @@ class Supervisor:
             else:
                 self._post(msg.Cancel(request))
             raise
+
+    def lease_now(self, model: str) -> Lease | None:
+        """A lease on `model` if the scheduler grants it at once (ready, room for one more, nobody
+        before it), without waiting: None otherwise, and nothing changed — the caller then waits
+        in `acquire`. What a request's gateway path tries first: no timer, no await (#18)."""
+        if self._applying or not self._inbox.empty() or self._owner is None or self._owner.done():
+            return None
+        if self._scheduler is None or not self._scheduler.grantable(model):
+            return None
+        request = next(self._ids)
+        future: asyncio.Future[Lease] = self._loop.create_future()
+        self._apply(msg.Acquire(request, model, True, future))
+        if not future.done():  # (`grantable` said it would be granted: never queue behind a caller gone)
+            self._settle(msg.Cancel(request))
+            return None
+        return future.result() if future.exception() is None else None
 
     async def start_model(self, model: str) -> None:
         await self._check_nodes(model)

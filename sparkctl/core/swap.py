@@ -84,6 +84,10 @@ class Swap:
             self._t.fx.set_timer(("memory", target), now + self._memory_wait)
             return
         self._launch(slot, now)
+        if slot.state not in _WAITING:
+            # it started: the swap is over now, so that what queues behind it is looked at in
+            # this same pass (else only at the next event: `_schedule` settles in one pass)
+            self.target = None
 
     def abandon(self, now: float) -> None:
         """Nobody waits for the target any more: let its victims serve again."""

@@ -41,6 +41,7 @@ class EngineConnection(asyncio.Protocol):
         "_error",
         "_head",
         "_held",
+        "_loop",
         "_parser",
         "_paused",
         "_pool_key",
@@ -59,6 +60,9 @@ class EngineConnection(asyncio.Protocol):
     def __init__(self, pool: EnginePool, key: int) -> None:
         self.pool = pool
         self._pool_key = key
+        # made by the pool on the running loop; kept, as asyncio.get_running_loop() costs a
+        # getpid() syscall per call on Python 3.11
+        self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
@@ -168,7 +172,7 @@ class EngineConnection(asyncio.Protocol):
             self.transport.abort()
 
     async def _wait(self) -> None:
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:

@@ -53,18 +53,17 @@ _SSE_HEAD: Headers = [
     (b"X-Accel-Buffering", b"no"),
 ]
 _JSON = (b"Content-Type", b"application/json")
-# the headers serving reads, picked in the one pass over them that `eligible` makes
-_PICKED = frozenset((b"content-type", b"x-request-id", b"prefer", b"authorization", b"x-api-key"))
 
 
 class _Answer:
     """How far the client's response has gone: `started` once its head is out (an event stream's,
     while the model loads), after which errors can only be events."""
 
-    __slots__ = ("request_id", "sent", "started")
+    __slots__ = ("request_id", "sent", "started", "status")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
+        self.status = 500  # what the client was answered, when a failure answered it
         self.started = False
         self.sent = False  # all of it, from the engine's callback (`_early`)
 
@@ -96,12 +95,8 @@ class ExpressLane:
         if request.url.partition(b"?")[0] not in ROUTES:
             return False
         picked = request.picked
-        for name, value in request.headers:
-            lower = name.lower()
-            if lower in _PICKED:
-                picked.setdefault(lower, value)
-            elif lower in _NOT_HERE or (lower == b"origin" and self._cors):
-                return False
+        if not _NOT_HERE.isdisjoint(picked) or (self._cors and b"origin" in picked):
+            return False
         if picked.get(b"content-type", b"")[:10].lower() == b"multipart/":
             return False
         entry = keys.authenticate(_presented(request))
@@ -171,6 +166,26 @@ class ExpressLane:
     ) -> int:
         gw = self.gw
         waited = time.monotonic()
+        # a ready model with room: granted here and now, no timer and no await (#18)
+        lease = gw.supervisor.lease_now(model.id) or await self._wait_lease(
+            request, wire, held, model, stream, answer
+        )
+        if lease is None:
+            return answer.status
+        # From here on the lease is ours (no await before the try), and is released whatever happens.
+        gw.metrics.waited(model.id, time.monotonic() - waited)
+        held.on_end(lease.abort)  # a revoked key: the response ends with the error, as for a crash
+        try:
+            return await self._forward(request, wire, model, url, body, lease, answer)
+        finally:
+            lease.release()
+
+    async def _wait_lease(
+        self, request: WireRequest, wire: Wire, held: Hold, model: Model, stream: bool, answer: _Answer
+    ) -> Lease | None:
+        """The lease, once the model is ready; a stream is kept alive meanwhile with comments.
+        None: the request failed and was answered (`answer.status`)."""
+        gw = self.gw
         wait = not _prefers_no_wait(request)
         bound = _wait_bound(gw, model)
         keepalive: asyncio.TimerHandle | None = None
@@ -191,28 +206,22 @@ class ExpressLane:
 
             keepalive = loop.call_later(KEEPALIVE_AFTER, comment)
         try:
-            lease = await _acquire_within(gw, model, wait, bound)
+            return await _acquire_within(gw, model, wait, bound)
         except TimeoutError:
-            return self._fail(wire, answer, _waited_too_long(model))
+            answer.status = self._fail(wire, answer, _waited_too_long(model))
         except asyncio.CancelledError:
             if held.error is None:
                 raise  # the client went away
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # its key was revoked: the client is told
-            return self._fail(wire, answer, held.error)
+            answer.status = self._fail(wire, answer, held.error)
         except SparkError as e:
-            return self._fail(wire, answer, e)
+            answer.status = self._fail(wire, answer, e)
         finally:
             if keepalive is not None:
                 keepalive.cancel()
-        # From here on the lease is ours (no await before the try), and is released whatever happens.
-        gw.metrics.waited(model.id, time.monotonic() - waited)
-        held.on_end(lease.abort)  # a revoked key: the response ends with the error, as for a crash
-        try:
-            return await self._forward(request, wire, model, url, body, lease, answer)
-        finally:
-            lease.release()
+        return None
 
     async def _forward(
         self,

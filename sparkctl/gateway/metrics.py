@@ -2,17 +2,22 @@
 
 Counters and histograms are updated where things happen (each request, each state change);
 gauges that describe the present (model state, leases, waiters, queue depth) are read from the
-supervisor when scraped, so they cannot drift.
+supervisor when scraped, so they cannot drift. The per-request ones (requests, their duration and
+wait, tokens) are tallied in plain dicts and lists (`_Tallies`) and turned into metric families
+when scraped: prometheus-client's own values take a lock on every update (they serve threads),
+five updates a request, a tenth of the gateway's Python per request (#18); the daemon updates
+them from its one event loop only.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from sparkctl.core.states import ModelState
@@ -25,6 +30,7 @@ _USAGE = (
     ("completion", re.compile(rb'"completion_tokens"\s*:\s*(\d+)')),
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_STATUS = {code: str(code) for code in range(100, 600)}
 LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
@@ -50,6 +56,71 @@ class _Live(Collector):
         queue = GaugeMetricFamily("sparkctl_queue_depth", "Requests waiting, all models")
         queue.add_metric([], self._sup.queue_length)
         yield from (state, leases, waiting, queue)
+
+
+class _Histogram:
+    """One label set's observations: a count per bucket (the last one +Inf), and their sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * (buckets + 1)
+        self.total = 0.0
+
+
+class _Tallies(Collector):
+    """The per-request counters and histograms, exposed under the names prometheus-client's
+    Counter and Histogram gave them (`_total`; `_bucket`, `_count`, `_sum`)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.duration: dict[tuple[str, str], _Histogram] = {}
+        self.wait: dict[str, _Histogram] = {}
+        self.tokens: dict[tuple[str, str], int] = {}
+
+    def observe(self, into: dict[Any, _Histogram], key: Any, seconds: float) -> None:
+        h = into.get(key)
+        if h is None:
+            h = into[key] = _Histogram(len(LATENCY_BUCKETS))
+        # a value on a bound counts in that bucket (le: less or equal), as prometheus-client's
+        h.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        h.total += seconds
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(
+            "sparkctl_requests", "Requests answered", labels=["model", "route", "status"]
+        )
+        for labels, count in self.requests.items():
+            requests.add_metric(list(labels), count)
+        duration = HistogramMetricFamily(
+            "sparkctl_request_duration_seconds",
+            "From arrival to the end of the response",
+            labels=["model", "route"],
+        )
+        for labels2, h in self.duration.items():
+            duration.add_metric(list(labels2), _cumulative(h), h.total)
+        wait = HistogramMetricFamily(
+            "sparkctl_request_wait_seconds",
+            "Time a request waited for its model to be ready",
+            labels=["model"],
+        )
+        for model, h in self.wait.items():
+            wait.add_metric([model], _cumulative(h), h.total)
+        tokens = CounterMetricFamily(
+            "sparkctl_tokens", "Tokens the engines reported in usage", labels=["model", "kind"]
+        )
+        for labels2, count in self.tokens.items():
+            tokens.add_metric(list(labels2), count)
+        yield from (requests, duration, wait, tokens)
+
+
+def _cumulative(h: _Histogram) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), h.counts, strict=True):
+        running += count
+        out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+    return out
 
 
 class _Connections(Collector):
@@ -97,26 +168,8 @@ class Metrics:
     def __init__(self, supervisor: Supervisor) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "sparkctl_requests", "Requests answered", ["model", "route", "status"], registry=r
-        )
-        self.duration = Histogram(
-            "sparkctl_request_duration_seconds",
-            "From arrival to the end of the response",
-            ["model", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.wait = Histogram(
-            "sparkctl_request_wait_seconds",
-            "Time a request waited for its model to be ready",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "sparkctl_tokens", "Tokens the engines reported in usage", ["model", "kind"], registry=r
-        )
+        self._tallies = _Tallies()
+        r.register(self._tallies)
         self.starts = Counter("sparkctl_model_starts", "Model starts begun", ["model"], registry=r)
         self.failures = Counter("sparkctl_model_failures", "Failed starts and crashes", ["model"], registry=r)
         self.stops = Counter("sparkctl_model_stops", "Model stops begun", ["model"], registry=r)
@@ -148,9 +201,6 @@ class Metrics:
             registry=r,
         )
         r.register(_Live(supervisor))
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._wait_children: dict[str, Any] = {}
-        self._token_children: dict[tuple[str, str], Any] = {}
         self._sup = supervisor
         # running totals per model, read by the dashboard to show request and token rates
         # (prometheus-client's own counters keep theirs private)
@@ -195,23 +245,15 @@ class Metrics:
                 pass
 
     def observe(self, model: str, route: str, status: int, seconds: float) -> None:
-        # labels() validates and locks on every call; the children are few and stable: keep them.
-        key = (model, route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(model, route, str(status)),
-                self.duration.labels(model, route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        t = self._tallies
+        key = (model, route, _STATUS.get(status) or str(status))
+        t.requests[key] = t.requests.get(key, 0) + 1
+        t.observe(t.duration, (model, route), seconds)
         self.answered[model] = self.answered.get(model, 0) + 1
 
     def waited(self, model: str, seconds: float) -> None:
-        child = self._wait_children.get(model)
-        if child is None:
-            child = self._wait_children[model] = self.wait.labels(model)
-        child.observe(seconds)
+        t = self._tallies
+        t.observe(t.wait, model, seconds)
 
     def usage(self, model: str, payload: bytes) -> None:
         """Count tokens from an engine's `usage` (a JSON body, or one SSE data line). Read with
@@ -223,10 +265,8 @@ class Metrics:
         tail = payload[at:]
         for kind, pattern in _USAGE:
             if (m := pattern.search(tail)) is not None and (value := int(m.group(1))) > 0:
-                child = self._token_children.get((model, kind))
-                if child is None:
-                    child = self._token_children[(model, kind)] = self.tokens.labels(model, kind)
-                child.inc(value)
+                tokens = self._tallies.tokens
+                tokens[(model, kind)] = tokens.get((model, kind), 0) + value
                 if kind == "completion":
                     self.generated[model] = self.generated.get(model, 0) + value
 

@@ -144,7 +144,9 @@ async def _with_lease(
     bound = _wait_bound(gw, model)
     sse: web.StreamResponse | None = None
     try:
-        if stream:
+        if (now := gw.supervisor.lease_now(model.id)) is not None:
+            lease = now  # a ready model with room: granted at once, no timer (#18)
+        elif stream:
             lease, sse = await _lease_with_keepalives(request, gw, model, wait, bound, request_id)
         else:
             lease = await _acquire_within(gw, model, wait, bound)

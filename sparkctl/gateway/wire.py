@@ -81,14 +81,11 @@ class WireRequest:
         self.keep_alive = True
         self.express = False  # served here (else aiohttp's)
         self.caller: tuple[KeyStore, KeyEntry] | None = None  # the key it presented, as checked
-        self.picked: dict[bytes, bytes] = {}  # headers its server reads (lower-case name → first value)
+        self.picked: dict[bytes, bytes] = {}  # lower-case name → its first value, made as they come
 
     def header(self, name: bytes) -> bytes | None:
         """A header's value (`name` in lower case); the first, if repeated."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return self.picked.get(name)
 
 
 class Express(Protocol):
@@ -289,6 +286,7 @@ class Wire(asyncio.Protocol):
         if len(name) > MAX_FIELD or len(value) > MAX_FIELD:
             raise httptools.HttpParserError(f"a header is longer than {MAX_FIELD} bytes")
         headers.append((name, value))
+        self._req.picked.setdefault(name.lower(), value)
 
     def on_headers_complete(self) -> None:
         req = self._req
@@ -300,12 +298,11 @@ class Wire(asyncio.Protocol):
         parser = self._parser
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
-        for name, value in req.headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                req.length = int(value) if value.strip().isdigit() else -1
-            elif lower == b"transfer-encoding":
-                req.chunked = True  # llhttp has checked that it ends in chunked
+        picked = req.picked
+        if (length := picked.get(b"content-length")) is not None:
+            req.length = int(length) if length.strip().isdigit() else -1  # (llhttp refuses two)
+        if b"transfer-encoding" in picked:
+            req.chunked = True  # llhttp has checked that it ends in chunked
         if not self._translating:
             express = (
                 not parser.should_upgrade()

@@ -440,3 +440,25 @@ async def test_load_times_are_learned_and_kept_across_a_restart(
     assert again.footprint("learner") == footprint
     eta = again.eta("learner")
     assert not eta.guess and eta.seconds == pytest.approx(typical, abs=0.01)
+
+
+async def test_a_ready_models_lease_is_granted_and_given_back_without_a_wait(
+    box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
+) -> None:
+    """#18: a request for a ready model with room takes its lease synchronously (`lease_now`) and
+    gives it back the same way, with nothing left queued; a model that is down gets no lease there
+    and nothing changes for it: the request then waits in `acquire`, which starts it."""
+    emulated(tmp_path, "quick", next(PORTS), load_time=0.2, serve={"max_concurrent": 1})
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    assert sup.lease_now("quick") is None
+    assert sup.view("quick").state is ModelState.STOPPED and sup.queue_length == 0
+    first = await asyncio.wait_for(sup.acquire("quick"), 30)  # started by it
+    assert sup.lease_now("quick") is None  # max_concurrent 1: no room for a second
+    assert sup.queue_length == 0 and sup.view("quick").leases == 1
+    first.release()
+    assert sup.view("quick").leases == 0  # given back at once, not a loop turn later
+    second = sup.lease_now("quick")
+    assert isinstance(second, Lease) and sup.view("quick").leases == 1
+    second.release()
+    assert sup.view("quick").leases == 0 and sup.view("quick").state is ModelState.READY

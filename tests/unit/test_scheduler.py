@@ -615,6 +615,7 @@ def test_random_traffic_keeps_every_invariant() -> None:
     rng = random.Random(7)
     for _ in range(20):
         w = World(*models, drain_timeout=50, total_memory=100 * GIB)
+        w.s._schedule(w.now)  # as the daemon's first view of systemd does: the pinned model starts
         held: dict[int, str] = {}
         waiting: dict[int, str] = {}
         for step in range(400):
@@ -658,6 +659,7 @@ def test_random_traffic_keeps_every_invariant() -> None:
                 w.advance(rng.choice([1, 5, 30, 100]))
             settle(w, held, waiting)
             w.fake.check()
+            assert_settled(w)
             for view in w.s.views():  # leases only on serving models
                 if view.leases:
                     assert view.state in (ModelState.READY, ModelState.DRAINING), view
@@ -665,6 +667,16 @@ def test_random_traffic_keeps_every_invariant() -> None:
                 assert (eta == 0) is (view.state is ModelState.READY) and eta < 10_000, (view, eta)
         # no request is left behind: drain everything and every waiter is settled
         drain_all(w, held, waiting)
+
+
+def assert_settled(w: World) -> None:
+    """Every event leaves the scheduler settled: settling again changes nothing. (A request's
+    release settles only its own model when nothing waits, #18: this is what makes that right.)"""
+    fake = w.fake
+    before = (len(fake.calls), dict(fake.timers), len(fake.granted), len(fake.states), len(fake.aborted))
+    w.s._schedule(w.now)
+    after = (len(fake.calls), dict(fake.timers), len(fake.granted), len(fake.states), len(fake.aborted))
+    assert after == before, f"settling again changed something: {fake.calls[before[0] :]}"
 
 
 @dataclass
@@ -699,6 +711,7 @@ def test_random_traffic_with_lost_connections_keeps_every_invariant() -> None:
         w = World(*models, drain_timeout=50)
         w.fake = FlakyBus(w.fake.infos, w.fake.budget)
         w.s = Scheduler(models, w.fake, memory_budget=w.fake.budget, drain_timeout=50)
+        w.s._schedule(w.now)  # as the daemon's first view of systemd does: the pinned model starts
         held: dict[int, str] = {}
         waiting: dict[int, str] = {}
         for step in range(300):
@@ -732,6 +745,7 @@ def test_random_traffic_with_lost_connections_keeps_every_invariant() -> None:
                     if c[0] == "lost-stop":
                         w.s.job_lost(c[1], "not connected to systemd", w.now)
             settle(w, held, waiting)
+            assert_settled(w)
             w.fake.check()
         w.fake.down = False
         reconnect(w, models)
