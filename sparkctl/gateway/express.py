@@ -26,21 +26,18 @@ from sparkctl.gateway.engines import EngineConnection, EngineError
 from sparkctl.gateway.errors import sse_error_event
 from sparkctl.gateway.forward import BUFFER_LIMIT
 from sparkctl.gateway.holds import Hold
-
-# proxy.py's own steps, shared so that both paths wait, shape and name requests alike
-from sparkctl.gateway.proxy import (
-    _ID_PREFIX,
-    KEEPALIVE_AFTER,
-    KEEPALIVE_EVERY,
-    _acquire_within,
-    _ids,
-    _prepare,
-    _wait_bound,
-    _waited_too_long,
-    _waiting_comment,
-)
 from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve
 from sparkctl.gateway.upstream import _NOT_DOWN, engine_error, request_head
+from sparkctl.gateway.waiting import (
+    KEEPALIVE_AFTER,
+    KEEPALIVE_EVERY,
+    acquire_within,
+    prepared,
+    request_id,
+    wait_bound,
+    waited_too_long,
+    waiting_comment,
+)
 from sparkctl.gateway.wire import Headers, Wire, WireRequest
 
 log = logging.getLogger("sparkctl.gateway")
@@ -136,7 +133,7 @@ class ExpressLane:
                     model = resolve(gw.catalog, direct or parsed.name)
                     model_id = model.id
                     check_route(gw.catalog, model, route)
-                    body = _prepare(body, parsed.json, parsed.name, model, route, content_type)
+                    body = prepared(body, parsed.json, parsed.name, model, route, content_type)
                     stream = bool(parsed.json and parsed.json.get("stream") is True)
                     del parsed
                     status = await self._leased(request, wire, held, model, url, body, stream, answer)
@@ -187,7 +184,7 @@ class ExpressLane:
         None: the request failed and was answered (`answer.status`)."""
         gw = self.gw
         wait = not _prefers_no_wait(request)
-        bound = _wait_bound(gw, model)
+        bound = wait_bound(gw, model)
         keepalive: asyncio.TimerHandle | None = None
         if stream:
             loop = asyncio.get_running_loop()
@@ -201,14 +198,14 @@ class ExpressLane:
                     headers = [*_SSE_HEAD, (b"X-Request-Id", answer.request_id.encode())]
                     wire.write(wire.head(200, headers, None))
                     answer.started = True
-                wire.write(_chunk(_waiting_comment(gw, model)))
+                wire.write(_chunk(waiting_comment(gw, model)))
                 keepalive = loop.call_later(KEEPALIVE_EVERY, comment)
 
             keepalive = loop.call_later(KEEPALIVE_AFTER, comment)
         try:
-            return await _acquire_within(gw, model, wait, bound)
+            return await acquire_within(gw, model, wait, bound)
         except TimeoutError:
-            answer.status = self._fail(wire, answer, _waited_too_long(model))
+            answer.status = self._fail(wire, answer, waited_too_long(model))
         except asyncio.CancelledError:
             if held.error is None:
                 raise  # the client went away
@@ -363,10 +360,7 @@ def _presented(request: WireRequest) -> str | None:
 
 
 def _request_id(request: WireRequest) -> str:
-    given = request.picked.get(b"x-request-id", b"").decode("latin-1")
-    if 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").replace("_", "").isalnum():
-        return given
-    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08x}"
+    return request_id(request.picked.get(b"x-request-id", b"").decode("latin-1"))
 
 
 def _prefers_no_wait(request: WireRequest) -> bool:

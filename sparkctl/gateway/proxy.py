@@ -10,19 +10,14 @@ start fails. `Prefer: wait=0` answers 503 `model_loading` with a Retry-After est
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
-import os
 import time
-from typing import Any
 
 from aiohttp import web
 
 from sparkctl.catalog import Model
 from sparkctl.core.lease import Lease
-from sparkctl.core.states import ModelState
-from sparkctl.errors import ModelStartTimeoutError, SparkError, UnknownModelError
+from sparkctl.errors import SparkError, UnknownModelError
 from sparkctl.gateway import relay
 from sparkctl.gateway.bodies import decoded, read_body
 from sparkctl.gateway.context import GATEWAY, Gateway
@@ -30,12 +25,18 @@ from sparkctl.gateway.errors import error_response
 from sparkctl.gateway.forward import fail, forward
 from sparkctl.gateway.holds import HOLD, Hold
 from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve, split_path_form
-from sparkctl.gateway.shaping import shape
-from sparkctl.gateway.upstream import replace_multipart_field
+from sparkctl.gateway.waiting import (
+    KEEPALIVE_AFTER,
+    KEEPALIVE_EVERY,
+    acquire_within,
+    prepared,
+    request_id,
+    wait_bound,
+    waited_too_long,
+    waiting_comment,
+)
 
 log = logging.getLogger("sparkctl.gateway")
-KEEPALIVE_AFTER = 0.25  # a streaming request that waits longer gets SSE comments …
-KEEPALIVE_EVERY = 5.0  # … this often, until its model is ready
 SSE = "text/event-stream"
 
 
@@ -79,7 +80,7 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
                 return response
             model_id = model.id
             check_route(gw.catalog, model, route)
-            body = _prepare(body, parsed.json, parsed.name, model, route, content_type)
+            body = prepared(body, parsed.json, parsed.name, model, route, content_type)
             stream = bool(parsed.json and parsed.json.get("stream") is True)
             del parsed  # routed: the parsed JSON is not kept while the request waits
             response = await _with_lease(request, gw, model, route, body, stream, request_id)
@@ -96,33 +97,7 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
 
 
 def _request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-Id", "")
-    if 0 < len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
-        return given
-    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08x}"
-
-
-# A request's id when the client gave none: unique within this daemon's life and apart from other
-# runs', without a getrandom() call per request (#18). It names a request in logs; it is no secret.
-_ID_PREFIX = os.urandom(4).hex()
-_ids = itertools.count(1)
-
-
-def _prepare(
-    body: bytes, data: dict[str, Any] | None, name: str | None, model: Model, route: str, content_type: str
-) -> bytes:
-    """The bytes the engine gets: the client's own, unless the name or the shaping changes them."""
-    if data is not None:
-        shaped = shape(data, model.spec.request, route)
-        if shaped is data and data.get("model") == model.id:
-            return body
-        if shaped is data:
-            shaped = dict(data)
-        shaped["model"] = model.id
-        return json.dumps(shaped, ensure_ascii=False, separators=(",", ":")).encode()
-    if name is not None and name != model.id:
-        return replace_multipart_field(body, content_type, "model", model.id)
-    return body
+    return request_id(request.headers.get("X-Request-Id", ""))
 
 
 def _prefers_no_wait(request: web.Request) -> bool:
@@ -130,18 +105,12 @@ def _prefers_no_wait(request: web.Request) -> bool:
     return any(p.strip().replace(" ", "") == "wait=0" for p in prefer.split(","))
 
 
-def _wait_bound(gw: Gateway, model: Model) -> float:
-    """How long a request may wait for its model: a swap's drain, the memory gate and the start."""
-    s = gw.settings.scheduler
-    return s.drain_timeout + s.memory_wait + model.spec.serve.start_timeout + 30
-
-
 async def _with_lease(
     request: web.Request, gw: Gateway, model: Model, route: str, body: bytes, stream: bool, request_id: str
 ) -> web.StreamResponse:
     waited = time.monotonic()
     wait = not _prefers_no_wait(request)
-    bound = _wait_bound(gw, model)
+    bound = wait_bound(gw, model)
     sse: web.StreamResponse | None = None
     try:
         if (now := gw.supervisor.lease_now(model.id)) is not None:
@@ -149,9 +118,9 @@ async def _with_lease(
         elif stream:
             lease, sse = await _lease_with_keepalives(request, gw, model, wait, bound, request_id)
         else:
-            lease = await _acquire_within(gw, model, wait, bound)
+            lease = await acquire_within(gw, model, wait, bound)
     except TimeoutError:
-        return await fail(request, sse, _waited_too_long(model), request_id)
+        return await fail(request, sse, waited_too_long(model), request_id)
     except asyncio.CancelledError:
         if (error := _ended(request)) is None:
             raise  # the client went away
@@ -170,31 +139,6 @@ async def _with_lease(
         lease.release()
 
 
-async def _acquire_within(gw: Gateway, model: Model, wait: bool, bound: float) -> Lease:
-    """The lease, or TimeoutError after `bound` seconds. Awaited directly: if the client goes away
-    meanwhile, the cancellation reaches the supervisor's acquire, which gives back a lease granted
-    at that very moment. A timer and a flag, as asyncio.timeout does it, without its object and
-    context manager on every request (#18)."""
-    task = asyncio.current_task()
-    assert task is not None
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    timer = asyncio.get_running_loop().call_later(bound, expire)
-    try:
-        return await gw.supervisor.acquire(model.id, wait=wait)
-    except asyncio.CancelledError:
-        if expired and task.uncancel() == 0:
-            raise TimeoutError from None
-        raise
-    finally:
-        timer.cancel()
-
-
 def _ended(request: web.Request) -> SparkError | None:
     """Why a waiting request was cancelled by the gateway itself (its key was revoked): the
     cancellation is then taken back and the client told, instead of the stream being cut."""
@@ -205,20 +149,6 @@ def _ended(request: web.Request) -> SparkError | None:
     if task is not None:
         task.uncancel()
     return held.error
-
-
-def _waiting_comment(gw: Gateway, model: Model) -> bytes:
-    """The keep-alive comment of a waiting stream (BRIEF §9): `: sparkctl: waiting for ID (STATE[,
-    N ahead][, eta=Ss])`. A model that is down while its request waits in line is `queued`. The
-    estimate counts what stands before the model and its load time (learned over its starts, or
-    before any, guessed from its size on disk), and is taken afresh for every comment."""
-    state = gw.supervisor.view(model.id).state
-    shown = "queued" if state in (ModelState.STOPPED, ModelState.FAILED) else state.value
-    ahead = gw.supervisor.ahead_of(model.id)
-    more = f", {ahead} ahead" if ahead else ""
-    if state is not ModelState.READY and (eta := gw.supervisor.eta(model.id)) is not None:
-        more += f", eta={eta.seconds:.0f}s"
-    return f": sparkctl: waiting for {model.id} ({shown}{more})\n\n".encode()
 
 
 class _StreamFailedError(Exception):
@@ -242,10 +172,10 @@ async def _lease_with_keepalives(
         done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_AFTER)
         while not done:
             if time.monotonic() > deadline:
-                raise _StreamFailedError(_waited_too_long(model), sse)
+                raise _StreamFailedError(waited_too_long(model), sse)
             if sse is None:
                 sse = await _start_sse(request, request_id)
-            await sse.write(_waiting_comment(gw, model))
+            await sse.write(waiting_comment(gw, model))
             done, _ = await asyncio.wait({acquiring}, timeout=KEEPALIVE_EVERY)
         try:
             return acquiring.result(), sse
@@ -261,10 +191,6 @@ async def _lease_with_keepalives(
         if isinstance(e, asyncio.CancelledError) and (error := _ended(request)) is not None:
             raise _StreamFailedError(error, sse) from None
         raise
-
-
-def _waited_too_long(model: Model) -> SparkError:
-    return ModelStartTimeoutError(f"The model '{model.id}' was not ready in time.", retry_after=30)
 
 
 async def _start_sse(request: web.Request, request_id: str) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""A request's wait for its lease is bounded (gateway/proxy.py `_acquire_within`): past the bound
+"""A request's wait for its lease is bounded (gateway/proxy.py `acquire_within`): past the bound
 it is a TimeoutError (504 model_start_timeout upstream of here); a client that goes away cancels
 the supervisor's acquire, as before; a lease granted in time is returned."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from sparkctl.catalog import Model
 from sparkctl.gateway.context import Gateway
-from sparkctl.gateway.proxy import _acquire_within
+from sparkctl.gateway.waiting import acquire_within
 
 
 class _Supervisor:
@@ -39,13 +39,13 @@ _MODEL = cast(Model, SimpleNamespace(id="m"))
 
 async def test_a_granted_lease_comes_back() -> None:
     lease = object()
-    assert await _acquire_within(_gw(_Supervisor(lease)), _MODEL, True, 5.0) is lease
+    assert await acquire_within(_gw(_Supervisor(lease)), _MODEL, True, 5.0) is lease
 
 
 async def test_past_the_bound_the_wait_is_a_timeout_and_the_acquire_is_withdrawn() -> None:
     sup = _Supervisor(None)
     with pytest.raises(TimeoutError):
-        await _acquire_within(_gw(sup), _MODEL, True, 0.01)
+        await acquire_within(_gw(sup), _MODEL, True, 0.01)
     assert sup.cancelled == 1
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0  # the timer's own cancellation was taken back
@@ -53,7 +53,7 @@ async def test_past_the_bound_the_wait_is_a_timeout_and_the_acquire_is_withdrawn
 
 async def test_a_client_going_away_cancels_and_is_not_a_timeout() -> None:
     sup = _Supervisor(None)
-    waiting = asyncio.create_task(_acquire_within(_gw(sup), _MODEL, True, 60.0))
+    waiting = asyncio.create_task(acquire_within(_gw(sup), _MODEL, True, 60.0))
     await asyncio.sleep(0)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -13,8 +13,8 @@ from sparkctl.catalog import Catalog, load_catalog
 from sparkctl.core.estimate import Eta
 from sparkctl.core.states import ModelState
 from sparkctl.errors import RouteNotSupportedError, UnknownModelError
-from sparkctl.gateway.proxy import _waiting_comment
 from sparkctl.gateway.routing import MODEL_ROUTES, ROUTE_NEEDS, check_route
+from sparkctl.gateway.waiting import waiting_comment
 from sparkctl.settings import Settings
 from tests.helpers import write_model
 
@@ -118,5 +118,5 @@ def test_a_waiting_stream_hears_where_it_stands(
     catalog: Catalog, state: ModelState, ahead: int, eta: float | None, said: str
 ) -> None:
     gw = _Gateway(_Supervisor(state, ahead, eta))
-    comment = _waiting_comment(gw, catalog.models["qwen-chat"])  # type: ignore[arg-type]
+    comment = waiting_comment(gw, catalog.models["qwen-chat"])  # type: ignore[arg-type]
     assert comment == f": sparkctl: waiting for qwen-chat {said}\n\n".encode()
