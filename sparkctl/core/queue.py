@@ -80,7 +80,7 @@ class WaitQueue:
 
     def wants(self, model: str) -> bool:
         """Anything, request or start, is queued for `model`."""
-        return any(e.model == model for e in self._entries)
+        return bool(self._entries) and any(e.model == model for e in self._entries)
 
     def retain(self, keep: Callable[[Entry], bool]) -> None:
         """Keep the entries `keep` says yes to, in order."""
