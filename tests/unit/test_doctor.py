@@ -503,6 +503,10 @@ def test_a_cluster_s_peers(spark: Spark) -> None:
     assert down.status == "warn" and "spark-b at http://192.168.100.2:8009 does not answer" in down.detail
     answers[status] = (200, json.dumps({"version": __version__, "node": "spark-c"}).encode())
     assert "calls itself 'spark-c'" in check().detail
+    key.unlink()  # this node cannot read the key it holds for the peer: nothing is asked
+    before = len(asked)
+    assert f"spark-b: cannot read the key file {key} (sudo sparkctl doctor)" in check().detail
+    assert len(asked) == before
 
 
 def test_what_a_spanning_model_needs_on_every_node_it_spans(spark: Spark) -> None:
@@ -556,6 +560,8 @@ def test_what_a_spanning_model_needs_on_every_node_it_spans(spark: Spark) -> Non
     assert check().detail == "big on spark-b: not in its catalog"
     answers[preflight] = None
     assert check().detail == "big on spark-b: does not answer"
+    key.unlink()
+    assert check().detail == f"big on spark-b: cannot read the key file {key} (sudo sparkctl doctor)"
 
 
 def test_a_cluster_node_s_cache_is_the_daemon_s_to_pull_into(

@@ -19,6 +19,7 @@ from sparkctl.tools.doctor.host import Host
 from sparkctl.tools.pull import TOKEN_FILE
 
 DAEMON_GROUP = "sparkctl"
+SILENT = "does not answer"
 
 
 def check_peers(host: Host, settings: Settings) -> Check:
@@ -39,17 +40,26 @@ def check_peers(host: Host, settings: Settings) -> Check:
     return Check(name, "pass", detail + f", each on sparkctl {__version__}")
 
 
-def _peer(host: Host, peer: PeerSettings, node: str) -> str | None:
-    """What is wrong with a peer, if anything."""
+def ask(host: Host, peer: PeerSettings, path: str) -> tuple[int, bytes] | str:
+    """A peer's answer to GET `path` (status, body), asked with the key this node holds for it,
+    as the daemon asks; else what kept it from answering."""
     try:  # (a path the settings found on this host: read as the daemon reads it)
         key = peer.api_key_file.read_text().strip()
     except OSError:
         key = ""
     if not key:
-        return f"{peer.name}: cannot read its key file {peer.api_key_file} (sudo sparkctl doctor)"
-    answer = host.fetch(f"{peer.url}/api/v1/status", {"Authorization": f"Bearer {key}"})
-    if answer is None:
+        return f"cannot read the key file {peer.api_key_file} (sudo sparkctl doctor)"
+    answer = host.fetch(f"{peer.url}{path}", {"Authorization": f"Bearer {key}"})
+    return SILENT if answer is None else answer
+
+
+def _peer(host: Host, peer: PeerSettings, node: str) -> str | None:
+    """What is wrong with a peer, if anything."""
+    answer = ask(host, peer, "/api/v1/status")
+    if answer == SILENT:
         return f"{peer.name} at {peer.url} does not answer"
+    if isinstance(answer, str):
+        return f"{peer.name}: {answer}"
     status, body = answer
     if status in (401, 403):
         return f"{peer.name} refuses the key in {peer.api_key_file} (an admin key of {peer.name}'s is needed)"

@@ -15,6 +15,7 @@ from sparkctl.errors import SparkError
 from sparkctl.settings import PeerSettings, Settings
 from sparkctl.tools.doctor.check import Check
 from sparkctl.tools.doctor.host import Host
+from sparkctl.tools.doctor.peers import ask
 
 FIX = "sparkctl pull ID on the node named (or copy the same catalog file to it); docs/cluster.md"
 
@@ -55,13 +56,9 @@ def check_spanning(host: Host, settings: Settings) -> Check:
 
 def _on(host: Host, peer: PeerSettings, model: str, fingerprint: str) -> str | None:
     """What `model` lacks on `peer`, or how its entry there differs; None when it is ready."""
-    try:
-        key = peer.api_key_file.read_text().strip()
-    except OSError:
-        return f"cannot read the key file {peer.api_key_file}"
-    answer = host.fetch(f"{peer.url}/api/v1/models/{model}/preflight", {"Authorization": f"Bearer {key}"})
-    if answer is None:
-        return "does not answer"
+    answer = ask(host, peer, f"/api/v1/models/{model}/preflight")
+    if isinstance(answer, str):
+        return answer
     status, body = answer
     if status == 404:
         return "not in its catalog"
