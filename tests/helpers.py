@@ -7,6 +7,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from sparkctl.gateway.connections import ConnectionGuard, GuardedSite
+from sparkctl.gateway.context import GATEWAY
+from sparkctl.gateway.express import ExpressLane
+from sparkctl.gateway.wire import wire_factory
 from sparkctl.sandbox.host import spare_port, spare_socket
 
 
@@ -77,3 +83,18 @@ def write_model(directory: Path, model_id: str, **over: Any) -> Path:
     path = directory / f"{model_id}.toml"
     path.write_text(to_toml(entry), encoding="utf-8")
     return path
+
+
+async def serve(runner: web.AppRunner, sock: socket.socket | None = None) -> int:
+    """Serve `runner` as the daemon does (gateway/wire.py in front of aiohttp, a ConnectionGuard)
+    on a socket bound before the server starts: a port picked first and bound later can be taken
+    in between (CI saw it). Returns the port."""
+    sock = sock or listening_socket()
+    gw = runner.app[GATEWAY]
+    guard = ConnectionGuard(max_connections=4096, header_timeout=gw.settings.gateway.header_timeout)
+    try:
+        await GuardedSite(runner, sock, guard, wire=wire_factory(ExpressLane(gw))).start()
+    except BaseException:
+        sock.close()
+        raise
+    return int(sock.getsockname()[1])

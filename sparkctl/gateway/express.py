@@ -6,8 +6,10 @@ for its model, the engine's answer relayed with backpressure both ways, metrics 
 line — written against the connection instead of aiohttp's request and response objects.
 
 Only what needs nothing else is served here (`eligible`); the rest, and every deployment with
-`auth = "none"` or cluster peers, takes aiohttp's path, where CORS, cookies, gzip and multipart
-bodies, `Expect`, chunked bodies and the relay to other nodes live.
+`auth = "none"`, takes aiohttp's path, where CORS, cookies, gzip and multipart bodies, `Expect`
+and chunked bodies live. So does the relay to other nodes: in a cluster, a request whose model
+this node does not serve itself is handed, once its body has said which model it wants, to
+aiohttp's path with the rest of its connection (`serve` answers False).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import time
 from sparkctl.apikeys import presented_key
 from sparkctl.catalog import Model
 from sparkctl.core.lease import Lease
-from sparkctl.errors import SparkError, UnauthorizedError, UpstreamError
+from sparkctl.errors import SparkError, UnauthorizedError, UnknownModelError, UpstreamError
 from sparkctl.gateway.context import Gateway
 from sparkctl.gateway.engines import EngineConnection, EngineError
 from sparkctl.gateway.errors import sse_error_event
 from sparkctl.gateway.forward import BUFFER_LIMIT
 from sparkctl.gateway.holds import Hold
+from sparkctl.gateway.peers import RELAYED
 from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve
 from sparkctl.gateway.upstream import _NOT_DOWN, engine_error, request_head
 from sparkctl.gateway.waiting import (
@@ -43,6 +46,7 @@ from sparkctl.gateway.wire import Headers, Wire, WireRequest
 log = logging.getLogger("sparkctl.gateway")
 ROUTES = frozenset(r.encode() for r in MODEL_ROUTES)
 SSE = b"text/event-stream"
+_RELAYED = RELAYED.lower().encode()
 _NOT_HERE = frozenset((b"expect", b"content-encoding", b"upgrade"))  # aiohttp's path handles these
 _SSE_HEAD: Headers = [
     (b"Content-Type", SSE),
@@ -85,7 +89,7 @@ class ExpressLane:
         path answers 401 first, as its middleware does)."""
         gw = self.gw
         keys = gw.keys
-        if request.method != b"POST" or keys is None or gw.peers is not None:
+        if request.method != b"POST" or keys is None:
             return False
         if request.chunked or not 0 <= request.length <= self.max_body or not request.url.isascii():
             return False
@@ -102,7 +106,9 @@ class ExpressLane:
         request.caller = (keys.store, entry)
         return True
 
-    async def serve(self, request: WireRequest, wire: Wire) -> None:
+    async def serve(self, request: WireRequest, wire: Wire) -> bool:
+        """Serve `request`; False: it is another node's to serve (a cluster's), and goes to
+        aiohttp's path with the rest of its connection (`relay.py` lives there), untouched."""
         gw = self.gw
         t0 = time.monotonic()
         answer = _Answer(_request_id(request))
@@ -110,6 +116,7 @@ class ExpressLane:
         route = url.partition("?")[0]
         model_id = "-"
         status = 500
+        mine = True
         try:
             keys = gw.keys
             assert keys is not None and request.caller is not None
@@ -130,13 +137,22 @@ class ExpressLane:
                     content_type = request.picked.get(b"content-type", b"").decode("latin-1")
                     parsed = parse_body(body, content_type)
                     direct = gw.direct_ports.get(wire.sockport or 0) if gw.direct_ports else None
-                    model = resolve(gw.catalog, direct or parsed.name)
+                    try:
+                        model = resolve(gw.catalog, direct or parsed.name)
+                    except UnknownModelError:
+                        if not self._clustered(request):
+                            raise
+                        model = None  # another node's, perhaps
+                    if model is None or (model.id in gw.owners and self._clustered(request)):
+                        mine = False  # another node serves it (or owns it, for a part here)
+                        request.body = [body]
+                        return False
                     model_id = model.id
                     check_route(gw.catalog, model, route)
-                    body = prepared(body, parsed.json, parsed.name, model, route, content_type)
+                    shaped = prepared(body, parsed.json, parsed.name, model, route, content_type)
                     stream = bool(parsed.json and parsed.json.get("stream") is True)
-                    del parsed
-                    status = await self._leased(request, wire, held, model, url, body, stream, answer)
+                    del parsed, body
+                    status = await self._leased(request, wire, held, model, url, shaped, stream, answer)
                 finally:
                     gw.bodies.held -= size
             finally:
@@ -146,9 +162,17 @@ class ExpressLane:
         except ConnectionError:
             pass  # the client went away mid-answer
         finally:
-            elapsed = time.monotonic() - t0
-            gw.metrics.observe(model_id, route, status, elapsed)
-            gw.access.request("POST", route, model_id, status, elapsed, answer.request_id)
+            if mine:
+                elapsed = time.monotonic() - t0
+                gw.metrics.observe(model_id, route, status, elapsed)
+                gw.access.request("POST", route, model_id, status, elapsed, answer.request_id)
+        return True
+
+    def _clustered(self, request: WireRequest) -> bool:
+        """Whether a request may be another node's: this node has peers, and it was not relayed
+        here by one (a relayed request is never relayed again: that keeps requests from going
+        round)."""
+        return self.gw.peers is not None and _RELAYED not in request.picked
 
     async def _leased(
         self,

@@ -96,7 +96,9 @@ class Express(Protocol):
 
     def eligible(self, request: WireRequest, wire: Wire) -> bool: ...
 
-    def serve(self, request: WireRequest, wire: Wire) -> Awaitable[None]: ...
+    def serve(self, request: WireRequest, wire: Wire) -> Awaitable[bool]:
+        """Serve it; False: aiohttp's to serve, as it came (its body kept)."""
+        ...
 
 
 class _Failure:
@@ -348,9 +350,10 @@ class Wire(asyncio.Protocol):
         self._wake()
 
     # ------------------------------------------------------------------ aiohttp's side
-    def _hand_off(self) -> None:
-        """The first request is aiohttp's: it gets the connection and every byte so far."""
-        transport, raw = self.transport, self._raw
+    def _hand_off(self, given: bytes | None = None) -> None:
+        """The first request is aiohttp's: it gets the connection and every byte so far (or
+        `given`, what was parsed written out again, at a message's end)."""
+        transport, raw = self.transport, self._raw if given is None else given
         assert transport is not None and raw is not None
         self._guard.untrack(self)
         protocol = self._handoff(self._counted)  # it counts the connection from here on
@@ -362,11 +365,15 @@ class Wire(asyncio.Protocol):
         self._raw = None
 
     def _translate_head(self, req: WireRequest) -> None:
+        self._feed(self._head_of(req))
+
+    def _head_of(self, req: WireRequest) -> bytes:
+        """A request's line and headers, written out again as they came."""
         parts = [req.method, b" ", req.url, b" HTTP/", self._parser.get_http_version().encode(), b"\r\n"]
         for name, value in req.headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
-        self._feed(b"".join(parts))
+        return b"".join(parts)
 
     def _feed(self, data: bytes) -> None:
         if self._aio is not None:
@@ -374,6 +381,38 @@ class Wire(asyncio.Protocol):
             return
         self._pending += data
         self._attach()
+
+    def _give_back(self, req: WireRequest) -> None:
+        """`req` is aiohttp's after all (another node's model): it, the requests queued behind it
+        and the one arriving go to aiohttp as they were parsed, and so does every later one; it
+        takes the connection once the answers before are out (`_attach`)."""
+        translating, self._translating = self._translating, True
+        ahead = bytearray()
+        for item in (req, *self._queue):
+            if isinstance(item, _Failure):
+                # a malformed request behind it: no clean way to answer it after aiohttp's
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            ahead += self._head_of(item)
+            ahead += b"".join(item.body)
+        self._queue.clear()
+        if not translating and self._req is None and not self._pending and self.transport is not None:
+            # at a message's end (as a client that waits for each answer always is): aiohttp
+            # takes the connection itself, and parses what comes next as it comes
+            self._hand_off(bytes(ahead))
+            return
+        # what was translated already came after them (a request aiohttp's from the start)
+        self._pending[:0] = ahead
+        arriving = self._req
+        if not translating and arriving is not None and arriving.headed and arriving.express:
+            self._translate_head(arriving)  # its body so far, then the rest as it comes
+            self._feed(b"".join(arriving.body))
+            arriving.body = []
+            arriving.express = False
+            if self._body_timer is not None:
+                self._body_timer.cancel()  # aiohttp keeps its own
+                self._body_timer = None
 
     def _attach(self) -> None:
         """aiohttp's protocol takes over the connection once the answers before are out."""
@@ -413,8 +452,9 @@ class Wire(asyncio.Protocol):
                     self.respond_error(item.error, close=True)
                 else:
                     self._keep = item.keep_alive
-                    await self._express.serve(item, self)
-                    if not self._keep or self._guard.stopping:
+                    if not await self._express.serve(item, self):
+                        self._give_back(item)
+                    elif not self._keep or self._guard.stopping:
                         self.close()
             except Exception:
                 log.exception("a request failed unanswered; its connection is closed")

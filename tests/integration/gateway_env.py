@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,31 +20,12 @@ from sparkctl.apikeys.engine import read_engine_key
 from sparkctl.catalog import load_catalog
 from sparkctl.core.supervisor import Supervisor
 from sparkctl.gateway.app import build_app
-from sparkctl.gateway.connections import ConnectionGuard, GuardedSite
-from sparkctl.gateway.context import GATEWAY
-from sparkctl.gateway.express import ExpressLane
-from sparkctl.gateway.wire import wire_factory
 from sparkctl.sandbox.box import Box
 from tests.conftest import box_settings
-from tests.helpers import listening_socket, write_model
+from tests.helpers import listening_socket, serve, write_model
 from tests.integration.conftest import emulated
 
 ECHO = str(Path(__file__).with_name("echo_engine.py"))
-
-
-async def serve(runner: web.AppRunner, sock: socket.socket | None = None) -> int:
-    """Serve `runner` as the daemon does (gateway/wire.py in front of aiohttp, a ConnectionGuard)
-    on a socket bound before the server starts: a port picked first and bound later can be taken
-    in between (CI saw it). Returns the port."""
-    sock = sock or listening_socket()
-    gw = runner.app[GATEWAY]
-    guard = ConnectionGuard(max_connections=4096, header_timeout=gw.settings.gateway.header_timeout)
-    try:
-        await GuardedSite(runner, sock, guard, wire=wire_factory(ExpressLane(gw))).start()
-    except BaseException:
-        sock.close()
-        raise
-    return int(sock.getsockname()[1])
 
 
 @dataclass

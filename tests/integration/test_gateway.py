@@ -27,9 +27,10 @@ from sparkctl.core import supervisor
 from sparkctl.core.states import ModelState
 from sparkctl.gateway.app import build_app
 from sparkctl.gateway.context import GATEWAY
+from tests.helpers import serve
 from tests.integration.agents import documented_block
 from tests.integration.conftest import drop_bus, reach
-from tests.integration.gateway_env import Env, env, serve
+from tests.integration.gateway_env import Env, env
 
 __all__ = ["env"]  # the fixture, used by name
 

@@ -162,7 +162,7 @@ class _NoExpress:
     def eligible(self, request: WireRequest, wire: Wire) -> bool:
         return False
 
-    async def serve(self, request: WireRequest, wire: Wire) -> None:
+    async def serve(self, request: WireRequest, wire: Wire) -> bool:
         raise AssertionError("nothing is eligible")
 
 

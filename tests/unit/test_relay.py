@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from sparkctl.apikeys import KeyFile, KeyStore
@@ -26,10 +27,9 @@ from sparkctl.gateway.app import build_app
 from sparkctl.gateway.context import GATEWAY
 from sparkctl.gateway.peers import RELAYED, Peer
 from sparkctl.settings import Settings
-from tests.helpers import write_model
+from tests.helpers import serve, write_model
 
 PEER_PORT = 29250  # (this session's range: 29200-29299)
-ENTRY_PORT = 29251
 PEER_KEY = "sk-spark-peer-admin-key"
 CHUNKS = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"]
 
@@ -98,7 +98,7 @@ class FakePeer:
 
 @dataclass
 class Cluster:
-    client: TestClient[web.Request, web.Application]
+    client: aiohttp.ClientSession
     peer: FakePeer
     peer_server: TestServer
     user: str
@@ -135,8 +135,11 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     keys = await asyncio.to_thread(KeyFile, tmp_path / "api-keys")
     peers = [Peer("b", URL(f"http://127.0.0.1:{PEER_PORT}"), PEER_KEY)]
     app = build_app(settings, catalog, Supervisor(catalog, settings), keys=keys, peers=peers)
-    client = TestClient(TestServer(app, host="127.0.0.1", port=ENTRY_PORT))
-    await client.start_server()
+    # served as the daemon serves it: the wire in front, which hands a peer's request to aiohttp
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    port = await serve(runner)
+    client = aiohttp.ClientSession(f"http://127.0.0.1:{port}")
     try:
         peers_of_a = app[GATEWAY].peers
         assert peers_of_a is not None
@@ -144,6 +147,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         yield Cluster(client, peer, peer_server, user, app)
     finally:
         await client.close()
+        await runner.cleanup()
         await peer_server.close()
 
 
@@ -316,3 +320,58 @@ async def test_a_request_the_peer_never_answers_ends_once_the_peer_is_found_unre
     r = await asyncio.wait_for(asking, 5)
     assert r.status == 503 and (await r.json())["error"]["code"] == "peer_unavailable"
     assert not peers.states["b"].relays
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response off a raw connection: status, headers (lower-case), body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    if "content-length" in headers:
+        return int(lines[0].split()[1]), headers, await reader.readexactly(int(headers["content-length"]))
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readexactly(2)
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_a_peers_request_pipelined_between_local_ones_is_answered_in_turn(cluster: Cluster) -> None:
+    """The wire serves this node's own models itself and hands a peer's model's request, with
+    the rest of its connection, to aiohttp's path (the relay): pipelined in one write, every
+    answer comes in order and the peer gets the body it was sent, byte for byte."""
+    port = URL(str(cluster.client._base_url)).port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    def post(body: bytes) -> bytes:
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {cluster.user}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    local = b'{"model":"m-one","messages":[{"role":"user","content":"x"}]}'
+    remote = b'{"model":"rm","stream":true,"messages":[{"role":"user","content":"\\u00e9 y"}]}'
+    listing = f"GET /v1/models HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {cluster.user}\r\n\r\n".encode()
+    writer.write(post(local) + post(remote) + post(local) + post(remote) + listing)
+    first = await _response(reader)
+    assert first[0] >= 400 and b"m-one" in first[2]  # disabled here: refused by this node itself
+    assert "server" not in first[1]  # off the wire (express.py): a node with peers serves its own so
+    status, headers, body = await _response(reader)
+    assert status == 200 and headers.get("x-peer") == "b" and body == b"".join(CHUNKS), (
+        status,
+        headers,
+        body,
+    )
+    again = await _response(reader)
+    assert again[1]["server"].startswith("Python")  # aiohttp's now: the connection is its from the peer's on
+    assert (
+        again[0] == first[0]
+        and json.loads(again[2])["error"]["code"] == json.loads(first[2])["error"]["code"]
+    )
+    status, _, body = await _response(reader)
+    assert status == 200 and body == b"".join(CHUNKS)
+    status, _, body = await _response(reader)
+    assert status == 200 and {m["id"] for m in json.loads(body)["data"]} == {"m-one", "remote-m"}
+    assert [s["body"] for s in cluster.peer.seen if s["path"].startswith("/v1/chat")] == [remote, remote]
+    writer.close()
