@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,9 +24,9 @@ import pytest
 
 from sparkctl.core.weights import repo_dir, weights_present
 from sparkctl.sandbox import box as sandbox
-from sparkctl.sandbox.box import Box
+from sparkctl.sandbox import cluster
+from sparkctl.sandbox.cluster import Node
 from sparkctl.sandbox.image import IMAGE
-from sparkctl.sandbox.link import join
 from tests.conftest import _unavailable
 from tests.helpers import write_model
 from tests.integration.conftest import SPARKCTL
@@ -43,73 +42,6 @@ CLIENT = str(Path(__file__).with_name("cluster_client.py"))
 
 
 @dataclass
-class Node:
-    name: str
-    box: Box
-    address: str
-    base: Path
-    key: str = ""  # this node's admin key
-
-    @property
-    def config(self) -> Path:
-        return self.base / "sparkctl.toml"
-
-    @property
-    def hf_cache(self) -> Path:
-        return self.base / "hf"
-
-    def sparkctl(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> Any:
-        return self.box.run(SPARKCTL, "--config", str(self.config), *args, check=check, timeout=120, env=env)
-
-    def get(self, url: str, key: str, path: str) -> tuple[int, Any]:
-        """A GET from inside this node's network namespace."""
-        assert self.box.init_pid is not None
-        argv = [
-            "nsenter",
-            "-t",
-            str(self.box.init_pid),
-            "-n",
-            "--",
-            sys.executable,
-            CLIENT,
-            "get",
-            url,
-            key,
-            path,
-        ]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-        answer = json.loads(proc.stdout)
-        return answer["status"], answer["body"]
-
-
-def _config(node: Node, peer: Node) -> str:
-    return (
-        "\n".join(
-            [
-                "[gateway]",
-                f'listen = ["127.0.0.1:{PORT}", "{node.address}:{PORT}"]',
-                'shutdown_grace = "5s"',
-                "[catalog]",
-                f'dirs = ["{node.base / "models"}"]',
-                "[runtime]",
-                f'sparkctl = "{SPARKCTL}"',
-                f'hf_cache = "{node.hf_cache}"',
-                f'compile_cache = "{node.base / "compile"}"',
-                "[cluster]",
-                f'node = "{node.name}"',
-                'interface = "qsfp0"',
-                f'address = "{node.address}"',
-                "[[cluster.peers]]",
-                f'name = "{peer.name}"',
-                f'url = "http://{peer.address}:{PORT}"',
-                f'api_key_file = "{node.base / "peers" / peer.name}"',
-            ]
-        )
-        + "\n"
-    )
-
-
-@dataclass
 class Pair:
     a: Node
     b: Node
@@ -120,98 +52,87 @@ class Pair:
         return {"HF_ENDPOINT": self.hub_url}
 
 
+def sparkctl(node: Node, *args: str, check: bool = True, env: dict[str, str] | None = None) -> Any:
+    """`sparkctl ARGS` as root on the node (the CLI's own environment: `env`)."""
+    return node.box.run(node.sparkctl, "--config", str(node.config), *args, check=check, timeout=120, env=env)
+
+
+def get(node: Node, url: str, key: str, path: str) -> tuple[int, Any]:
+    """A GET from inside this node's network namespace."""
+    argv = node.netns(sys.executable, CLIENT, "get", url, key, path)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    answer = json.loads(proc.stdout)
+    return answer["status"], answer["body"]
+
+
+def _models(node: Node, hub_url: str) -> None:
+    # The model spans both nodes, and is pulled on both before it is enabled (as the shipped
+    # 70B example is, docs/cluster.md): a pull needs no enabled model.
+    write_model(
+        node.catalog,
+        MODEL,
+        status="disabled",
+        disabled_reason="enabled once pulled on every node",
+        source={"hf_repo": REPO},
+        serve={"nodes": 2, "gpu": "exclusive", "owner": "spark-a"},
+        engine={"runtime": "process", "image": None, "command": [SPARKCTL, "emulate"], "port": 29410},
+    )
+    # An enabled model in a container (never started here), for `images`.
+    write_model(
+        node.catalog,
+        "boxed",
+        engine={"image": IMAGE, "port": 29411, "host_port": 29411},
+        serve={"direct_port": 0},
+    )
+    # Where a Spark would reach the Hub: this one reaches the fake (a drop-in, as an operator
+    # would point the daemon at a mirror).
+    dropin = node.box.unit_dir / "sparkctl.service.d" / "hub.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(f"[Service]\nEnvironment=HF_ENDPOINT={hub_url}\n")
+    if node.name == "spark-b":
+        # a Hugging Face token (root's, 0600): install gives it to the daemon's group
+        node.box.run(
+            "sh", "-c", "mkdir -p /etc/sparkctl && umask 077 && echo hf_bench_token > /etc/sparkctl/hf-token"
+        )
+
+
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
     reason = sandbox.unavailable_reason()
     if reason:
         _unavailable(reason)
-    boxes: list[Box] = []
-    nodes: list[Node] = []
+    hub_url = f"http://{PREFIX}.1:{HUB_PORT}"  # spark-a's link address (sandbox/link.py)
+    nodes = cluster.up(
+        ("spark-a", "spark-b"),
+        boxes=f"pl{os.getpid()}",
+        port=PORT,
+        prefix=PREFIX,
+        models=lambda node: _models(node, hub_url),
+    )
     hub: subprocess.Popen[str] | None = None
     try:
-        for i in range(2):
-            boxes.append(Box.up(name=f"pl{os.getpid()}{i}", net="private"))
-        network = join(boxes, PREFIX)
-        nodes = [
-            Node(name, box, network.address(i), box.path / "pull")
-            for i, (name, box) in enumerate(zip(("spark-a", "spark-b"), boxes, strict=True))
-        ]
-        hub_url = f"http://{nodes[0].address}:{HUB_PORT}"
-        assert boxes[0].init_pid is not None
-        nsenter = ["nsenter", "-t", str(boxes[0].init_pid), "-n", "--"]
+        a, b = nodes[0], nodes[1]
+        assert a.address == f"{PREFIX}.1"
         hub = subprocess.Popen(
-            [
-                *nsenter,
-                sys.executable,
-                "-m",
-                "tests.integration.fake_hub",
-                nodes[0].address,
-                str(HUB_PORT),
-                REPO,
-            ],
+            a.netns(sys.executable, "-m", "tests.integration.fake_hub", a.address, str(HUB_PORT), REPO),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
         assert hub.stdout is not None and hub.stdout.readline().strip() == "ready"
-        for node in nodes:
-            for d in ("models", "compile", "peers"):
-                (node.base / d).mkdir(parents=True, exist_ok=True)
-            # The model spans both nodes, and is pulled on both before it is enabled (as the
-            # shipped 70B example is, docs/cluster.md): a pull needs no enabled model.
-            write_model(
-                node.base / "models",
-                MODEL,
-                status="disabled",
-                disabled_reason="enabled once pulled on every node",
-                source={"hf_repo": REPO},
-                serve={"nodes": 2, "gpu": "exclusive", "owner": "spark-a"},
-                engine={"runtime": "process", "image": None, "command": [SPARKCTL, "emulate"], "port": 29410},
-            )
-            # An enabled model in a container (never started here), for `images`.
-            write_model(
-                node.base / "models",
-                "boxed",
-                engine={"image": IMAGE, "port": 29411, "host_port": 29411},
-                serve={"direct_port": 0},
-            )
-            # Where a Spark would reach the Hub: this one reaches the fake (a drop-in, as an
-            # operator would point the daemon at a mirror).
-            dropin = node.box.unit_dir / "sparkctl.service.d" / "hub.conf"
-            dropin.parent.mkdir(parents=True, exist_ok=True)
-            dropin.write_text(f"[Service]\nEnvironment=HF_ENDPOINT={hub_url}\n")
-        a, b = nodes
-        # spark-b has a Hugging Face token (root's, 0600): install gives it to the daemon's group.
-        b.box.run(
-            "sh", "-c", "mkdir -p /etc/sparkctl && umask 077 && echo hf_bench_token > /etc/sparkctl/hf-token"
-        )
-        a.config.write_text(_config(a, b))
-        b.config.write_text(_config(b, a))
-        for node in nodes:
-            node.key = node.sparkctl("install").stdout.strip()
-            assert node.key.startswith("sk-spark-"), node.key
-        for node, peer in ((a, b), (b, a)):
-            (node.base / "peers" / peer.name).write_text(peer.key + "\n")
-        for node in nodes:
-            node.sparkctl("install")
         yield Pair(a, b, hub_url)
     finally:
-        for node in nodes:
-            if node.key:
-                node.sparkctl("uninstall", check=False)
         if hub is not None:
             hub.terminate()
             hub.wait(10)
-        for box in boxes:
-            shutil.rmtree(box.path / "pull", ignore_errors=True)
-            box.down()
+        nodes.down()
 
 
 def _preflight(pair: Pair) -> dict[str, Any]:
     """spark-b's preflight of the model, asked by spark-a over the link with spark-b's key."""
-    status, body = pair.a.get(
-        f"http://{pair.b.address}:{PORT}", pair.b.key, f"/api/v1/models/{MODEL}/preflight"
+    status, body = get(
+        pair.a, f"http://{pair.b.address}:{PORT}", pair.b.key, f"/api/v1/models/{MODEL}/preflight"
     )
     assert status == 200, body
     assert isinstance(body, dict)
@@ -229,7 +150,7 @@ def test_pull_fills_every_node_a_model_spans_and_a_node_down_is_named(pair: Pair
     # spark-b's daemon down (its socket too: nothing answers): named, and this node's pull goes on.
     b.box.systemctl("stop", "sparkctl.socket", "sparkctl.service")
     try:
-        down = a.sparkctl("pull", "--no-image", MODEL, check=False, env=pair.hub_env)
+        down = sparkctl(a, "pull", "--no-image", MODEL, check=False, env=pair.hub_env)
     finally:
         b.box.systemctl("start", "sparkctl.socket")
     assert down.returncode == 1 and down.stdout == "", down.stdout + down.stderr
@@ -242,7 +163,7 @@ def test_pull_fills_every_node_a_model_spans_and_a_node_down_is_named(pair: Pair
     assert not weights_present(b.hf_cache, REPO)
 
     # The same pull again: spark-a has everything, spark-b's daemon fetches its part.
-    again = a.sparkctl("pull", "--no-image", MODEL, env=pair.hub_env)
+    again = sparkctl(a, "pull", "--no-image", MODEL, env=pair.hub_env)
     assert again.stdout == f"{MODEL}: ready\n", again.stderr
     (plan,) = [line for line in again.stderr.splitlines() if line.startswith(f"spark-a: {REPO}@main is")]
     assert plan.startswith(f"spark-a: {REPO}@main is commit {COMMIT[:12]}: 4 files")
@@ -273,15 +194,15 @@ def test_pull_fills_every_node_a_model_spans_and_a_node_down_is_named(pair: Pair
 
 def test_doctor_finds_the_cache_the_daemons_to_pull_into(pair: Pair) -> None:
     for node in (pair.a, pair.b):
-        checks = {c["check"]: c for c in json.loads(node.sparkctl("doctor", "--json", check=False).stdout)}
+        checks = {c["check"]: c for c in json.loads(sparkctl(node, "doctor", "--json", check=False).stdout)}
         assert checks["cluster pulls"]["status"] == "pass", checks["cluster pulls"]
 
 
 def test_images_list_every_nodes_images(pair: Pair) -> None:
-    listed = pair.a.sparkctl("images", "list")
+    listed = sparkctl(pair.a, "images", "list")
     assert listed.stdout.splitlines()[0].split()[:3] == ["NODE", "IMAGE", "SOURCE"], listed.stdout
     assert "does not answer" not in listed.stderr
-    rows = json.loads(pair.a.sparkctl("images", "list", "--json").stdout)
+    rows = json.loads(sparkctl(pair.a, "images", "list", "--json").stdout)
     assert [(r["node"], r["image"], r["models"]) for r in rows] == [
         ("spark-a", IMAGE, ["boxed"]),
         ("spark-b", IMAGE, ["boxed"]),
