@@ -41,7 +41,7 @@ class SupervisorEffects:
         settings: Settings,
         *,
         post: Callable[[msg.Message], None],
-        settle: Callable[[msg.Message], None] | None = None,
+        settle: Callable[[msg.Message], None],
         on_state: Callable[[str, ModelState], None],
         meminfo: Path,
     ) -> None:
@@ -50,7 +50,7 @@ class SupervisorEffects:
         self._settings = settings
         self._post = post
         # an ended lease's Release: applied at once where nothing waits before it (Supervisor._settle)
-        self._settle = settle or post
+        self._settle = settle
         self._on_state = on_state
         self._meminfo = meminfo
         self.systemd: Systemd | None = None  # connected by the supervisor's start()

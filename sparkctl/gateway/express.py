@@ -35,6 +35,7 @@ from sparkctl.gateway.waiting import (
     KEEPALIVE_AFTER,
     KEEPALIVE_EVERY,
     acquire_within,
+    prefers_no_wait,
     prepared,
     request_id,
     wait_bound,
@@ -188,11 +189,11 @@ class ExpressLane:
         gw = self.gw
         waited = time.monotonic()
         # a ready model with room: granted here and now, no timer and no await (#18)
-        lease = gw.supervisor.lease_now(model.id) or await self._wait_lease(
-            request, wire, held, model, stream, answer
-        )
+        lease = gw.supervisor.lease_now(model.id)
         if lease is None:
-            return answer.status
+            lease = await self._wait_lease(request, wire, held, model, stream, answer)
+            if lease is None:
+                return answer.status
         # From here on the lease is ours (no await before the try), and is released whatever happens.
         gw.metrics.waited(model.id, time.monotonic() - waited)
         held.on_end(lease.abort)  # a revoked key: the response ends with the error, as for a crash
@@ -207,7 +208,7 @@ class ExpressLane:
         """The lease, once the model is ready; a stream is kept alive meanwhile with comments.
         None: the request failed and was answered (`answer.status`)."""
         gw = self.gw
-        wait = not _prefers_no_wait(request)
+        wait = not prefers_no_wait(request.picked.get(b"prefer", b"").decode("latin-1"))
         bound = wait_bound(gw, model)
         keepalive: asyncio.TimerHandle | None = None
         if stream:
@@ -385,11 +386,3 @@ def _presented(request: WireRequest) -> str | None:
 
 def _request_id(request: WireRequest) -> str:
     return request_id(request.picked.get(b"x-request-id", b"").decode("latin-1"))
-
-
-def _prefers_no_wait(request: WireRequest) -> bool:
-    raw = request.picked.get(b"prefer")
-    if raw is None:
-        return False
-    prefer = raw.decode("latin-1")
-    return any(p.strip().replace(" ", "") == "wait=0" for p in prefer.split(","))

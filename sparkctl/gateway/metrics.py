@@ -30,7 +30,6 @@ _USAGE = (
     ("completion", re.compile(rb'"completion_tokens"\s*:\s*(\d+)')),
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-_STATUS = {code: str(code) for code in range(100, 600)}
 LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
@@ -246,7 +245,7 @@ class Metrics:
 
     def observe(self, model: str, route: str, status: int, seconds: float) -> None:
         t = self._tallies
-        key = (model, route, _STATUS.get(status) or str(status))
+        key = (model, route, str(status))
         t.requests[key] = t.requests.get(key, 0) + 1
         t.observe(t.duration, (model, route), seconds)
         self.answered[model] = self.answered.get(model, 0) + 1

@@ -29,6 +29,7 @@ from sparkctl.gateway.waiting import (
     KEEPALIVE_AFTER,
     KEEPALIVE_EVERY,
     acquire_within,
+    prefers_no_wait,
     prepared,
     request_id,
     wait_bound,
@@ -100,16 +101,11 @@ def _request_id(request: web.Request) -> str:
     return request_id(request.headers.get("X-Request-Id", ""))
 
 
-def _prefers_no_wait(request: web.Request) -> bool:
-    prefer = request.headers.get("Prefer", "")
-    return any(p.strip().replace(" ", "") == "wait=0" for p in prefer.split(","))
-
-
 async def _with_lease(
     request: web.Request, gw: Gateway, model: Model, route: str, body: bytes, stream: bool, request_id: str
 ) -> web.StreamResponse:
     waited = time.monotonic()
-    wait = not _prefers_no_wait(request)
+    wait = not prefers_no_wait(request.headers.get("Prefer", ""))
     bound = wait_bound(gw, model)
     sse: web.StreamResponse | None = None
     try:

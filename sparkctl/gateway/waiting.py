@@ -27,6 +27,11 @@ _ID_PREFIX = os.urandom(4).hex()
 _ids = itertools.count(1)
 
 
+def prefers_no_wait(prefer: str) -> bool:
+    """Whether a `Prefer` header's value asks not to wait for a loading model (`wait=0`)."""
+    return any(p.strip().replace(" ", "") == "wait=0" for p in prefer.split(","))
+
+
 def request_id(given: str) -> str:
     """The client's X-Request-Id when it is a sane one (at most 64 letters, digits, - and _), else
     a new one."""
