@@ -247,6 +247,10 @@ class Engine(StrictModel):
 class Serve(StrictModel):
     idle_timeout: IdleTimeout | None = None
     start_timeout: Duration = 30 * 60.0
+    # How long the engine may take to exit once asked to (SIGTERM): then it is killed. vLLM
+    # exits in seconds; one hung in its teardown (a frozen process, a stuck NCCL shutdown) would
+    # otherwise hold the GPU, and every request queued behind it, for systemd's default 90 s.
+    stop_timeout: Duration = 10.0
     gpu: Literal["exclusive", "shared"] = "shared"
     pinned: bool = False
     preload: bool = False
@@ -271,6 +275,9 @@ class Serve(StrictModel):
             )
         if self.start_timeout <= 0:
             raise FieldError("start_timeout", "must be longer than 0")
+        if self.stop_timeout < 1:
+            # podman's --stop-timeout counts whole seconds, and 0 would kill without asking
+            raise FieldError("stop_timeout", "must be at least 1s")
         if self.nodes > 1 and self.gpu != "exclusive":
             # It is the tenant of every node it spans: its workers take a node each, and the
             # peers' reservations are granted like a local exclusive model's.

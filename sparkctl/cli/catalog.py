@@ -51,6 +51,7 @@ def _model_row(model: Model) -> dict[str, Any]:
         "direct_port": model.direct_port if spec.enabled else None,
         "idle_timeout": _duration(model.idle_timeout),
         "start_timeout": _duration(spec.serve.start_timeout),
+        "stop_timeout": _duration(spec.serve.stop_timeout),
         "file": str(model.file),
     }
 

@@ -34,6 +34,8 @@ class Config:
     master_addr: str = "127.0.0.1"
     master_port: int = 29501
     heartbeat_timeout: float = 3.0
+    # seconds between SIGTERM and exit: a slow teardown, or (large) an engine hung in it
+    stop_time: float = 0.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     knobs.add_argument("--crash-after", type=float, default=None, metavar="S")
     knobs.add_argument("--exit-code", type=int, default=1, metavar="N")
     knobs.add_argument("--heartbeat-timeout", type=float, default=3.0, metavar="S")
+    knobs.add_argument("--stop-time", type=float, default=0.0, metavar="S")
     return p
 
 
@@ -101,4 +104,5 @@ def parse_args(argv: list[str]) -> Config:
         master_addr=ns.master_addr,
         master_port=ns.master_port,
         heartbeat_timeout=max(0.5, ns.heartbeat_timeout),
+        stop_time=max(0.0, ns.stop_time),
     )

@@ -141,6 +141,10 @@ async def serve(cfg: Config) -> int:
     if lost:
         say(f"multinode: lost {lost[0]}: exiting exit_code={cfg.exit_code}")
         return cfg.exit_code
+    if cfg.stop_time > 0:
+        # no longer listening, but not gone: what the unit's stop timeout is for
+        say(f"tearing down for {cfg.stop_time:g}s")
+        await asyncio.sleep(cfg.stop_time)
     return 0
 
 

@@ -89,6 +89,11 @@ class Gateway:
     # model → the node that owns it, for each spanning model this node runs only a worker of
     owners: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # the longest a stop to make room may take before its engine is killed (serve.stop_timeout)
+        stops = (m.spec.serve.stop_timeout for m in self.catalog.models.values())
+        self.longest_stop = max(stops, default=0.0)
+
     def direct_model(self, request: web.BaseRequest) -> str | None:
         if not self.direct_ports or request.transport is None:
             return None

@@ -32,6 +32,7 @@ from sparkctl.gateway.peers import RELAYED
 from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve
 from sparkctl.gateway.upstream import _NOT_DOWN, engine_error, request_head
 from sparkctl.gateway.waiting import (
+    CLIENT_CLOSED,
     KEEPALIVE_AFTER,
     KEEPALIVE_EVERY,
     acquire_within,
@@ -161,7 +162,11 @@ class ExpressLane:
         except SparkError as e:
             status = self._fail(wire, answer, e)
         except ConnectionError:
-            pass  # the client went away mid-answer
+            status = CLIENT_CLOSED  # the client went away mid-answer
+        except asyncio.CancelledError:
+            if wire.gone:
+                status = CLIENT_CLOSED  # the client went away before its answer was whole
+            raise
         finally:
             if mine:
                 elapsed = time.monotonic() - t0

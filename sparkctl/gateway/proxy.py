@@ -26,6 +26,7 @@ from sparkctl.gateway.forward import fail, forward
 from sparkctl.gateway.holds import HOLD, Hold
 from sparkctl.gateway.routing import MODEL_ROUTES, check_route, parse_body, resolve, split_path_form
 from sparkctl.gateway.waiting import (
+    CLIENT_CLOSED,
     KEEPALIVE_AFTER,
     KEEPALIVE_EVERY,
     acquire_within,
@@ -91,6 +92,10 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
         response = error_response(e, {"X-Request-Id": request_id})
         status = response.status
         return response
+    except (asyncio.CancelledError, ConnectionError):
+        if request.transport is None or request.transport.is_closing():
+            status = CLIENT_CLOSED  # the client went away before its answer was whole
+        raise
     finally:
         elapsed = time.monotonic() - t0
         gw.metrics.observe(model_id, route, status, elapsed)

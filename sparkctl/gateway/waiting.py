@@ -20,6 +20,9 @@ from sparkctl.gateway.upstream import replace_multipart_field
 
 KEEPALIVE_AFTER = 0.25  # a streaming request that waits longer gets SSE comments …
 KEEPALIVE_EVERY = 5.0  # … this often, until its model is ready
+# What the access log and the metrics say of a request whose client hung up before its answer
+# was whole (nginx's "client closed request"): not a 500, which would be the server's failure.
+CLIENT_CLOSED = 499
 
 # A request's id when the client gave none: unique within this daemon's life and apart from other
 # runs', without a getrandom() call per request (#18). It names a request in logs; it is no secret.
@@ -58,9 +61,10 @@ def prepared(
 
 
 def wait_bound(gw: Gateway, model: Model) -> float:
-    """How long a request may wait for its model: a swap's drain, the memory gate and the start."""
+    """How long a request may wait for its model: a swap's drain and stop, the memory gate and the
+    start."""
     s = gw.settings.scheduler
-    return s.drain_timeout + s.memory_wait + model.spec.serve.start_timeout + 30
+    return s.drain_timeout + gw.longest_stop + s.memory_wait + model.spec.serve.start_timeout + 30
 
 
 def waited_too_long(model: Model) -> SparkError:

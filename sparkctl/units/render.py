@@ -18,6 +18,7 @@ DGX OS 7 ships 4.9. So a finished start job means "ready", for containers and pr
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from itertools import combinations
@@ -50,6 +51,9 @@ PROCESS_CACHE_DIRECTORY = "sparkctl/compile"
 CONTAINER_CHAT_TEMPLATES = "/etc/sparkctl/chat-templates"
 PROBE_INTERVAL = "10ms"
 HEALTH_INTERVAL = "30s"
+# seconds a container unit's stop may take beyond the engine's own stop_timeout: podman's kill
+# and the container's removal
+CONTAINER_STOP_MARGIN = 30
 HEADER = "# Rendered by sparkctl from {source}: edit the catalog and run `sparkctl render`, not this file."
 
 
@@ -242,6 +246,7 @@ def _engine_unit(model: Model, settings: Settings, others: list[str], part: span
         "header": HEADER.format(source=f"{model.spec.id}.toml"),
         "unit": _unit_section(model, others, part),
         "start_timeout": systemd_seconds(model.spec.serve.start_timeout),
+        "stop_timeout": systemd_seconds(_stop_seconds(model)),
         # A worker never listens: the start job ends once it runs (it joins the head by itself).
         "probe": None if worker else _probe(model, settings),
         # The workers start with the head, which preloads or not.
@@ -340,6 +345,9 @@ def _container_unit(
             ),
             ulimits=[f"{name}={v}:{v}" for name, v in sorted(engine.ulimits.items())],
             podman_args=_podman_args(model, entrypoint),
+            # Podman stops the container itself (ExecStop=): the unit allows it that long, then
+            # the removal, before systemd's own kill.
+            container_stop_timeout=systemd_seconds(_stop_seconds(model) + CONTAINER_STOP_MARGIN),
             # A worker has nothing to ask; its health is the head's (which loses a worker).
             health_cmd=None
             if part is not None and part.role == "worker"
@@ -383,11 +391,22 @@ def _network_unit() -> UnitFile:
     return UnitFile("quadlet", ENGINE_NETWORK, text)
 
 
+def _stop_seconds(model: Model) -> int:
+    """serve.stop_timeout in whole seconds, as podman counts them (rounded up: never shorter)."""
+    return math.ceil(model.spec.serve.stop_timeout)
+
+
 def _podman_args(model: Model, entrypoint: list[str]) -> list[str]:
     # Podman 4.9's Quadlet lacks Entrypoint= and ShmSize=: PodmanArgs= works on 4.9 and 5.x.
     engine = model.spec.engine
     # The engine key, from the unit's EnvironmentFile= into the container (none set: none passed).
-    args = [f"--shm-size={format_size(engine.shm_size)}", f"--env={ENGINE_KEY_VAR}"]
+    args = [
+        f"--shm-size={format_size(engine.shm_size)}",
+        f"--env={ENGINE_KEY_VAR}",
+        # how long podman lets the engine exit after SIGTERM before it kills it (Quadlet's
+        # StopTimeout= is Podman 5.0's)
+        f"--stop-timeout={_stop_seconds(model)}",
+    ]
     if entrypoint:
         args.append("--entrypoint=" + json.dumps(entrypoint, separators=(",", ":")))
     return [quoting.quote_word(a) for a in args]

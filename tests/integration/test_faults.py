@@ -59,9 +59,11 @@ def installed(box: Box) -> Iterator[Stack]:
     base = box.path / "faults"
     cat = base / "models"
     fast = {"args": ["--load-time", "0.3", "--tokens-per-second", "200"]}
-    emulated(cat, "f-a", MODELS["f-a"], engine=fast)
-    emulated(cat, "f-b", MODELS["f-b"], engine=fast)
-    emulated(cat, "f-x", MODELS["f-x"], engine=fast, serve={"gpu": "exclusive"})
+    # An engine frozen while its stop had begun would ignore SIGTERM: killed after this.
+    stop = {"stop_timeout": "2s"}
+    emulated(cat, "f-a", MODELS["f-a"], engine=fast, serve=stop)
+    emulated(cat, "f-b", MODELS["f-b"], engine=fast, serve=stop)
+    emulated(cat, "f-x", MODELS["f-x"], engine=fast, serve={**stop, "gpu": "exclusive"})
     for d in (base / "hf", base / "compile"):
         d.mkdir(parents=True, exist_ok=True)
     write_placeholder(base / "hf", "org/model")
@@ -169,8 +171,10 @@ async def _sample_tenants(stack: Stack, stop: asyncio.Event, tally: Tally) -> No
         await asyncio.sleep(0.05)
 
 
-async def _unit_of_a_busy_model(stack: Stack) -> str:
-    for _ in range(100):
+async def _unit_of_a_busy_model(stack: Stack, within: float = 20) -> str:
+    # Under load some model is always up or coming up, but a swap may be between stop and start.
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         for model in ("f-a", "f-b", "f-x"):
             unit = f"sparkctl-{model}.service"
             if (await stack.systemctl("is-active", unit, check=False)).strip() == "active":
@@ -184,7 +188,25 @@ async def _kill_mid_stream(stack: Stack) -> None:
 
 
 async def _freeze(stack: Stack) -> None:
-    await stack.systemctl("kill", "--signal=SIGSTOP", await _unit_of_a_busy_model(stack))
+    """An engine frozen while it serves, until the daemon's health check finds it hung. A stop
+    the daemon begins meanwhile (a swap, with nothing in flight) thaws it again (systemd sends
+    SIGCONT after SIGTERM), and a freeze that lands on a stop just begun holds it until its
+    stop_timeout: either way the fault did not bite, and another engine is frozen."""
+    for _ in range(5):
+        unit = await _unit_of_a_busy_model(stack)
+        model = unit.removeprefix("sparkctl-").removesuffix(".service")
+        since = time.time()
+        await stack.systemctl("kill", "--signal=SIGSTOP", unit)
+        for _ in range(40):  # health_interval 0.5 s × health_failures 2, with room
+            journal = await asyncio.to_thread(
+                stack.box.journal, unit="sparkctl.service", since=since, lines=400
+            )
+            if f"{model}: the engine stopped answering" in journal:
+                return
+            if f"{model} is stopped" in journal:
+                break
+            await asyncio.sleep(0.1)
+    raise AssertionError("no frozen engine was found hung")
 
 
 async def _stop_by_hand(stack: Stack) -> None:

@@ -472,6 +472,29 @@ async def test_a_client_disconnect_stops_the_generation_at_once(env: Env) -> Non
         assert time.monotonic() - t0 < 2
 
 
+@pytest.mark.parametrize("path", ["wire", "aiohttp"])
+async def test_a_client_that_hangs_up_while_waiting_is_counted_499_not_500(env: Env, path: str) -> None:
+    """A client gone before its answer (here while its model loads) is not the server's failure:
+    the access log and the metrics say 499, as nginx does, on either serving path."""
+    headers = env.headers()
+    if path == "aiohttp":
+        headers["Origin"] = "http://localhost:3000"  # a CORS request: aiohttp's path serves it
+    body = {"model": "slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3}
+    line = 'sparkctl_requests_total{model="slow",route="/v1/chat/completions",status="%s"}'
+    async with aiohttp.ClientSession() as s:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):  # the model takes 2 s to load
+                await s.post(f"{env.url}/v1/chat/completions", json=body, headers=headers)
+            raise AssertionError("answered while the model loads")
+        for _ in range(100):
+            async with s.get(f"{env.url}/metrics") as r:
+                text = await r.text()
+            if line % 499 in text:
+                break
+            await asyncio.sleep(0.05)
+    assert f"{line % 499} 1.0" in text and line % 500 not in text
+
+
 async def test_cors_preflight_and_headers(env: Env) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.options(

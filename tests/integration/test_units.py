@@ -250,6 +250,40 @@ def test_start_job_ends_when_the_engine_is_ready_and_stop_cleans_up(
         assert box.run("podman", "ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
 
 
+@pytest.mark.parametrize("container", [False, True], ids=["process", "container"])
+def test_an_engine_hung_in_its_teardown_is_killed_after_its_stop_timeout(
+    box: Box, emulator_image: str, deploy: Any, tmp_path: Path, container: bool
+) -> None:
+    """serve.stop_timeout bounds a stop: an engine that does not exit after SIGTERM (here it
+    would take ten minutes) is killed, instead of holding the GPU for systemd's default 90 s."""
+    port = 28196 if container else 28197
+    emulated(
+        tmp_path,
+        "hang",
+        port,
+        container=container,
+        engine={"args": ["--load-time", "0.2", "--stop-time", "600"]},
+        serve={"stop_timeout": "1s"},
+    )
+    deploy(tmp_path, box_settings(box))
+    box.systemctl("start", "sparkctl-hang.service")
+    assert not refused(port)
+    t0 = time.monotonic()
+    box.systemctl("stop", "sparkctl-hang.service", check=False)  # blocks until the job is done
+    elapsed = time.monotonic() - t0
+    state = box.systemctl("show", "-p", "ActiveState", "sparkctl-hang.service").stdout
+    assert "ActiveState=inactive" in state or "ActiveState=failed" in state, state
+    assert elapsed < 30, elapsed  # 1 s and the kill, far from the 90 s it would otherwise hold
+    log = box.journal(unit="sparkctl-hang.service")
+    assert "tearing down for 600s" in log
+    if container:
+        assert "failed to stop container sparkctl-hang in 1 seconds, resorting to SIGKILL" in log, log[-2000:]
+        assert box.run("podman", "ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    else:
+        assert "State 'stop-sigterm' timed out. Killing." in log, log[-2000:]
+    box.systemctl("reset-failed", "sparkctl-hang.service", check=False)
+
+
 def test_an_engine_that_dies_while_loading_fails_the_start(box: Box, deploy: Any, tmp_path: Path) -> None:
     write_model(
         tmp_path,

@@ -55,6 +55,7 @@ BROKEN = [
         {"serve": {"start_timeout": "30 minutes"}},
         'serve.start_timeout: must be a duration like "30s", "20m", "500ms" or "1h", got \'30 minutes\'',
     ),
+    ({"serve": {"stop_timeout": "500ms"}}, "serve.stop_timeout: must be at least 1s"),
     (
         {"serve": {"idle_timeout": "soon"}},
         'serve.idle_timeout: must be "0", "never" or a duration like "20m", got \'soon\'',

@@ -551,6 +551,26 @@ async def test_sigterm_ends_open_streams_promptly(spawn: Callable[..., Emu]) -> 
     assert elapsed < 1.0
 
 
+def test_stop_time_keeps_the_process_past_sigterm_without_listening(spawn: Callable[..., Emu]) -> None:
+    """--stop-time S: an engine slow to tear down (or, with a large S, hung in it), for the
+    units' stop timeout to end."""
+    emu = spawn("--stop-time", "2")
+    emu.proc.send_signal(signal.SIGTERM)
+    for _ in range(100):  # it stops listening at once ...
+        try:
+            socket.create_connection(("127.0.0.1", emu.port), 0.5).close()
+        except ConnectionRefusedError:
+            break
+        except ConnectionResetError:
+            pass  # accepted as the listener closed
+        time.sleep(0.02)
+    else:
+        raise AssertionError("still listening after SIGTERM")
+    time.sleep(0.5)
+    assert emu.proc.poll() is None  # ... but has not exited
+    assert emu.proc.wait(10) == 0
+
+
 async def test_crash_after_cuts_streams(spawn: Callable[..., Emu]) -> None:
     emu = spawn("--crash-after", "0.3", "--exit-code", "7", "--tokens-per-second", "50")
     body = {"prompt": "x", "max_tokens": 1000, "stream": True}

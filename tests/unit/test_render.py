@@ -101,7 +101,7 @@ def test_vllm_container_on_bridge_network(tmp_path: Path) -> None:
                 {"source": "/srv/out", "target": "/out", "read_only": False},
             ],
         },
-        serve={"start_timeout": "15m", "preload": True},
+        serve={"start_timeout": "15m", "stop_timeout": "2500ms", "preload": True},
     )
     text = rendered(tmp_path)["sparkctl-m.container"]
     assert shlex.split(line(text, "Exec")) == [
@@ -132,6 +132,9 @@ def test_vllm_container_on_bridge_network(tmp_path: Path) -> None:
     assert "AddDevice=nvidia.com/gpu=all" in text and "AddDevice=/dev/infiniband" in text
     assert "Volume=/srv/media:/media:ro" in text and "Volume=/srv/out:/out\n" in text
     assert "TimeoutStartSec=900s" in text and "HealthStartPeriod=900s" in text
+    # podman kills an engine not gone 3 s (2.5 s, in whole seconds, never shorter) after SIGTERM;
+    # the unit allows that and the container's removal
+    assert "PodmanArgs=--stop-timeout=3" in text and line(text, "TimeoutStopSec") == "33s"
     assert line(text, "ExecStartPost") == (
         "/usr/local/bin/sparkctl probe --interval 10ms http://127.0.0.1:18555/health"
     )
@@ -188,6 +191,7 @@ def test_process_unit(tmp_path: Path) -> None:
         "/opt/venv/bin/vllm serve org/model --served-model-name p --host 127.0.0.1 --port 28001"
     )
     assert "LimitMEMLOCK=infinity" in text and "Environment=HF_HOME=/var/lib/sparkctl/huggingface" in text
+    assert line(text, "TimeoutStopSec") == "10s"  # serve.stop_timeout's default: then killed
 
 
 def test_socket_unit(tmp_path: Path) -> None:
