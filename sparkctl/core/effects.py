@@ -261,6 +261,7 @@ class SupervisorEffects:
         log.info("stopping %s", unit, extra={"model": model, "unit": unit})
         try:
             await (await self.systemd.stop(unit)).wait()
+            after = await self.systemd.status(unit)
         except BusUnavailableError as e:
             # Whether it stopped is systemd's to say once connected again (resync).
             log.error("stop of %s lost: %s", unit, e, extra={"model": model, "unit": unit})
@@ -268,6 +269,15 @@ class SupervisorEffects:
             return
         except Exception as e:  # refused (no such unit, …): nothing runs that we asked to stop
             log.error("cannot stop %s: %s", unit, e, extra={"model": model, "unit": unit})
+        else:
+            if after.killed_at_stop:
+                seconds = self._catalog.models[model].spec.serve.stop_timeout
+                log.warning(
+                    "%s: the engine did not exit within serve.stop_timeout (%gs) of SIGTERM: killed",
+                    model,
+                    seconds,
+                    extra={"model": model, "unit": unit},
+                )
         self._post(msg.StopFinished(model))
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:

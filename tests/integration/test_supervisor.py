@@ -254,6 +254,34 @@ async def test_a_manual_start_of_another_exclusive_model_is_followed(
     (await sup.acquire("man-b")).release()  # and it is served as a running model
 
 
+async def test_a_swap_past_an_engine_hung_in_its_teardown_takes_its_stop_timeout_and_says_so(
+    box: Box,
+    deploy: Any,
+    tmp_path: Path,
+    open_supervisors: list[Supervisor],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The engine being swapped out never exits after SIGTERM: its unit kills it after
+    serve.stop_timeout, the queued model starts, and the journal says why the swap took long."""
+    hung = ["--load-time", "0.1", "--stop-time", "600"]
+    emulated(
+        tmp_path, "hung", next(PORTS), engine={"args": hung}, serve={"gpu": "exclusive", "stop_timeout": "1s"}
+    )
+    emulated(tmp_path, "after", next(PORTS), load_time=0.1, serve={"gpu": "exclusive"})
+    catalog, settings = setup(box, deploy, tmp_path)
+    sup = await supervise(open_supervisors, catalog, settings)
+    (await sup.acquire("hung")).release()
+    lease = await asyncio.wait_for(sup.acquire("after"), 30)  # not the 90 s systemd would allow
+    lease.release()
+    assert sup.view("hung").state is ModelState.STOPPED
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "hung: the engine did not exit within serve.stop_timeout (1s) of SIGTERM: killed" in said, said
+    # a stop that ends as asked says nothing
+    await sup.stop_model("after")
+    assert not any(r.getMessage().startswith("after:") for r in caplog.records if r.levelname == "WARNING")
+    await asyncio.to_thread(box.systemctl, "reset-failed", "sparkctl-hung.service", check=False)
+
+
 async def test_the_memory_gate_waits_for_memory_held_after_a_stop(
     box: Box, deploy: Any, tmp_path: Path, open_supervisors: list[Supervisor]
 ) -> None:
