@@ -31,6 +31,7 @@ from sparkctl.gateway.errors import sse_error_event
 from sparkctl.gateway.holds import HOLD
 from sparkctl.gateway.peers import RELAYED, Remote
 from sparkctl.gateway.upstream import downstream_headers, upstream_headers
+from sparkctl.gateway.waiting import CLIENT_CLOSED
 
 BUFFER_LIMIT = 1024 * 1024  # an answer this small (with a length) is relayed in one piece
 SSE = "text/event-stream"
@@ -83,6 +84,10 @@ async def relay(
         response = await _exchange(request, gw, remote, body, request_id)
         status = response.status
         return response
+    except (asyncio.CancelledError, ConnectionError):
+        if request.transport is None or request.transport.is_closing():
+            status = CLIENT_CLOSED  # the client went away before its answer was whole
+        raise
     finally:
         gw.metrics.relayed(remote.peer.name, remote.model_id, status, time.monotonic() - t0)
 

@@ -274,6 +274,17 @@ async def test_a_client_that_leaves_mid_stream_ends_the_peers_request(cluster: C
     assert await r.content.readuntil(b"\n\n") == CHUNKS[0]
     r.close()  # the client goes away
     await asyncio.wait_for(cluster.peer.cancelled.wait(), 5)
+    # counted as the client's leaving (499), not as the peer's failure
+    relays = cluster.app[GATEWAY].metrics.relays
+
+    def counted() -> dict[str, float]:
+        return {s.labels["status"]: s.value for s in relays.collect()[0].samples if s.name.endswith("_total")}
+
+    for _ in range(100):
+        if counted():
+            break
+        await asyncio.sleep(0.02)
+    assert counted() == {"499": 1.0}
 
 
 async def test_a_peer_found_down_mid_stream_ends_the_stream_with_the_error(cluster: Cluster) -> None:
