@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -259,9 +260,9 @@ class SupervisorEffects:
         assert self.systemd is not None
         unit = service_name(model)
         log.info("stopping %s", unit, extra={"model": model, "unit": unit})
+        began = time.monotonic()
         try:
             await (await self.systemd.stop(unit)).wait()
-            after = await self.systemd.status(unit)
         except BusUnavailableError as e:
             # Whether it stopped is systemd's to say once connected again (resync).
             log.error("stop of %s lost: %s", unit, e, extra={"model": model, "unit": unit})
@@ -270,12 +271,19 @@ class SupervisorEffects:
         except Exception as e:  # refused (no such unit, …): nothing runs that we asked to stop
             log.error("cannot stop %s: %s", unit, e, extra={"model": model, "unit": unit})
         else:
-            if after.killed_at_stop:
-                seconds = self._catalog.models[model].spec.serve.stop_timeout
+            # The unit kills an engine still there at serve.stop_timeout (systemd's TimeoutStopSec=,
+            # podman's --stop-timeout), so a stop that lasted that long ended by the kill. Told by
+            # the time, not by the unit's Result: that may be an earlier failure's, and a
+            # container's depends on conmon's cleanup.
+            took = time.monotonic() - began
+            bound = self._catalog.models[model].spec.serve.stop_timeout
+            if took >= bound:
                 log.warning(
-                    "%s: the engine did not exit within serve.stop_timeout (%gs) of SIGTERM: killed",
+                    "%s: the engine did not exit within serve.stop_timeout (%gs) of SIGTERM and was "
+                    "killed; its stop took %.1fs",
                     model,
-                    seconds,
+                    bound,
+                    took,
                     extra={"model": model, "unit": unit},
                 )
         self._post(msg.StopFinished(model))

@@ -72,15 +72,6 @@ class UnitStatus:
     exec_main_start_us: int = 0  # CLOCK_REALTIME µs its main process was exec'd; 0 if never
 
     @property
-    def killed_at_stop(self) -> bool:
-        """After a stop: the engine outlived its stop timeout and was killed — by systemd
-        (TimeoutStopSec=: Result=timeout), or by podman inside a container unit (--stop-timeout:
-        the container's 137, 128 + SIGKILL)."""
-        return self.active_state == "failed" and (
-            self.result == "timeout" or (self.result == "exit-code" and self.exec_main_status == 137)
-        )
-
-    @property
     def exec_to_active(self) -> float | None:
         """Seconds from the main process's exec to the unit being active (its readiness, for a
         model unit), by systemd's clock; None when it has not been both."""

@@ -178,6 +178,7 @@ async def _shut_down(
     """STOPPING to systemd; in-flight responses finish (within gateway.shutdown_grace; a stream
     still running then ends with an error event), then the bus closes."""
     grace = supervisor.settings.gateway.shutdown_grace
+    runner.app[GATEWAY].stopping = True
     notify("STOPPING=1", "STATUS=stopping: finishing in-flight requests")
     log.info("stopping: no new connections; in-flight requests get up to %.0fs", grace)
     if watchdog is not None:

@@ -95,9 +95,24 @@ def _arm_timers(cfg: Config, server: Server) -> None:
 async def serve(cfg: Config) -> int:
     """Load, bind, announce readiness, serve until SIGTERM/SIGINT; returns the exit status."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # set by a signal, or by a multi-node head that lost a worker
+    asked = asyncio.Event()
+
+    def term() -> None:
+        asked.set()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, term)
+    code = await _run(cfg, stop)
+    if asked.is_set() and cfg.stop_time > 0:
+        # no longer listening, but not gone: what the unit's stop timeout is for
+        say(f"tearing down for {cfg.stop_time:g}s")
+        await asyncio.sleep(cfg.stop_time)
+    return code
+
+
+async def _run(cfg: Config, stop: asyncio.Event) -> int:
     server = Server(cfg)
     # Like vLLM, nothing listens while the model loads: clients see connection refused.
     server.ballast = await _load(cfg, stop)
@@ -141,10 +156,6 @@ async def serve(cfg: Config) -> int:
     if lost:
         say(f"multinode: lost {lost[0]}: exiting exit_code={cfg.exit_code}")
         return cfg.exit_code
-    if cfg.stop_time > 0:
-        # no longer listening, but not gone: what the unit's stop timeout is for
-        say(f"tearing down for {cfg.stop_time:g}s")
-        await asyncio.sleep(cfg.stop_time)
     return 0
 
 

@@ -88,10 +88,12 @@ class Gateway:
     peers: Peers | None = None  # the other nodes of a cluster (#15); None: no [cluster] peers
     # model → the node that owns it, for each spanning model this node runs only a worker of
     owners: dict[str, str] = field(default_factory=dict)
+    # the daemon is shutting down: a request cut now is its doing, not a client's hang-up (499)
+    stopping: bool = False
 
     def __post_init__(self) -> None:
         # the longest a stop to make room may take before its engine is killed (serve.stop_timeout)
-        stops = (m.spec.serve.stop_timeout for m in self.catalog.models.values())
+        stops = (m.spec.serve.stop_timeout for m in self.catalog.enabled)
         self.longest_stop = max(stops, default=0.0)
 
     def direct_model(self, request: web.BaseRequest) -> str | None:

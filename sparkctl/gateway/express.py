@@ -164,7 +164,7 @@ class ExpressLane:
         except ConnectionError:
             status = CLIENT_CLOSED  # the client went away mid-answer
         except asyncio.CancelledError:
-            if wire.gone:
+            if wire.gone and not gw.stopping:
                 status = CLIENT_CLOSED  # the client went away before its answer was whole
             raise
         finally:

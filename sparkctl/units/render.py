@@ -345,8 +345,8 @@ def _container_unit(
             ),
             ulimits=[f"{name}={v}:{v}" for name, v in sorted(engine.ulimits.items())],
             podman_args=_podman_args(model, entrypoint),
-            # Podman stops the container itself (ExecStop=): the unit allows it that long, then
-            # the removal, before systemd's own kill.
+            # Podman stops the container itself (ExecStop=): each step of the unit's stop is
+            # allowed that long and the container's removal, before systemd's own kill.
             container_stop_timeout=systemd_seconds(_stop_seconds(model) + CONTAINER_STOP_MARGIN),
             # A worker has nothing to ask; its health is the head's (which loses a worker).
             health_cmd=None
