@@ -27,8 +27,14 @@ async def _one(client: openai.AsyncOpenAI, item: dict[str, Any]) -> dict[str, An
     out: dict[str, Any] = {"model": item["model"], "stream": bool(item.get("stream"))}
     try:
         if item.get("stream"):
+            # ignore_eos (vLLM's, the emulator's): the reply runs to max_tokens, not to its own end
+            extra = {"ignore_eos": True} if item.get("ignore_eos") else None
             stream = await client.chat.completions.create(
-                model=item["model"], messages=messages, max_tokens=item.get("max_tokens", 8), stream=True
+                model=item["model"],
+                messages=messages,
+                max_tokens=item.get("max_tokens", 8),
+                stream=True,
+                extra_body=extra,
             )
             chunks: list[str] = []
             if item.get("abandon"):  # read one chunk, then go away: the connection closes

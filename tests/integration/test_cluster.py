@@ -241,8 +241,10 @@ async def test_local_and_remote_requests_at_once_from_two_nodes(cluster: Cluster
 
 async def test_a_client_that_leaves_ends_the_request_on_the_peer_too(cluster: Cluster) -> None:
     a, b = cluster[0], cluster[1]
-    # 400 tokens at 40/s: ten seconds of stream, unless the relay passes the disconnect on
-    (left,) = await a.chat([{"model": "b-chat", "stream": True, "max_tokens": 400, "abandon": True}])
+    # 400 tokens at 40/s (ignore_eos, or the reply would end by itself after 3 s): ten seconds of
+    # stream, unless the relay passes the disconnect on
+    leaving = {"model": "b-chat", "stream": True, "max_tokens": 400, "ignore_eos": True, "abandon": True}
+    (left,) = await a.chat([leaving])
     assert left["ok"] and left["abandoned"], left
     deadline = time.monotonic() + 3
     while True:
@@ -305,8 +307,10 @@ async def test_a_peer_unreachable_is_503_quickly_and_nothing_local_waits(cluster
 
 async def test_a_stream_in_flight_when_the_cable_is_pulled_ends_with_an_error(cluster: Cluster) -> None:
     a, network = cluster[0], cluster.network
-    # 400 tokens at 40/s: ten seconds of stream; the cable is pulled a second and a half in
-    streaming = asyncio.ensure_future(a.chat([{"model": "b-chat", "stream": True, "max_tokens": 400}]))
+    # 400 tokens at 40/s (ignore_eos: the reply to this prompt would end by itself after 3 s): ten
+    # seconds of stream; the cable is pulled a second and a half in
+    long = {"model": "b-chat", "stream": True, "max_tokens": 400, "ignore_eos": True}
+    streaming = asyncio.ensure_future(a.chat([long]))
     await asyncio.sleep(1.5)
     network.cut(1)
     try:

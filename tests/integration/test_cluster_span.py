@@ -278,8 +278,10 @@ async def test_a_worker_killed_mid_stream_ends_it_and_frees_both_nodes(
     a, b = cluster[0], cluster[1]
     (ready,) = await chat(a, [{"model": "span"}])
     assert ready["ok"], ready
-    # 400 tokens at 40/s: ten seconds of stream; the worker is killed a second and a half in
-    streaming = asyncio.ensure_future(chat(a, [{"model": "span", "stream": True, "max_tokens": 400}]))
+    # 400 tokens at 40/s (ignore_eos: the reply to this prompt would end by itself after 3 s): ten
+    # seconds of stream; the worker is killed a second and a half in
+    long = {"model": "span", "stream": True, "max_tokens": 400, "ignore_eos": True}
+    streaming = asyncio.ensure_future(chat(a, [long]))
     await asyncio.sleep(1.5)
     await asyncio.to_thread(b.box.systemctl, "kill", "--signal=SIGKILL", "sparkctl-span.service")
     (cut,) = await asyncio.wait_for(streaming, 9)  # before the stream would have ended
@@ -330,11 +332,14 @@ async def test_a_peer_unreachable_stops_the_model_with_a_clear_error(cluster: Cl
     a, b = cluster[0], cluster[1]
     (ready,) = await chat(a, [{"model": "span"}])
     assert ready["ok"], ready
-    streaming = asyncio.ensure_future(chat(a, [{"model": "span", "stream": True, "max_tokens": 400}]))
+    # 20 s of stream at 40 tokens/s (the reply to this prompt would end by itself after 3 s, a
+    # race with the cut's detection): the cut must end it, with an error
+    long = {"model": "span", "stream": True, "max_tokens": 800, "ignore_eos": True}
+    streaming = asyncio.ensure_future(chat(a, [long]))
     await asyncio.sleep(1.5)
     cluster.network.cut(1)
     try:
-        (cut,) = await asyncio.wait_for(streaming, 9)
+        (cut,) = await asyncio.wait_for(streaming, 15)
         assert not cut["ok"], cut
         await until("the head did not stop", lambda: state(a, "sparkctl-span.service") != "active")
         (refused,) = await chat(a, [{"model": "span"}])  # spark-b cannot be asked: at once
