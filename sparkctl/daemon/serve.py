@@ -178,13 +178,13 @@ async def _shut_down(
     """STOPPING to systemd; in-flight responses finish (within gateway.shutdown_grace; a stream
     still running then ends with an error event), then the bus closes."""
     grace = supervisor.settings.gateway.shutdown_grace
-    runner.app[GATEWAY].stopping = True
     notify("STOPPING=1", "STATUS=stopping: finishing in-flight requests")
     log.info("stopping: no new connections; in-flight requests get up to %.0fs", grace)
     if watchdog is not None:
         watchdog.cancel()
     await _stop_accepting(runner, guard)
     await _finish_in_flight(supervisor, grace)
+    runner.app[GATEWAY].stopping = True  # the grace is over: what is cut from here on, we cut
     # aiohttp's cleanup waits for its handlers; the requests served off the wire end here
     deadline = asyncio.get_running_loop().time() + LAST_WORD
     while guard.busy and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110

@@ -88,13 +88,19 @@ class Gateway:
     peers: Peers | None = None  # the other nodes of a cluster (#15); None: no [cluster] peers
     # model → the node that owns it, for each spanning model this node runs only a worker of
     owners: dict[str, str] = field(default_factory=dict)
-    # the daemon is shutting down: a request cut now is its doing, not a client's hang-up (499)
+    # the daemon cuts what is left of its requests: a request cut now is its doing, not a
+    # client's hang-up (499)
     stopping: bool = False
+    # the longest a stop to make room may take before its engine is killed (serve.stop_timeout)
+    longest_stop: float = field(init=False)
 
     def __post_init__(self) -> None:
-        # the longest a stop to make room may take before its engine is killed (serve.stop_timeout)
-        stops = (m.spec.serve.stop_timeout for m in self.catalog.enabled)
-        self.longest_stop = max(stops, default=0.0)
+        self.longest_stop = max((m.spec.serve.stop_timeout for m in self.catalog.enabled), default=0.0)
+
+    def client_left(self, transport: asyncio.BaseTransport | None) -> bool:
+        """Whether a request cut on `transport` was cut by its client hanging up (499), rather
+        than by this daemon's shutdown."""
+        return not self.stopping and (transport is None or transport.is_closing())
 
     def direct_model(self, request: web.BaseRequest) -> str | None:
         if not self.direct_ports or request.transport is None:

@@ -93,7 +93,7 @@ async def serve(request: web.Request, route: str, path_model: str | None) -> web
         status = response.status
         return response
     except (asyncio.CancelledError, ConnectionError):
-        if not gw.stopping and (request.transport is None or request.transport.is_closing()):
+        if gw.client_left(request.transport):
             status = CLIENT_CLOSED  # the client went away before its answer was whole
         raise
     finally:

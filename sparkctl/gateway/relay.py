@@ -85,7 +85,7 @@ async def relay(
         status = response.status
         return response
     except (asyncio.CancelledError, ConnectionError):
-        if not gw.stopping and (request.transport is None or request.transport.is_closing()):
+        if gw.client_left(request.transport):
             status = CLIENT_CLOSED  # the client went away before its answer was whole
         raise
     finally:
